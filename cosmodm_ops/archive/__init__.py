@@ -1,0 +1,1 @@
+"""cosmodm_ops.archive."""

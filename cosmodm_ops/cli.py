@@ -1,0 +1,76 @@
+"""``cosmodm``: what a batch job runs on the compute node, and tools for people.
+
+Each command group lives beside the code it drives, in a module with a
+``register(subparsers)`` function; this file only assembles them, so adding a
+group never touches another group's code. Heavy imports stay inside the
+command functions: ``cosmodm --help`` must be instant on a login node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_PARTIAL", "EXIT_BAD_INPUT", "EXIT_TRANSIENT"]
+
+#: Exit codes shared by every command (a batch job's exit code is read by the Airflow layer).
+EXIT_OK = 0
+"""Done."""
+EXIT_PARTIAL = 3
+"""Done, but some units (CCDs) failed; see qa.json."""
+EXIT_BAD_INPUT = 65
+"""Bad input (EX_DATAERR): do not retry, quarantine."""
+EXIT_TRANSIENT = 75
+"""Transient failure (EX_TEMPFAIL): retrying may succeed."""
+
+#: Command groups: (module, group name). A module missing here is simply not offered.
+_GROUPS: tuple[tuple[str, str], ...] = (
+    ("cosmodm_ops.fits_cli", "fits"),
+    ("cosmodm_ops.sim.cli", "sim"),
+    ("cosmodm_ops.single_epoch.cli", "single-epoch"),
+    ("cosmodm_ops.archive.cli", "archive"),
+    ("cosmodm_ops.batch.cli", "batch"),
+    ("cosmodm_ops.coadd.cli", "coadd"),
+    ("cosmodm_ops.config.cli", "config"),
+    ("cosmodm_ops.bench_cli", "bench"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every group that is installed)."""
+    parser = argparse.ArgumentParser(prog="cosmodm", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    for module_name, _group in _GROUPS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cosmodm`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        code = func(args)
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

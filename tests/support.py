@@ -1,0 +1,42 @@
+"""Helpers shared by every test tier (no fixtures here: see conftest.py and fixtures/)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+__all__ = ["IN_CI", "REPO", "REAL_DATA", "need", "need_binary", "real_file"]
+
+#: Under CI=true a test that needs a service or binary fails instead of skipping.
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: The small real files (DECam CP cutouts, PSFEx models, ...). Never copied into the repository.
+REAL_DATA = Path(os.environ.get("COSMODM_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or, under CI=true, fail) the calling test when ``condition`` is false."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and a required service or binary is missing: {reason}")
+    pytest.skip(reason)
+
+
+def need_binary(*names: str) -> None:
+    """Require executables on PATH (``make test`` installs them from Debian's packages)."""
+    missing = [n for n in names if shutil.which(n) is None]
+    need(not missing, f"missing executable(s) {missing}; run `make os-deps` as root")
+
+
+def real_file(relpath: str) -> Path:
+    """Path of a real data file; skips with a clear reason where the folder is absent."""
+    path = REAL_DATA / relpath
+    if not path.exists():
+        pytest.skip(f"real data file {path} is absent (set COSMODM_REAL_DATA to ../shared/data/real)")
+    return path
