@@ -1,0 +1,1 @@
+"""Workflows: what the DAGs do, as plain functions (no Airflow import)."""
