@@ -16,7 +16,13 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parents[1]
 
 #: The small real files (DECam CP cutouts, PSFEx models, ...). Never copied into the repository.
-REAL_DATA = Path(os.environ.get("COSMODM_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+def _real_data() -> Path:
+    from cosmodm_ops.config import real_data_root
+
+    return real_data_root()
+
+
+REAL_DATA = _real_data()
 
 
 def need(condition: bool, reason: str) -> None:

@@ -9,6 +9,7 @@ from cosmodm_ops.config.loader import (
     config_hash,
     load_config,
     load_yaml,
+    real_data_root,
     resolve_data_path,
 )
 from cosmodm_ops.config.schema import CameraConfig, Config, QAConfig, SiteConfig, SurveyConfig
@@ -25,5 +26,6 @@ __all__ = [
     "config_hash",
     "load_config",
     "load_yaml",
+    "real_data_root",
     "resolve_data_path",
 ]

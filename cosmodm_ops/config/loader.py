@@ -27,6 +27,7 @@ __all__ = [
     "load_yaml",
     "config_hash",
     "resolve_data_path",
+    "real_data_root",
     "available",
 ]
 
@@ -47,11 +48,22 @@ def resolve_data_path(value: str) -> Path:
     """Resolve a data path from a config: ``real:REL`` is relative to ``COSMODM_REAL_DATA``
     (default ``../shared/data/real`` beside the checkout); ``include:REL`` to the config dir."""
     if value.startswith("real:"):
-        root = Path(os.environ.get("COSMODM_REAL_DATA", _PKG_ROOT.parent / "shared" / "data" / "real"))
-        return root / value[len("real:") :]
+        return real_data_root() / value[len("real:") :]
     if value.startswith("include:"):
         return config_dir() / value[len("include:") :]
     return Path(value).expanduser()
+
+
+def real_data_root() -> Path:
+    """Folder of the shared real data files: ``COSMODM_REAL_DATA``, else ``../shared/data/real``
+    beside the checkout, else ``/work/shared/data/real`` (where a CI clone elsewhere finds it)."""
+    env = os.environ.get("COSMODM_REAL_DATA")
+    if env:
+        return Path(env)
+    for candidate in (_PKG_ROOT.parent / "shared" / "data" / "real", Path("/work/shared/data/real")):
+        if candidate.is_dir():
+            return candidate
+    return _PKG_ROOT.parent / "shared" / "data" / "real"
 
 
 def available(kind: str) -> list[str]:
