@@ -33,7 +33,7 @@ from cosmodm_ops.archive import schema as S
 from cosmodm_ops.archive.catalogs import ObjectColumns, angular_distance, cone_ranges, read_ldac_objects
 from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ArchiveUnavailable, ProductNotFound
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
-from cosmodm_ops.archive.store import place_file, sha256_file
+from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file
 from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
 
 __all__ = ["Archive", "StoredProduct", "VerifyReport", "read_qa_checks"]
@@ -279,6 +279,7 @@ class Archive:
         results: list[StoredProduct | None] = [None] * len(items)
         new_rows: list[dict[str, Any]] = []
         new_index: list[int] = []
+        dirs: set[Path] = set()
         for i, (it, key) in enumerate(zip(items, keys, strict=True)):
             rows = existing.get(key, [])
             current = [r for r in rows if r.state == "current"]
@@ -292,7 +293,9 @@ class Archive:
             revision = max((int(r.revision) for r in rows), default=0) + 1
             while True:
                 rel = relpath_for(it.tags, revision)
-                outcome = place_file(it.src, resolve_under(self.root, rel), it.sha256)
+                full = resolve_under(self.root, rel)
+                outcome = place_file(it.src, full, it.sha256, sync_dir=False)
+                dirs.add(full.parent)
                 if outcome != "taken":  # "taken": a file no row claims (a killed writer's); skip that name
                     break
                 revision += 1
@@ -303,6 +306,8 @@ class Archive:
                              "size": it.size, "state": "current", "superseded_by": None, "run_id": run_id,
                              "created_at": now})
             new_index.append(i)
+        for d in sorted(dirs):  # the new names are durable before any row points to them
+            fsync_dir(d)
         if new_rows:
             ids = conn.execute(sa.insert(p).returning(p.c.id, sort_by_parameter_order=True), new_rows).scalars().all()
             supersede = []
@@ -928,8 +933,16 @@ GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
 _OBJ_FLOATS = ("mag_auto", "magerr_auto", "mag_psf", "magerr_psf", "spread_model", "class_star")
 
 
+def _sorted_by_hpx(cat: ObjectColumns) -> ObjectColumns:
+    """Rows in HEALPix order: index inserts become near-sequential and the table is clustered on the sky."""
+    order = np.argsort(cat.hpx, kind="stable")
+    return ObjectColumns(number=cat.number[order], ra=cat.ra[order], dec=cat.dec[order], hpx=cat.hpx[order],
+                         flags=cat.flags[order], floats={k: v[order] for k, v in cat.floats.items()})
+
+
 def insert_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns, batch: int = 5000) -> int:
     """Batched INSERT of catalog objects (SQLite, and the row-by-row reference on PostgreSQL)."""
+    cat = _sorted_by_hpx(cat)
     cols = [k for k, v in const.items() if v is not None]
     names = [*cols, "number", "ra", "dec", "hpx", "flags", *_OBJ_FLOATS]
     base = [const[c] for c in cols]
@@ -953,6 +966,7 @@ def copy_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns) ->
     """
     import io
 
+    cat = _sorted_by_hpx(cat)
     n = cat.n
     fields: list[tuple[str, str, Any]] = []  # (column, numpy big-endian dtype, values)
     for name, value in const.items():

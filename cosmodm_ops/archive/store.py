@@ -16,7 +16,7 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["sha256_file", "place_file", "PlaceResult", "stale_temporaries"]
+__all__ = ["sha256_file", "place_file", "fsync_dir", "stale_temporaries"]
 
 _CHUNK = 1 << 20
 
@@ -30,11 +30,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-class PlaceResult(str):
-    """Outcome of :func:`place_file`: ``"created"``, ``"same"`` (identical file was there) or ``"taken"``."""
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a folder (makes the names in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -42,8 +39,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def place_file(src: str | os.PathLike[str], dst: Path, sha256: str) -> str:
+def place_file(src: str | os.PathLike[str], dst: Path, sha256: str, *, sync_dir: bool = True) -> str:
     """Copy ``src`` to ``dst`` atomically, never overwriting.
+
+    With ``sync_dir=False`` the caller fsyncs ``dst.parent`` itself (once for many files)
+    before it records the file anywhere.
 
     Returns
     -------
@@ -80,7 +80,8 @@ def place_file(src: str | os.PathLike[str], dst: Path, sha256: str) -> str:
             if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
             os.rename(tmp, dst)
-        _fsync_dir(dst.parent)
+        if sync_dir:
+            fsync_dir(dst.parent)
         return "created"
     finally:
         tmp.unlink(missing_ok=True)

@@ -18,6 +18,33 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('objects',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('product_id', sa.BigInteger(), nullable=False),
+    sa.Column('exposure_id', sa.BigInteger(), nullable=True),
+    sa.Column('expnum', sa.Integer(), nullable=True),
+    sa.Column('ccd', sa.Integer(), nullable=True),
+    sa.Column('tile', sa.String(length=64), nullable=True),
+    sa.Column('band', sa.String(length=64), nullable=True),
+    sa.Column('number', sa.Integer(), nullable=True),
+    sa.Column('ra', sa.Float(), nullable=False),
+    sa.Column('dec', sa.Float(), nullable=False),
+    sa.Column('hpx', sa.BigInteger(), nullable=False),
+    sa.Column('mag_auto', sa.Float(), nullable=True),
+    sa.Column('magerr_auto', sa.Float(), nullable=True),
+    sa.Column('mag_psf', sa.Float(), nullable=True),
+    sa.Column('magerr_psf', sa.Float(), nullable=True),
+    sa.Column('spread_model', sa.Float(), nullable=True),
+    sa.Column('class_star', sa.Float(), nullable=True),
+    sa.Column('flags', sa.Integer(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_objects'))
+    )
+    with op.batch_alter_table('objects', schema=None) as batch_op:
+        batch_op.create_index('ix_objects_expnum_ccd', ['expnum', 'ccd'], unique=False, postgresql_where=sa.text('expnum IS NOT NULL'), sqlite_where=sa.text('expnum IS NOT NULL'))
+        batch_op.create_index(batch_op.f('ix_objects_hpx'), ['hpx'], unique=False)
+        batch_op.create_index(batch_op.f('ix_objects_product_id'), ['product_id'], unique=False)
+        batch_op.create_index('ix_objects_tile_band', ['tile', 'band'], unique=False, postgresql_where=sa.text('tile IS NOT NULL'), sqlite_where=sa.text('tile IS NOT NULL'))
+
     op.create_table('runs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('run_key', sa.String(length=64), nullable=False),
@@ -120,35 +147,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_lineage_input_product_id'), ['input_product_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_lineage_input_sha256'), ['input_sha256'], unique=False)
 
-    op.create_table('objects',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('product_id', sa.BigInteger(), nullable=False),
-    sa.Column('exposure_id', sa.BigInteger(), nullable=True),
-    sa.Column('expnum', sa.Integer(), nullable=True),
-    sa.Column('ccd', sa.Integer(), nullable=True),
-    sa.Column('tile', sa.String(length=64), nullable=True),
-    sa.Column('band', sa.String(length=64), nullable=True),
-    sa.Column('number', sa.Integer(), nullable=True),
-    sa.Column('ra', sa.Float(), nullable=False),
-    sa.Column('dec', sa.Float(), nullable=False),
-    sa.Column('hpx', sa.BigInteger(), nullable=False),
-    sa.Column('mag_auto', sa.Float(), nullable=True),
-    sa.Column('magerr_auto', sa.Float(), nullable=True),
-    sa.Column('mag_psf', sa.Float(), nullable=True),
-    sa.Column('magerr_psf', sa.Float(), nullable=True),
-    sa.Column('spread_model', sa.Float(), nullable=True),
-    sa.Column('class_star', sa.Float(), nullable=True),
-    sa.Column('flags', sa.Integer(), nullable=True),
-    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_objects_product_id_products')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_objects'))
-    )
-    with op.batch_alter_table('objects', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_objects_expnum_ccd'), ['expnum', 'ccd'], unique=False)
-        batch_op.create_index(batch_op.f('ix_objects_hpx'), ['hpx'], unique=False)
-        batch_op.create_index(batch_op.f('ix_objects_product_id'), ['product_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_objects_ra_dec'), ['ra', 'dec'], unique=False)
-        batch_op.create_index(batch_op.f('ix_objects_tile_band'), ['tile', 'band'], unique=False)
-
     op.create_table('qa_results',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('run_id', sa.BigInteger(), nullable=True),
@@ -222,14 +220,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_qa_results_expnum_ccd'))
 
     op.drop_table('qa_results')
-    with op.batch_alter_table('objects', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_objects_tile_band'))
-        batch_op.drop_index(batch_op.f('ix_objects_ra_dec'))
-        batch_op.drop_index(batch_op.f('ix_objects_product_id'))
-        batch_op.drop_index(batch_op.f('ix_objects_hpx'))
-        batch_op.drop_index(batch_op.f('ix_objects_expnum_ccd'))
-
-    op.drop_table('objects')
     with op.batch_alter_table('lineage', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_lineage_input_sha256'))
         batch_op.drop_index(batch_op.f('ix_lineage_input_product_id'))
@@ -248,3 +238,10 @@ def downgrade() -> None:
     op.drop_table('products')
     op.drop_table('tiles')
     op.drop_table('runs')
+    with op.batch_alter_table('objects', schema=None) as batch_op:
+        batch_op.drop_index('ix_objects_tile_band', postgresql_where=sa.text('tile IS NOT NULL'), sqlite_where=sa.text('tile IS NOT NULL'))
+        batch_op.drop_index(batch_op.f('ix_objects_product_id'))
+        batch_op.drop_index(batch_op.f('ix_objects_hpx'))
+        batch_op.drop_index('ix_objects_expnum_ccd', postgresql_where=sa.text('expnum IS NOT NULL'), sqlite_where=sa.text('expnum IS NOT NULL'))
+
+    op.drop_table('objects')
