@@ -15,5 +15,15 @@ from cosmodm_ops.archive.api import Archive, StoredProduct, VerifyReport, read_q
 from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ArchiveUnavailable, ProductNotFound
 from cosmodm_ops.archive.layout import relpath_for, tag_key
 
-__all__ = ["Archive", "StoredProduct", "VerifyReport", "read_qa_checks", "ArchiveError", "ArchiveInputError",
-           "ArchiveUnavailable", "ProductNotFound", "relpath_for", "tag_key"]
+__all__ = [
+           "Archive",
+           "ArchiveError",
+           "ArchiveInputError",
+           "ArchiveUnavailable",
+           "ProductNotFound",
+           "StoredProduct",
+           "VerifyReport",
+           "read_qa_checks",
+           "relpath_for",
+           "tag_key",
+]

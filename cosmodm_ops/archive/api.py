@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ _PRODUCT_COLS = ("id", "key", "revision", "survey", "camera", "stage", "version"
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _lock_id(key: str) -> int:
@@ -738,6 +739,9 @@ class Archive:
         out = []
         for i in keep[:limit] if limit else keep:
             r = rows[int(i)]
+            for k, v in r.items():  # COPY keeps NaN, INSERT (SQLite) stores NULL: answer None on both
+                if isinstance(v, float) and not math.isfinite(v):
+                    r[k] = None
             r["dist"] = float(d[i])
             out.append(r)
         return out
@@ -918,8 +922,8 @@ GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
             for r in report.missing:
                 self.quarantine(r["id"], [f"verify: file {r['path']} is missing from the archive"])
             for r in report.corrupt:
-                self.quarantine(r["id"], [f"verify: file {r['path']} is corrupt (sha256 {r['sha256']}, "
-                                          f"recorded {r['expected']})"])
+                reason = f"verify: file {r['path']} is corrupt (sha256 {r['sha256']}, recorded {r['expected']})"
+                self.quarantine(r["id"], [reason])
         return report
 
     def counts(self) -> dict[str, int]:
@@ -946,9 +950,9 @@ def insert_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns, 
     cols = [k for k, v in const.items() if v is not None]
     names = [*cols, "number", "ra", "dec", "hpx", "flags", *_OBJ_FLOATS]
     base = [const[c] for c in cols]
-    floats = [np.where(np.isfinite(cat.floats[f]), cat.floats[f], np.nan) for f in _OBJ_FLOATS]
+    floats = [[v if math.isfinite(v) else None for v in cat.floats[f].tolist()] for f in _OBJ_FLOATS]
     columns = [cat.number.tolist(), cat.ra.tolist(), cat.dec.tolist(), cat.hpx.tolist(), cat.flags.tolist(),
-               *[[None if v != v else v for v in f.tolist()] for f in floats]]
+               *floats]
     rows = [tuple(base) + t for t in zip(*columns, strict=True)]
     marks = ", ".join(["?" if conn.dialect.name == "sqlite" else "%s"] * len(names))
     sql = f"INSERT INTO objects ({', '.join(names)}) VALUES ({marks})"
@@ -961,8 +965,9 @@ def copy_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns) ->
     """Bulk-load catalog objects with PostgreSQL ``COPY ... FROM STDIN (FORMAT binary)``.
 
     The binary COPY buffer is built with numpy in one pass (no per-row Python), sent by
-    psycopg2's ``copy_expert`` on the transaction's own connection. Non-finite floats
-    become NULL-free NaN values; constant columns that are None are left out (NULL).
+    psycopg2's ``copy_expert`` on the transaction's own connection. Non-finite floats are
+    stored as NaN (fixed-width records cannot hold NULLs; :meth:`Archive.cone` answers None for
+    them, as on SQLite); constant columns that are None are left out (NULL).
     """
     import io
 

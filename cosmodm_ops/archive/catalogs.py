@@ -15,8 +15,14 @@ import numpy as np
 
 from cosmodm_ops.archive.schema import HEALPIX_ORDER
 
-__all__ = ["ObjectColumns", "read_ldac_objects", "healpix_index", "cone_ranges", "angular_distance",
-           "OBJECT_FLOAT_COLUMNS"]
+__all__ = [
+    "OBJECT_FLOAT_COLUMNS",
+    "ObjectColumns",
+    "angular_distance",
+    "cone_ranges",
+    "healpix_index",
+    "read_ldac_objects",
+]
 
 #: Float columns copied from LDAC (database name -> LDAC column candidates, first found wins).
 OBJECT_FLOAT_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -131,7 +131,12 @@ def _cmd_cone(args: argparse.Namespace) -> int:
 
 def _run(func: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
-        from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ArchiveUnavailable, ProductNotFound
+        from cosmodm_ops.archive.errors import (
+            ArchiveError,
+            ArchiveInputError,
+            ArchiveUnavailable,
+            ProductNotFound,
+        )
         from cosmodm_ops.model import TagError
 
         try:

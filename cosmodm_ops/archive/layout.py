@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
 
-__all__ = ["EXTENSIONS", "relpath_for", "tag_key", "resolve_under"]
+__all__ = ["EXTENSIONS", "relpath_for", "resolve_under", "tag_key"]
 
 #: File extension of each kind.
 EXTENSIONS: dict[ProductKind, str] = {

@@ -37,8 +37,20 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["metadata", "products", "exposures", "ccd_images", "tiles", "lineage", "runs", "qa_results",
-           "quarantine", "objects", "HEALPIX_NSIDE", "HEALPIX_ORDER"]
+__all__ = [
+    "HEALPIX_NSIDE",
+    "HEALPIX_ORDER",
+    "ccd_images",
+    "exposures",
+    "lineage",
+    "metadata",
+    "objects",
+    "products",
+    "qa_results",
+    "quarantine",
+    "runs",
+    "tiles",
+]
 
 #: HEALPix resolution of ``objects.hpx`` (nested ordering): nside 2**13, pixels of about 26 arcsec.
 HEALPIX_ORDER = 13

@@ -16,7 +16,7 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["sha256_file", "place_file", "fsync_dir", "stale_temporaries"]
+__all__ = ["fsync_dir", "place_file", "sha256_file", "stale_temporaries"]
 
 _CHUNK = 1 << 20
 

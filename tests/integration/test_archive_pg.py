@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from cosmodm_ops.archive import Archive, ArchiveError, ArchiveUnavailable
 from cosmodm_ops.archive.catalogs import angular_distance, read_ldac_objects
 from tests.support import REPO, real_file
-from tests.unit.archive_factory import sha, write_bytes, write_ldac
-from tests.unit.test_archive_db import REAL_CAT, _calib, _se_manifest, night  # noqa: F401 - fixture
+from tests.unit.archive_factory import REAL_CAT, build_night, calib, se_manifest, sha, write_bytes, write_ldac
 
 pytestmark = pytest.mark.postgres
 
@@ -28,6 +27,11 @@ def archive(pg_url, tmp_path) -> Archive:
     arch = Archive(pg_url, tmp_path / "root")
     arch.init()
     return arch
+
+
+@pytest.fixture
+def night(archive, tmp_path):
+    return build_night(archive, tmp_path)
 
 
 def _env() -> dict[str, str]:
@@ -52,7 +56,7 @@ def test_night_lineage_and_stale_on_postgres(archive, night, tmp_path):
     up = archive.lineage(night["coadd_cat"], direction="up", depth=5)
     assert {up["products"][e["input_id"]]["kind"] for e in up["edges"]} == {
         "coadd", "image", "raw", "bias", "flat"}
-    new_flat = _calib(archive, tmp_path, "flat", b"flat v2")
+    new_flat = calib(archive, tmp_path, "flat", b"flat v2")
     assert archive.product(night["flat"])["superseded_by"] == new_flat
     stale = archive.stale(night["flat"])
     assert len(stale) == 26 and max(r["depth"] for r in stale) == 3
@@ -72,7 +76,7 @@ def test_copy_load_and_cone_vs_brute_force(archive, tmp_path):
     rng = np.random.default_rng(3)
     ra0, dec0 = float(np.median(truth.ra)), float(np.median(truth.dec))
     synth = write_ldac(tmp_path / "s.fits", ra0 + rng.uniform(-0.2, 0.2, 5000), dec0 + rng.uniform(-0.2, 0.2, 5000))
-    archive.register_manifest(_se_manifest(tmp_path, 241238, [], catalogs={1: real, 2: synth}))
+    archive.register_manifest(se_manifest(tmp_path, 241238, [], catalogs={1: real, 2: synth}))
     with archive.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT number, ra, dec, hpx, mag_auto, mag_psf, flags, expnum, ccd, band "
                                     "FROM objects WHERE ccd = 1 ORDER BY number")).all()
@@ -121,7 +125,7 @@ def _run_workers(archive, tmp_path, jobs):
 
 
 def test_concurrent_register_of_the_same_manifest_leaves_one_row(archive, tmp_path):
-    m = _se_manifest(tmp_path, 5001, [("raw", write_bytes(tmp_path / "raw", b"raw 5001"))])
+    m = se_manifest(tmp_path, 5001, [("raw", write_bytes(tmp_path / "raw", b"raw 5001"))])
     outs = _run_workers(archive, tmp_path, [("manifest", m)] * 4)
     assert len(set(outs)) == 1  # every process got the same product ids
     c = archive.counts()
@@ -156,7 +160,7 @@ _KILL = textwrap.dedent("""
 
 
 def test_killed_register_on_postgres(archive, tmp_path):
-    m = _se_manifest(tmp_path, 6001, [])
+    m = se_manifest(tmp_path, 6001, [])
     marker = tmp_path / "marker"
     proc = subprocess.Popen([sys.executable, "-c", _KILL, archive.db_url, str(archive.root), str(marker), str(m)],
                             env=_env())

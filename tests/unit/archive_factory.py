@@ -12,10 +12,23 @@ from typing import Any
 import numpy as np
 
 from cosmodm_ops.manifest import JobInfo, Manifest, ManifestInput, ManifestProduct, write_manifest
+from cosmodm_ops.model import Tags
 
-__all__ = ["sha", "write_bytes", "write_ldac", "make_manifest", "exposure_tags", "SE_KINDS"]
+__all__ = [
+    "REAL_CAT",
+    "SE_KINDS",
+    "build_night",
+    "calib",
+    "exposure_tags",
+    "make_manifest",
+    "se_manifest",
+    "sha",
+    "write_bytes",
+    "write_ldac",
+]
 
 SE_KINDS = ("image", "weight", "mask", "catalog", "psf", "head")
+REAL_CAT = "piff/DECam_00241238_01_cat.fits"
 
 
 def sha(path: Path) -> str:
@@ -96,3 +109,61 @@ def make_manifest(
     if qa is not None:
         (folder / "qa.json").write_text(json.dumps(qa))
     return write_manifest(m, folder / "manifest.json")
+
+
+def calib(arch: Any, tmp_path: Path, kind: str, content: bytes, band: str | None = "r") -> int:
+    f = write_bytes(tmp_path / "calib_src" / f"{kind}_{hashlib.sha256(content).hexdigest()[:12]}", content)
+    tags = Tags(survey="demo", camera="decam", stage="calib", version="v1", kind=kind, band=band)
+    return arch.store(f, tags).id
+
+
+def se_manifest(tmp_path: Path, expnum: int, inputs, ccds=(1, 2), catalogs=None, qa=None, salt=b"") -> Path:
+    products, sub = [], {}
+    for ccd in ccds:
+        for kind in SE_KINDS:
+            tags = exposure_tags(expnum, kind=kind, ccd=ccd)
+            if kind == "catalog":
+                content = catalogs[ccd] if catalogs else write_ldac(
+                    tmp_path / f"cat_{expnum}_{ccd}.fits", np.array([10.0 + ccd]), np.array([-20.0 - expnum % 7]))
+                sub[len(products)] = [f"out/p{len(products) - 3:03d}_image.dat"]  # catalog <- image only
+            else:
+                content = f"{expnum}/{ccd}/{kind}".encode() + salt
+            products.append((tags, content))
+    return make_manifest(tmp_path / f"job_{expnum}", products=products, inputs=inputs, product_inputs=sub, qa=qa)
+
+
+def build_night(archive, tmp_path: Path) -> dict[str, Any]:
+    """Raws, a bias and a flat registered; two exposures processed; one coadd made of their images."""
+    raw_ids, raws = {}, {}
+    for expnum in (1001, 1002):
+        raw = write_bytes(tmp_path / "incoming" / f"raw_{expnum}.fits.fz", f"raw {expnum}".encode())
+        raws[expnum] = raw
+        raw_ids[expnum] = archive.register_raw(raw, exposure_tags(expnum, kind="raw", stage="raw"),
+                                               header={"EXPTIME": 90.0})
+    bias_id = calib(archive, tmp_path, "bias", b"bias v1", band=None)
+    flat_id = calib(archive, tmp_path, "flat", b"flat v1")
+    bias = archive.root / archive.product(bias_id)["path"]
+    flat = archive.root / archive.product(flat_id)["path"]
+    se = {}
+    for expnum in (1001, 1002):
+        m = se_manifest(tmp_path, expnum, [("raw", raws[expnum]), ("bias", bias), ("flat", flat)],
+                         qa={"checks": [{"name": "fwhm", "value": 1.1, "threshold": 2.0, "verdict": "pass"}],
+                             "ccds": {"1": {"checks": [{"name": "nstars", "value": 50, "threshold": 20,
+                                                        "verdict": "pass"}]}}})
+        se[expnum] = archive.register_manifest(m, run_info={"dag_id": "nightly_ingest", "run_id": "r1",
+                                                            "task_id": "register", "try_number": 1,
+                                                            "batch_job_id": f"slurm-{expnum}"})
+    images = archive.find(kind="image")
+    coadd_tags = {"survey": "demo", "camera": "decam", "stage": "coadd", "version": "v1", "tile": "T0001",
+                  "band": "r"}
+    cm = make_manifest(
+        tmp_path / "coadd_job",
+        products=[({**coadd_tags, "kind": "coadd"}, b"coadd pixels"),
+                  ({**coadd_tags, "kind": "coadd_catalog"},
+                   write_ldac(tmp_path / "coadd_cat.fits", np.array([10.5, 10.6]), np.array([-20.5, -20.6])))],
+        inputs=[("image", archive.root / r["path"]) for r in images],
+        product_inputs={1: ["out/p000_coadd.dat"]},
+    )
+    coadd_ids = archive.register_manifest(cm)
+    return {"raw": raw_ids, "bias": bias_id, "flat": flat_id, "se": se, "coadd": coadd_ids[0],
+            "coadd_cat": coadd_ids[1], "flat_path": flat, "coadd_manifest": cm}

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +18,16 @@ from cosmodm_ops.archive import Archive, ArchiveError, ArchiveInputError, Archiv
 from cosmodm_ops.archive.catalogs import angular_distance, read_ldac_objects
 from cosmodm_ops.model import Tags
 from tests.support import REPO, real_file
-from tests.unit.archive_factory import SE_KINDS, exposure_tags, make_manifest, sha, write_bytes, write_ldac
-
-REAL_CAT = "piff/DECam_00241238_01_cat.fits"
+from tests.unit.archive_factory import (
+    REAL_CAT,
+    build_night,
+    calib,
+    exposure_tags,
+    se_manifest,
+    sha,
+    write_bytes,
+    write_ldac,
+)
 
 
 @pytest.fixture
@@ -31,63 +37,10 @@ def archive(tmp_path) -> Archive:
     return arch
 
 
-def _calib(arch: Archive, tmp_path: Path, kind: str, content: bytes, band: str | None = "r") -> int:
-    f = write_bytes(tmp_path / "calib_src" / f"{kind}_{len(content)}_{abs(hash(content))}", content)
-    tags = Tags(survey="demo", camera="decam", stage="calib", version="v1", kind=kind, band=band)
-    return arch.store(f, tags).id
-
-
-def _se_manifest(tmp_path: Path, expnum: int, inputs, ccds=(1, 2), catalogs=None, qa=None, salt=b"") -> Path:
-    products, sub = [], {}
-    for ccd in ccds:
-        for kind in SE_KINDS:
-            tags = exposure_tags(expnum, kind=kind, ccd=ccd)
-            if kind == "catalog":
-                content = catalogs[ccd] if catalogs else write_ldac(
-                    tmp_path / f"cat_{expnum}_{ccd}.fits", np.array([10.0 + ccd]), np.array([-20.0 - expnum % 7]))
-                sub[len(products)] = [f"out/p{len(products) - 3:03d}_image.dat"]  # catalog <- image only
-            else:
-                content = f"{expnum}/{ccd}/{kind}".encode() + salt
-            products.append((tags, content))
-    return make_manifest(tmp_path / f"job_{expnum}", products=products, inputs=inputs, product_inputs=sub, qa=qa)
-
-
 @pytest.fixture
 def night(archive, tmp_path):
     """Raws, a bias and a flat registered; two exposures processed; one coadd made of their images."""
-    raw_ids, raws = {}, {}
-    for expnum in (1001, 1002):
-        raw = write_bytes(tmp_path / "incoming" / f"raw_{expnum}.fits.fz", f"raw {expnum}".encode())
-        raws[expnum] = raw
-        raw_ids[expnum] = archive.register_raw(raw, exposure_tags(expnum, kind="raw", stage="raw"),
-                                               header={"EXPTIME": 90.0})
-    bias_id = _calib(archive, tmp_path, "bias", b"bias v1", band=None)
-    flat_id = _calib(archive, tmp_path, "flat", b"flat v1")
-    bias = archive.root / archive.product(bias_id)["path"]
-    flat = archive.root / archive.product(flat_id)["path"]
-    se = {}
-    for expnum in (1001, 1002):
-        m = _se_manifest(tmp_path, expnum, [("raw", raws[expnum]), ("bias", bias), ("flat", flat)],
-                         qa={"checks": [{"name": "fwhm", "value": 1.1, "threshold": 2.0, "verdict": "pass"}],
-                             "ccds": {"1": {"checks": [{"name": "nstars", "value": 50, "threshold": 20,
-                                                        "verdict": "pass"}]}}})
-        se[expnum] = archive.register_manifest(m, run_info={"dag_id": "nightly_ingest", "run_id": "r1",
-                                                            "task_id": "register", "try_number": 1,
-                                                            "batch_job_id": f"slurm-{expnum}"})
-    images = archive.find(kind="image")
-    coadd_tags = {"survey": "demo", "camera": "decam", "stage": "coadd", "version": "v1", "tile": "T0001",
-                  "band": "r"}
-    cm = make_manifest(
-        tmp_path / "coadd_job",
-        products=[({**coadd_tags, "kind": "coadd"}, b"coadd pixels"),
-                  ({**coadd_tags, "kind": "coadd_catalog"},
-                   write_ldac(tmp_path / "coadd_cat.fits", np.array([10.5, 10.6]), np.array([-20.5, -20.6])))],
-        inputs=[("image", archive.root / r["path"]) for r in images],
-        product_inputs={1: ["out/p000_coadd.dat"]},
-    )
-    coadd_ids = archive.register_manifest(cm)
-    return {"raw": raw_ids, "bias": bias_id, "flat": flat_id, "se": se, "coadd": coadd_ids[0],
-            "coadd_cat": coadd_ids[1], "flat_path": flat, "coadd_manifest": cm}
+    return build_night(archive, tmp_path)
 
 
 def test_init_creates_every_table_and_is_idempotent(archive):
@@ -172,14 +125,14 @@ def test_lineage_by_path_and_sha_and_down(archive, night):
 
 def test_superseding_flat_and_stale(archive, night, tmp_path):
     """What must be redone if this flat is replaced."""
-    new_flat = _calib(archive, tmp_path, "flat", b"flat v2, better")
+    new_flat = calib(archive, tmp_path, "flat", b"flat v2, better")
     old, new = archive.product(night["flat"]), archive.product(new_flat)
     assert new["revision"] == 2 and new["state"] == "current"
     assert old["state"] == "superseded" and old["superseded_by"] == new["id"]
     assert new["path"].endswith("decam_r_flat.r2.fits.fz")
     assert (archive.root / old["path"]).read_bytes() == b"flat v1"  # kept, never overwritten
     # storing the same content again is a no-op
-    assert _calib(archive, tmp_path, "flat", b"flat v2, better") == new_flat
+    assert calib(archive, tmp_path, "flat", b"flat v2, better") == new_flat
     stale = archive.stale(old["path"])
     kinds = {}
     for r in stale:
@@ -196,7 +149,7 @@ def test_superseding_flat_and_stale(archive, night, tmp_path):
 
 def test_reprocessed_image_supersedes_and_coadd_goes_stale(archive, night, tmp_path):
     raw = tmp_path / "incoming" / "raw_1001.fits.fz"
-    m = _se_manifest(tmp_path / "again", 1001, [("raw", raw)], salt=b" v2")
+    m = se_manifest(tmp_path / "again", 1001, [("raw", raw)], salt=b" v2")
     archive.register_manifest(m)
     old_img = archive.find(expnum=1001, ccd=1, kind="image", include_superseded=True)
     assert [r["state"] for r in old_img] == ["superseded", "current"]
@@ -208,7 +161,7 @@ def test_reprocessed_image_supersedes_and_coadd_goes_stale(archive, night, tmp_p
 
 @pytest.mark.parametrize("fault", ["missing", "checksum", "badtags", "unknown_tag", "escape", "bad_qa"])
 def test_bad_manifest_registers_nothing(archive, tmp_path, fault):
-    m = _se_manifest(tmp_path, 2001, [])
+    m = se_manifest(tmp_path, 2001, [])
     data = json.loads(m.read_text())
     if fault == "missing":
         (m.parent / data["products"][3]["path"]).unlink()
@@ -289,7 +242,7 @@ def test_real_ldac_catalog_and_cone_vs_brute_force(archive, tmp_path):
     ra0, dec0 = float(np.median(truth.ra)), float(np.median(truth.dec))
     synth = write_ldac(tmp_path / "synth.fits", ra0 + rng.uniform(-0.3, 0.3, 3000),
                        dec0 + rng.uniform(-0.2, 0.2, 3000))
-    m = _se_manifest(tmp_path, 241238, [], ccds=(1, 2), catalogs={1: real, 2: synth})
+    m = se_manifest(tmp_path, 241238, [], ccds=(1, 2), catalogs={1: real, 2: synth})
     archive.register_manifest(m)
     assert archive.counts()["objects"] == truth.n + 3000
     all_ra = np.concatenate([truth.ra, read_ldac_objects(synth).ra])
@@ -340,7 +293,7 @@ _KILL_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("where", ["copy", "commit"])
 def test_killed_register_leaves_no_partial_file_and_no_dangling_row(archive, tmp_path, where):
-    m = _se_manifest(tmp_path, 3001, [])
+    m = se_manifest(tmp_path, 3001, [])
     marker = tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, archive.db_url, str(archive.root), where,
@@ -389,7 +342,7 @@ def test_cli_end_to_end(archive, night, tmp_path, monkeypatch, capsys):
     assert {p["kind"] for p in up["products"]} >= {"coadd", "image", "raw", "bias", "flat"}
     assert main(["archive", "lineage", str(night["flat"]), "--down"]) == 0
     assert "coadd_catalog" in capsys.readouterr().out
-    _calib(archive, tmp_path, "flat", b"flat v2")
+    calib(archive, tmp_path, "flat", b"flat v2")
     assert main(["archive", "stale", "--superseded", str(night["flat"]), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 24 + 2
     assert main(["archive", "cone", "10.5", "-20.5", "0.01", "--json"]) == 0
