@@ -34,7 +34,7 @@ from cosmodm_ops.archive import schema as S
 from cosmodm_ops.archive.catalogs import ObjectColumns, angular_distance, cone_ranges, read_ldac_objects
 from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ArchiveUnavailable, ProductNotFound
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
-from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file
+from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file, stale_temporaries
 from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
 
 __all__ = ["Archive", "StoredProduct", "VerifyReport", "read_qa_checks"]
@@ -130,6 +130,8 @@ class VerifyReport:
     ok: int = 0
     missing: list[dict[str, Any]] = field(default_factory=list)
     corrupt: list[dict[str, Any]] = field(default_factory=list)
+    temporaries: list[str] = field(default_factory=list)
+    """Leftover ``.*.part`` files of killed writers (never served; not counted as problems)."""
 
     @property
     def clean(self) -> bool:
@@ -137,7 +139,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"checked": self.checked, "ok": self.ok, "missing": self.missing, "corrupt": self.corrupt,
-                "clean": self.clean}
+                "temporaries": self.temporaries, "clean": self.clean}
 
 
 @dataclass
@@ -226,6 +228,9 @@ class Archive:
         except sa.exc.InterfaceError as err:
             msg = f"archive database connection failed ({err.orig}); retry later"
             raise ArchiveUnavailable(msg) from err
+        except sa.exc.IntegrityError as err:
+            msg = f"archive database refused the write ({str(err.orig).strip().splitlines()[0][:300]})"
+            raise ArchiveError(msg) from err
         except sa.exc.ProgrammingError as err:
             if "does not exist" in str(err.orig) and "relation" in str(err.orig):
                 msg = f"archive database {self!r} is not initialised: run `cosmodm archive init`"
@@ -918,6 +923,7 @@ GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
                 report.corrupt.append({"id": r["id"], "path": r["path"], "sha256": actual, "expected": r["sha256"]})
                 continue
             report.ok += 1
+        report.temporaries = [str(t.relative_to(self.root)) for t in stale_temporaries(self.root)]
         if quarantine:
             for r in report.missing:
                 self.quarantine(r["id"], [f"verify: file {r['path']} is missing from the archive"])

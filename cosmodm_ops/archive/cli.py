@@ -96,6 +96,8 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
         other = e["input_id"] if direction == "up" else e["product_id"]
         row = prods.get(other) if other is not None else None
         where = row["path"] if row else f"{e['input_path']} (not archived, sha256 {e['input_sha256'][:12]})"
+        if row and row["state"] != "current":
+            where += f"  [{row['state']}]"
         arrow = f"{e['product_id']} <- {e['input_id'] if e['input_id'] is not None else '-'}"
         lines.append(f"  {'  ' * (e['depth'] - 1)}[{e['depth']}] {e['role']:<10} {arrow:<20} {where}")
     _emit(args, {"product": g["product"], "direction": direction, "edges": g["edges"],
@@ -116,6 +118,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     lines = [f"checked {rep.checked}: {rep.ok} ok, {len(rep.missing)} missing, {len(rep.corrupt)} corrupt"]
     lines += [f"MISSING {m['id']} {m['path']}" for m in rep.missing]
     lines += [f"CORRUPT {c['id']} {c['path']}" for c in rep.corrupt]
+    lines += [f"leftover temporary (a killed writer's; safe to delete when no register runs): {t}"
+              for t in rep.temporaries]
     _emit(args, rep.to_dict(), lines)
     return EXIT_OK if rep.clean else EXIT_BAD_INPUT
 

@@ -17,7 +17,16 @@ import sqlalchemy as sa
 from cosmodm_ops.archive import Archive, ArchiveError, ArchiveUnavailable
 from cosmodm_ops.archive.catalogs import angular_distance, read_ldac_objects
 from tests.support import REPO, real_file
-from tests.unit.archive_factory import REAL_CAT, build_night, calib, se_manifest, sha, write_bytes, write_ldac
+from tests.unit.archive_factory import (
+    REAL_CAT,
+    build_night,
+    calib,
+    run_workers,
+    se_manifest,
+    sha,
+    write_bytes,
+    write_ldac,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -94,39 +103,9 @@ def test_copy_load_and_cone_vs_brute_force(archive, tmp_path):
         assert np.allclose([g["dist"] for g in got], np.sort(d[d <= r]))
 
 
-_WORKER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    from cosmodm_ops.archive import Archive
-    db, root, go, what, arg = sys.argv[1:6]
-    while not Path(go).exists():
-        time.sleep(0.005)
-    arch = Archive(db, root)
-    if what == "manifest":
-        print(arch.register_manifest(arg))
-    else:
-        from cosmodm_ops.model import Tags
-        tags = Tags(survey="demo", camera="decam", stage="calib", version="v1", kind="flat", band="g")
-        print(arch.store(arg, tags).id)
-""")
-
-
-def _run_workers(archive, tmp_path, jobs):
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, archive.db_url, str(archive.root), str(go), what, str(arg)],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for what, arg in jobs]
-    time.sleep(1.5)  # every worker imported and waiting
-    go.touch()
-    outs = [p.communicate(timeout=120) for p in procs]
-    for p, (_out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err
-    return [o for o, _ in outs]
-
-
 def test_concurrent_register_of_the_same_manifest_leaves_one_row(archive, tmp_path):
     m = se_manifest(tmp_path, 5001, [("raw", write_bytes(tmp_path / "raw", b"raw 5001"))])
-    outs = _run_workers(archive, tmp_path, [("manifest", m)] * 4)
+    outs = run_workers(archive, tmp_path, [("manifest", m)] * 4)
     assert len(set(outs)) == 1  # every process got the same product ids
     c = archive.counts()
     assert c["products"] == 12 and c["lineage"] == 2 * (5 + 1) and c["runs"] == 1 and c["objects"] == 2
@@ -138,7 +117,7 @@ def test_concurrent_register_of_the_same_manifest_leaves_one_row(archive, tmp_pa
 
 def test_concurrent_different_contents_make_revisions_one_current(archive, tmp_path):
     files = [write_bytes(tmp_path / f"flat{i}", f"flat content {i}".encode()) for i in range(3)]
-    _run_workers(archive, tmp_path, [("store", f) for f in files])
+    run_workers(archive, tmp_path, [("store", f) for f in files])
     rows = archive.find(kind="flat", include_superseded=True)
     assert sorted(r["revision"] for r in rows) == [1, 2, 3]
     assert [r["state"] for r in rows].count("current") == 1

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,7 @@ import numpy as np
 
 from cosmodm_ops.manifest import JobInfo, Manifest, ManifestInput, ManifestProduct, write_manifest
 from cosmodm_ops.model import Tags
+from tests.support import REPO
 
 __all__ = [
     "REAL_CAT",
@@ -21,6 +27,7 @@ __all__ = [
     "calib",
     "exposure_tags",
     "make_manifest",
+    "run_workers",
     "se_manifest",
     "sha",
     "write_bytes",
@@ -167,3 +174,35 @@ def build_night(archive, tmp_path: Path) -> dict[str, Any]:
     coadd_ids = archive.register_manifest(cm)
     return {"raw": raw_ids, "bias": bias_id, "flat": flat_id, "se": se, "coadd": coadd_ids[0],
             "coadd_cat": coadd_ids[1], "flat_path": flat, "coadd_manifest": cm}
+
+
+_WORKER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from cosmodm_ops.archive import Archive
+    db, root, go, what, arg = sys.argv[1:6]
+    while not Path(go).exists():
+        time.sleep(0.005)
+    arch = Archive(db, root)
+    if what == "manifest":
+        print(arch.register_manifest(arg))
+    else:
+        from cosmodm_ops.model import Tags
+        tags = Tags(survey="demo", camera="decam", stage="calib", version="v1", kind="flat", band="g")
+        print(arch.store(arg, tags).id)
+""")
+
+
+def run_workers(archive: Any, tmp_path: Path, jobs: list[tuple[str, Any]]) -> list[str]:
+    """Start one process per job, release them at once, return their stdout (asserting exit 0)."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, archive.db_url, str(archive.root), str(go), what, str(arg)],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for what, arg in jobs]
+    time.sleep(1.5)  # every worker imported and waiting
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    return [o for o, _ in outs]

@@ -23,6 +23,7 @@ from tests.unit.archive_factory import (
     build_night,
     calib,
     exposure_tags,
+    run_workers,
     se_manifest,
     sha,
     write_bytes,
@@ -183,6 +184,14 @@ def test_bad_manifest_registers_nothing(archive, tmp_path, fault):
     assert not [p for p in archive.root.rglob("*") if p.is_file()]
 
 
+def test_concurrent_register_on_sqlite_leaves_one_row(archive, tmp_path):
+    m = se_manifest(tmp_path, 4001, [("raw", write_bytes(tmp_path / "raw", b"raw 4001"))])
+    outs = run_workers(archive, tmp_path, [("manifest", m)] * 3)
+    assert len(set(outs)) == 1
+    c = archive.counts()
+    assert (c["products"], c["lineage"], c["runs"], c["objects"]) == (12, 12, 1, 2)
+
+
 def test_verify_finds_missing_and_corrupt_and_quarantines(archive, night):
     assert archive.verify().clean
     img = archive.find(expnum=1001, ccd=1, kind="image")[0]
@@ -223,6 +232,16 @@ def test_record_qa_api(archive, night):
                       product=night["coadd"])
     row = archive.qa_results(check_name="depth")[0]
     assert row["product_id"] == night["coadd"] and row["threshold"] is None and row["tile"] == "T0001"
+
+
+def test_store_refuses_bad_and_escaping_tags(archive, tmp_path):
+    f = write_bytes(tmp_path / "x.fits", b"x")
+    good = exposure_tags(1, kind="image", ccd=1)
+    for bad in ({**good, "band": "../../etc"}, {**good, "colour": "red"}, {**good, "camera": "hal9000"},
+                {**good, "night": None}):
+        with pytest.raises(ArchiveInputError, match="bad tags"):
+            archive.store(f, bad)
+    assert archive.counts()["products"] == 0 and not list(archive.root.rglob("*.*"))
 
 
 def test_register_raw_refuses_non_raw_tags(archive, tmp_path):
@@ -310,6 +329,8 @@ def test_killed_register_leaves_no_partial_file_and_no_dangling_row(archive, tmp
         if proc.poll() is None:
             proc.kill()
     assert archive.counts()["products"] == 0  # the transaction died with the process
+    if where == "copy":
+        assert len(archive.verify().temporaries) == 1  # the hidden temporary, reported, never served
     visible = [p for p in archive.root.rglob("*") if p.is_file() and not p.name.startswith(".")]
     by_name = {p.name: p for p in visible}
     data = json.loads(m.read_text())
