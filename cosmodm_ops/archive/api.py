@@ -638,9 +638,11 @@ class Archive:
             return [dict(r) for r in conn.execute(sa.select(q).where(*where).order_by(q.c.id)).mappings()]
 
     def _selector(self, conn: Connection, target: Tags | dict[str, Any] | int | str) -> dict[str, Any]:
-        if isinstance(target, Tags):
+        if isinstance(target, Tags):  # full tags name a product: its product-level records count too
+            pid = conn.execute(sa.select(S.products.c.id).where(S.products.c.key == tag_key(target),
+                                                                S.products.c.state == "current")).scalar()
             return {**{k: getattr(target, k) for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")},
-                    "product_id": None}
+                    "product_id": pid}
         if isinstance(target, dict):
             unknown = set(target) - {"survey", "night", "expnum", "ccd", "tile", "band", "version", "camera",
                                      "stage", "kind"}
@@ -657,9 +659,13 @@ class Archive:
                 "product_id": row["id"]}
 
     def quarantine(self, target: Tags | dict[str, Any] | int | str, reasons: Sequence[str] | str) -> int:
-        """Quarantine a product (id, path, sha256), or everything matching tags (an exposure, CCD, tile).
+        """Quarantine a product, or everything an exposure, CCD or tile selector covers.
 
-        A selector without ``ccd`` covers every CCD of the exposure. Returns the record id;
+        ``target``: a product id, archive path or sha256, or full :class:`Tags` (one product);
+        or a dict selector of ``survey``, ``night``, ``expnum``, ``ccd``, ``tile``, ``band``,
+        ``version`` (e.g. ``{"survey": "des", "expnum": 241238}`` for a whole exposure: a
+        selector without ``ccd`` covers every CCD; a record covers a target when every column
+        the record sets matches it). Returns the record id;
         quarantining the same target with the same reasons again returns the existing record.
         """
         if isinstance(reasons, str):

@@ -202,6 +202,8 @@ def test_verify_finds_missing_and_corrupt_and_quarantines(archive, night):
     assert [c["id"] for c in rep.corrupt] == [img["id"]] and [m["id"] for m in rep.missing] == [psf["id"]]
     assert rep.checked == archive.counts()["products"] and rep.ok == rep.checked - 2
     assert archive.is_quarantined(img["id"]) and "corrupt" in archive.quarantine_reasons(img["id"])[0]
+    assert archive.is_quarantined(Tags.from_dict(exposure_tags(1001, kind="image", ccd=1)))
+    assert not archive.is_quarantined(Tags.from_dict(exposure_tags(1001, kind="image", ccd=2)))
     with pytest.raises(ArchiveError, match="corrupt"):
         archive.fetch(img["id"])
     assert archive.fetch(archive.find(expnum=1001, ccd=2, kind="image")[0]["id"]).read_bytes() == b"1001/2/image"
