@@ -3,10 +3,14 @@
 Measures, in one run:
 
 * registering one full DECam exposure's products (62 CCDs x 6 small products, with lineage,
-  run, QA and catalog objects): target <= 1 s;
+  run, QA and catalog objects of 100 rows per CCD): target <= 1 s (median of the warm runs; the
+  first registration in a process also pays for importing astropy);
 * bulk-loading catalog objects with binary COPY (target >= 200,000 rows/s), against row-by-row
   INSERT (the anchor, measured in the same run);
-* a lineage query 5 levels deep over a graph of 1,000,000 edges (built with COPY): target <= 100 ms.
+* a lineage query 5 levels deep over a graph of 1,000,000 edges (built with COPY): target <= 100 ms
+  (up from a coadd catalog: coadd, images and SCAMP heads, catalogs, raw/bias/flat/star flat,
+  raw calibration frames; each edge is reported at its shortest distance, so ``maxdepth`` can
+  be below 5 although 5 levels were walked); down from a flat for comparison.
 
 Run: ``python -m bench archive`` (or ``python bench/bench_archive.py``). Prints a table and one JSON line.
 ``COSMODM_TEST_PG`` names the admin DSN (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
@@ -62,7 +66,7 @@ def _exposure_manifest(folder: Path, expnum: int, inputs: list[tuple[str, Path]]
     return make_manifest(folder / "job", products=products, inputs=inputs, product_inputs=sub, qa=qa)
 
 
-def bench_register(archive, tmp: Path, repeats: int = 3) -> dict[str, float]:
+def bench_register(archive, tmp: Path, repeats: int = 4) -> dict[str, float]:
     rng = np.random.default_rng(1)
     calib = []
     for role in ("raw", "bias", "flat", "starflat", "refcat"):
@@ -70,6 +74,10 @@ def bench_register(archive, tmp: Path, repeats: int = 3) -> dict[str, float]:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(rng.bytes(4096))
         calib.append((role, f))
+    import subprocess
+
+    probe = "import time; t = time.perf_counter(); import astropy_healpix, fitsio; print(time.perf_counter() - t)"
+    imp = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     times = []
     for i in range(repeats):
         m = _exposure_manifest(tmp / f"exp{i}", 500000 + i, calib, rng)
@@ -80,7 +88,8 @@ def bench_register(archive, tmp: Path, repeats: int = 3) -> dict[str, float]:
     t0 = time.perf_counter()
     archive.register_manifest(m)
     noop = time.perf_counter() - t0
-    return {"register_exposure_s": statistics.median(times), "register_first_s": times[0],
+    return {"register_exposure_s": statistics.median(times[1:]), "register_first_s": times[0],
+            "import_astropy_healpix_s": float(imp.stdout.strip()),
             "register_again_noop_s": noop, "products_per_exposure": N_CCD * len(KINDS)}
 
 
@@ -249,13 +258,17 @@ def main() -> dict:
                               and res["lineage_up5_ms"] <= 100)
     rows = [
         ("register 1 DECam exposure (372 products)", f"{res['register_exposure_s']:.3f} s", "<= 1 s"),
-        ("  first one / again (no-op)", f"{res['register_first_s']:.3f} / {res['register_again_noop_s']:.3f} s", ""),
+        ("  first in the process / again (no-op)",
+         f"{res['register_first_s']:.3f} / {res['register_again_noop_s']:.3f} s",
+         f"first includes {res['import_astropy_healpix_s']:.2f} s of imports"),
         ("catalog COPY (binary)", f"{res['copy_rows_per_s']:,.0f} rows/s", ">= 200,000 rows/s"),
         ("catalog INSERT row by row (anchor)", f"{res['insert_rows_per_s']:,.0f} rows/s",
          f"COPY = {res['copy_vs_insert']:.1f}x"),
         (f"lineage graph ({res['graph_edges']:,} edges) built with COPY", f"{res['graph_build_copy_s']:.1f} s", ""),
-        (f"lineage up, depth 5 ({res['lineage_up5_edges']} edges)", f"{res['lineage_up5_ms']:.1f} ms", "<= 100 ms"),
-        (f"lineage down, depth 5 ({res['lineage_down5_edges']} edges)", f"{res['lineage_down5_ms']:.1f} ms", ""),
+        (f"lineage up, 5 levels from a coadd catalog ({res['lineage_up5_edges']} edges)",
+         f"{res['lineage_up5_ms']:.1f} ms", "<= 100 ms"),
+        (f"lineage down, 5 levels from a flat ({res['lineage_down5_edges']} edges)",
+         f"{res['lineage_down5_ms']:.1f} ms", ""),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'result':>22}  target/anchor")
