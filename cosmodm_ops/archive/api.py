@@ -884,28 +884,38 @@ GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
         edges.sort(key=lambda e: (e["depth"], e["product_id"], e["role"], e["input_id"] or 0))
         return {"product": start, "direction": direction, "edges": edges, "products": prods}
 
+    _STALE_SQL = """
+WITH RECURSIVE walk(id, depth, origin) AS (
+    SELECT id, 0, id FROM products WHERE {seed}
+    UNION
+    SELECT l.product_id, w.depth + 1, w.origin
+    FROM lineage l JOIN walk w ON l.input_product_id = w.id
+    WHERE w.depth < 64
+)
+SELECT id, MIN(depth) AS depth, MIN(origin) AS from_id FROM walk WHERE depth > 0 GROUP BY id
+"""
+
     def stale(self, spec: int | str | None = None) -> list[dict[str, Any]]:
-        """Current products made, directly or not, from a superseded product.
+        """Current products made, directly or not, from a superseded product (one recursive CTE).
 
         With ``spec``: from that product (typically a replaced flat or an older image revision);
-        without: from any superseded product. Each row carries ``depth`` and ``from_id``.
+        without: from any superseded product. Each row carries ``depth`` (shortest distance) and
+        ``from_id`` (the superseded product it descends from; the smallest id when several).
         """
+        p = S.products
         with self._tx() as conn:
             if spec is not None:
-                starts = [self._product(conn, spec)["id"]]
+                sql, params = self._STALE_SQL.format(seed="id = :start"), {"start": self._product(conn, spec)["id"]}
             else:
-                starts = list(conn.execute(sa.select(S.products.c.id).where(S.products.c.state == "superseded"))
-                              .scalars())
-        found: dict[int, dict[str, Any]] = {}
-        for sid in starts:
-            graph = self.lineage(sid, direction="down")
-            for e in graph["edges"]:
-                row = graph["products"].get(e["product_id"])
-                if row is None or row["state"] != "current":
-                    continue
-                if e["product_id"] not in found or found[e["product_id"]]["depth"] > e["depth"]:
-                    found[e["product_id"]] = {**row, "depth": e["depth"], "from_id": sid}
-        return sorted(found.values(), key=lambda r: (r["depth"], r["id"]))
+                sql, params = self._STALE_SQL.format(seed="state = 'superseded'"), {}
+            hits = {int(r.id): (int(r.depth), int(r.from_id)) for r in conn.execute(sa.text(sql), params)}
+            ids = sorted(hits)
+            out = []
+            for j in range(0, len(ids), 500):
+                for r in conn.execute(sa.select(p).where(p.c.id.in_(ids[j:j + 500]), p.c.state == "current")).mappings():
+                    depth, origin = hits[int(r["id"])]
+                    out.append({**dict(r), "depth": depth, "from_id": origin})
+        return sorted(out, key=lambda r: (r["depth"], r["id"]))
 
     def verify(self, *, quarantine: bool = True) -> VerifyReport:
         """Check every archived file (current and superseded) against its recorded size and sha256.
