@@ -27,7 +27,7 @@ Typical use::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,10 @@ __all__ = [
     "Tile",
     "Tiling",
     "TilingError",
-    "load_tiling",
-    "target_tile",
     "ccd_corners",
     "des_tile_name",
+    "load_tiling",
+    "target_tile",
 ]
 
 
@@ -81,7 +81,7 @@ class Tile:
     @property
     def npix(self) -> int:
         """Pixels along each side of the tile image (``ceil(size / scale)``)."""
-        return int(math.ceil(self.size_deg * 3600.0 / self.pixel_scale))
+        return math.ceil(self.size_deg * 3600.0 / self.pixel_scale)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -174,10 +174,10 @@ class Tiling:
 
     def _row_count(self, j: int) -> int:
         dec = self._row_dec(j)
-        return max(1, int(math.ceil(360.0 * math.cos(math.radians(dec)) / self.step_deg - 1e-9)))
+        return max(1, math.ceil(360.0 * math.cos(math.radians(dec)) / self.step_deg - 1e-9))
 
     def _rows(self) -> range:
-        jmax = int(math.floor(90.0 / self.step_deg + 1e-9))
+        jmax = math.floor(90.0 / self.step_deg + 1e-9)
         return range(-jmax, jmax + 1)
 
     def _grid_tile(self, j: int, k: int) -> Tile:
@@ -246,8 +246,8 @@ class Tiling:
         half = self.tile_size_deg / 2.0 * math.sqrt(2.0) + margin
         lo = max(-90.0, float(dec.min()) - half)
         hi = min(90.0, float(dec.max()) + half)
-        jlo = int(math.floor(lo / self.step_deg))
-        jhi = int(math.ceil(hi / self.step_deg))
+        jlo = math.floor(lo / self.step_deg)
+        jhi = math.ceil(hi / self.step_deg)
         jmax = self._rows().stop - 1
         # RA span of the footprint about its first corner (handles the 0/360 wrap)
         d = (ra - ra[0] + 180.0) % 360.0 - 180.0
@@ -261,7 +261,7 @@ class Tiling:
                 ks = range(n)
             else:
                 step = 360.0 / n
-                ks = range(int(math.floor((ra_lo - pad) / step)), int(math.ceil((ra_hi + pad) / step)) + 1)
+                ks = range(math.floor((ra_lo - pad) / step), math.ceil((ra_hi + pad) / step) + 1)
             seen: set[int] = set()
             for k in ks:
                 if k % n not in seen:
@@ -272,9 +272,9 @@ class Tiling:
 
 def des_tile_name(ra: float, dec: float) -> str:
     """DES-style tile name ``DEShhmm±ddmm`` from a centre in degrees (``DES0204-0500``)."""
-    minutes = int(round((ra % 360.0) / 15.0 * 60.0)) % (24 * 60)
+    minutes = round((ra % 360.0) / 15.0 * 60.0) % (24 * 60)
     hh, mm = divmod(minutes, 60)
-    arcmin = int(round(abs(dec) * 60.0))
+    arcmin = round(abs(dec) * 60.0)
     dd, dm = divmod(arcmin, 60)
     sign = "-" if dec < 0 and arcmin > 0 else "+"
     return f"DES{hh:02d}{mm:02d}{sign}{dd:02d}{dm:02d}"
@@ -297,7 +297,9 @@ def _parse_tile_name(name: str, tiling: str) -> tuple[float, float]:
     raise TilingError(msg)
 
 
-def target_tile(name: str, ra: float, dec: float, size_deg: float, pixel_scale: float, tiling: str = "targets") -> Tile:
+def target_tile(
+    name: str, ra: float, dec: float, size_deg: float, pixel_scale: float, tiling: str = "targets"
+) -> Tile:
     """A square tile of any size centred on a target (e.g. a galaxy-cluster candidate).
 
     Parameters
@@ -341,7 +343,9 @@ def load_tiling(name_or_path: str | Path) -> Tiling:
         targets: tuple[Tile, ...] = ()
         if kind == "targets":
             targets = tuple(
-                target_tile(str(x["name"]), float(x["ra"]), float(x["dec"]), float(x["size_deg"]), scale, name)
+                target_tile(
+                    str(x["name"]), float(x["ra"]), float(x["dec"]), float(x["size_deg"]), scale, name
+                )
                 for x in t.get("targets", [])
             )
         return Tiling(
@@ -377,7 +381,9 @@ def _separation(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, c))))
 
 
-def _gnomonic(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gnomonic(
+    ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standard coordinates (xi, eta) in degrees about (ra0, dec0); ``front`` is False behind the plane."""
     a, d = np.radians(ra), np.radians(dec)
     a0, d0 = math.radians(ra0), math.radians(dec0)

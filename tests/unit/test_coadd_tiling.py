@@ -95,7 +95,7 @@ def test_target_tiles():
     assert [x.name for x in t.tiles_touching(*near)] == ["SPT-CLJ0509-5342"]
     custom = target_tile("C1", 10.0, 80.0, 2.0, 0.2)
     assert custom.contains(10.0, 80.9) and not custom.contains(10.0, 81.1)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="not allowed"):
         target_tile("../etc", 0, 0, 1, 0.2)
 
 
