@@ -140,7 +140,9 @@ def select_stars(
     """
     magerr_col = magerr_col or "MAGERR_" + mag_col.split("_", 1)[-1]
     needed = ("ALPHAWIN_J2000", "DELTAWIN_J2000", "SPREAD_MODEL", mag_col, magerr_col)
-    names = set(catalog.dtype.names) if hasattr(catalog, "dtype") and catalog.dtype.names else set(catalog.keys())
+    names = (
+        set(catalog.dtype.names) if hasattr(catalog, "dtype") and catalog.dtype.names else set(catalog.keys())
+    )
     missing = [c for c in needed if c not in names]
     if missing:
         msg = f"star catalog lacks column(s) {missing}; run SExtractor pass 2 with these parameters"
@@ -368,7 +370,9 @@ def _solve(
     return zp, free, labels
 
 
-def crlb_covariance(det: Detections, gauge: int | str = 0, active: np.ndarray | None = None, floor_mag: float = 0.0) -> np.ndarray:
+def crlb_covariance(
+    det: Detections, gauge: int | str = 0, active: np.ndarray | None = None, floor_mag: float = 0.0
+) -> np.ndarray:
     """The Cramer-Rao bound: covariance (mag^2) of the zeropoints for this design and noise.
 
     The Fisher information of the zeropoints with the star magnitudes as nuisance
@@ -477,7 +481,9 @@ def solve_survey(
     image = np.asarray(image)
     star = np.asarray(star)
     n_img = int(n_images if n_images is not None else image.max() + 1)
-    det = Detections(image, star, np.asarray(mag, float), np.asarray(magerr, float), n_img, int(star.max()) + 1)
+    det = Detections(
+        image, star, np.asarray(mag, float), np.asarray(magerr, float), n_img, int(star.max()) + 1
+    )
     system = build_system(det, None, floor_mag)
     zp, _, _ = _solve(system, gauge, direct_limit=0, rtol=rtol)
     return zp
@@ -724,7 +730,9 @@ def _image_chi2(system: _System, zp: np.ndarray, bright_magerr: float) -> tuple[
     use = np.where(n_b[det.image] >= 3, bright, True)
     n = np.bincount(det.image, use, minlength=det.n_images)
     chi2 = np.bincount(det.image, r2 * use, minlength=det.n_images) / np.where(n > 0, n, 1)
-    rms = np.sqrt(np.bincount(det.image, (calm - mstar[det.star]) ** 2 * use, minlength=det.n_images) / np.maximum(n, 1))
+    rms = np.sqrt(
+        np.bincount(det.image, (calm - mstar[det.star]) ** 2 * use, minlength=det.n_images) / np.maximum(n, 1)
+    )
     return np.where(n > 0, chi2, -np.inf), rms
 
 
@@ -811,7 +819,9 @@ def run(
 # ---------------------------------------------------------------------------------------------
 # plot
 # ---------------------------------------------------------------------------------------------
-def plot_repeatability(rep: Repeatability, path: str | Path, threshold_mmag: float | None = None, title: str = "") -> Path:
+def plot_repeatability(
+    rep: Repeatability, path: str | Path, threshold_mmag: float | None = None, title: str = ""
+) -> Path:
     """Write the repeatability plot (PNG): pair differences and their RMS against magnitude.
 
     Top: every pair's magnitude difference / sqrt(2) (mmag) against its mean magnitude.
@@ -826,7 +836,9 @@ def plot_repeatability(rep: Repeatability, path: str | Path, threshold_mmag: flo
     path = Path(path)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
     try:
-        ax1.plot(rep.pair_mag, rep.pair_dmag / math.sqrt(2) * 1000.0, ",", color="0.3", alpha=0.5, rasterized=True)
+        ax1.plot(
+            rep.pair_mag, rep.pair_dmag / math.sqrt(2) * 1000.0, ",", color="0.3", alpha=0.5, rasterized=True
+        )
         ax1.set_ylabel(r"$\Delta m/\sqrt{2}$ (mmag)")
         ax1.set_ylim(-150, 150)
         ax1.axhline(0, color="k", lw=0.5)

@@ -18,9 +18,9 @@ from cosmodm_ops.coadd.photcal import Detections, StarMeasurements
 
 __all__ = [
     "PhotcalTruth",
-    "photcal_crlb_ratio",
     "mag_error",
     "moffat_image",
+    "photcal_crlb_ratio",
     "photcal_survey",
     "photcal_tables",
     "photcal_tile",
@@ -154,7 +154,9 @@ def photcal_crlb_ratio(n_realizations: int = 200, *, seed: int = 0, **design: ob
     return float(np.sqrt(mse / crlb)), float(np.sqrt(crlb))
 
 
-def photcal_tables(det: Detections, truth: PhotcalTruth, jitter_arcsec: float = 0.05, seed: int = 1) -> list[StarMeasurements]:
+def photcal_tables(
+    det: Detections, truth: PhotcalTruth, jitter_arcsec: float = 0.05, seed: int = 1
+) -> list[StarMeasurements]:
     """Per-image star tables (positions with astrometric jitter) from a synthetic tile, for matching."""
     rng = np.random.default_rng(seed)
     tables = []
@@ -166,7 +168,9 @@ def photcal_tables(det: Detections, truth: PhotcalTruth, jitter_arcsec: float = 
         s = det.star[sel]
         j = rng.normal(0.0, jitter_arcsec / 3600.0, (2, len(s)))
         tables.append(
-            StarMeasurements(truth.star_ra[s] + j[0] / cosd[s], truth.star_dec[s] + j[1], det.mag[sel], det.magerr[sel])
+            StarMeasurements(
+                truth.star_ra[s] + j[0] / cosd[s], truth.star_dec[s] + j[1], det.mag[sel], det.magerr[sel]
+            )
         )
     return tables
 
@@ -193,8 +197,7 @@ def photcal_survey(
     zp_true : ndarray, shape (n_images,)
     """
     rng = np.random.default_rng(seed)
-    per_pass = n_images // passes
-    side = int(np.floor(np.sqrt(per_pass)))
+    side = int(np.ceil(np.sqrt(n_images / passes)))  # at least n_images images in all
     n_img = side * side * passes
     area = float(side * side)
     n_stars = rng.poisson(stars_per_image * area)
@@ -268,3 +271,51 @@ def psf_field_image(
         sx2 = stamp.shape[1] - max(0, x2 - nx)
         img[max(y1, 0) : min(y2, ny), max(x1, 0) : min(x2, nx)] += flux * stamp[sy1:sy2, sx1:sx2]
     return img.astype(np.float32), xs, ys
+
+
+def locus_stars(
+    n: int = 2000,
+    offsets: dict[str, float] | None = None,
+    *,
+    noise: float = 0.02,
+    intrinsic: float = 0.02,
+    j_noise: float = 0.03,
+    j_fraction: float = 0.6,
+    gi_range: tuple[float, float] = (0.4, 3.2),
+    locus: object | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """Stars drawn from the stellar locus, observed with zeropoint errors.
+
+    Colours come from the locus at g-i uniform in ``gi_range``; each band gets intrinsic
+    scatter and measurement noise; the observed magnitudes are ``m_true - offsets[b]``, so
+    the correction that :func:`cosmodm_ops.coadd.locus.fit_locus` should find is
+    ``offsets``. J (absolute, 2MASS-like) is given for a random ``j_fraction`` of the stars.
+
+    Returns
+    -------
+    mags, errs : dict band -> ndarray
+        ``g r i z J`` magnitudes (J NaN where missing) and errors.
+    offsets : dict band -> float
+        The truth (mag).
+    """
+    from cosmodm_ops.coadd.locus import Locus, read_covey_locus
+
+    loc = locus if isinstance(locus, Locus) else read_covey_locus()
+    rng = np.random.default_rng(seed)
+    off = offsets if offsets is not None else {"g": 0.12, "r": -0.07, "i": 0.05, "z": 0.1}
+    gi = rng.uniform(*gi_range, n)
+    c = loc.at_gi(gi)
+    r = rng.uniform(16.0, 20.0, n)
+    true = {"r": r, "g": r + c["g-r"], "i": r - c["r-i"]}
+    true["z"] = true["i"] - c["i-z"]
+    true["J"] = r - c["r-J"]
+    mags, errs = {}, {}
+    for b in ("g", "r", "i", "z"):
+        mags[b] = true[b] + rng.normal(0, intrinsic, n) + rng.normal(0, noise, n) - off.get(b, 0.0)
+        errs[b] = np.full(n, noise)
+    jm = true["J"] + rng.normal(0, j_noise, n)
+    jm[rng.uniform(size=n) > j_fraction] = np.nan
+    mags["J"] = jm
+    errs["J"] = np.full(n, j_noise)
+    return mags, errs, dict(off)

@@ -35,7 +35,9 @@ def test_input_not_modified_and_survey_solver_agrees():
 
 
 def test_wls_reaches_cramer_rao_bound():
-    ratio, crlb_rms = syn.photcal_crlb_ratio(200, n_images=20, stars_per_image=100, ccd_deg=(0.3, 0.3), field_deg=0.6)
+    ratio, crlb_rms = syn.photcal_crlb_ratio(
+        200, n_images=20, stars_per_image=100, ccd_deg=(0.3, 0.3), field_deg=0.6
+    )
     assert 0.9 < ratio <= 1.05
     assert 0 < crlb_rms < 0.002
 
@@ -71,8 +73,11 @@ def test_repeatability_at_bright_end_matches_noise_floor(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("kw", "bad"),
-    [({"bad_images": {7: 0.15}}, [7]), ({"nongrey_images": {3: 0.15}}, [3]),
-     ({"bad_images": {7: 0.15}, "nongrey_images": {3: 0.1}}, [7, 3])],
+    [
+        ({"bad_images": {7: 0.15}}, [7]),
+        ({"nongrey_images": {3: 0.15}}, [3]),
+        ({"bad_images": {7: 0.15}, "nongrey_images": {3: 0.1}}, [7, 3]),
+    ],
 )
 def test_bad_images_are_removed_with_reasons(kw, bad):
     det, truth = syn.photcal_tile(10, 300, floor_mag=0.01, seed=4, **SMALL, **kw)
