@@ -87,7 +87,7 @@ class Locus:
         pts = np.column_stack([self.colours[n] for n in names])
         seg = np.sqrt(np.sum(np.diff(pts, axis=0) ** 2, axis=1))
         s = np.concatenate([[0.0], np.cumsum(seg)])
-        grid = np.linspace(0.0, s[-1], max(2, int(math.ceil(s[-1] / step)) + 1))
+        grid = np.linspace(0.0, s[-1], max(2, math.ceil(s[-1] / step) + 1))
         return np.column_stack([np.interp(grid, s, pts[:, j]) for j in range(pts.shape[1])])
 
     def at_gi(self, gi: np.ndarray) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ def test_zeropoints_recover_truth_and_gauges():
 
 
 def test_input_not_modified_and_survey_solver_agrees():
-    det, truth = syn.photcal_tile(30, 150, ccd_deg=(0.3, 0.3), field_deg=0.6, seed=8)
+    det, _truth = syn.photcal_tile(30, 150, ccd_deg=(0.3, 0.3), field_deg=0.6, seed=8)
     before = det.mag.copy()
     zp, _ = pc.solve_zeropoints(det, errors=False)
     np.testing.assert_array_equal(det.mag, before)
