@@ -96,8 +96,9 @@ def photcal(quick: bool = True) -> dict[str, Any]:
 def psfhomog(shape: tuple[int, int] = (4096, 2048), cells: tuple[int, int] = (16, 8)) -> dict[str, Any]:
     """PSF homogenization of one CCD-sized image with a PSF varying over the field."""
     from cosmodm_ops.coadd import psfhomog as ph
+    from cosmodm_ops.coadd.synthetic import psfex_like_model
 
-    model = ph.synthetic_psfex_model(shape)
+    model = psfex_like_model(shape)
     rng = np.random.default_rng(0)
     image = rng.normal(0.0, 10.0, shape).astype(np.float32)
     weight = np.full(shape, 0.01, np.float32)

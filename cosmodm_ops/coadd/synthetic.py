@@ -18,6 +18,7 @@ from cosmodm_ops.coadd.photcal import Detections, StarMeasurements
 
 __all__ = [
     "PhotcalTruth",
+    "locus_stars",
     "mag_error",
     "moffat_image",
     "photcal_crlb_ratio",
@@ -25,6 +26,7 @@ __all__ = [
     "photcal_tables",
     "photcal_tile",
     "psf_field_image",
+    "psfex_like_model",
 ]
 
 
@@ -319,3 +321,31 @@ def locus_stars(
     mags["J"] = jm
     errs["J"] = np.full(n, j_noise)
     return mags, errs, dict(off)
+
+
+def psfex_like_model(
+    shape: tuple[int, int] = (4096, 2048),
+    fwhm_range: tuple[float, float] = (3.8, 4.6),
+    *,
+    beta: float = 3.0,
+    size: int = 35,
+    samp: float = 1.0,
+) -> object:
+    """A PSFEx-format model whose FWHM grows linearly from one image corner to the opposite one.
+
+    Degree-1 terms in X and Y of a degree-2 basis blend two Moffats of FWHM
+    ``fwhm_range`` (pixels): ``P = (M1 + M2)/2 + (X + Y)(M2 - M1)/2`` with X, Y in
+    [-1/2, 1/2] over the image (so P = M1 at pixel (1, 1) and M2 at the far corner).
+    """
+    from cosmodm_ops.coadd.psfhomog import PSFExModel
+
+    m1 = moffat_image((size, size), size // 2, size // 2, fwhm_range[0] / samp, beta)
+    m2 = moffat_image((size, size), size // 2, size // 2, fwhm_range[1] / samp, beta)
+    basis = np.zeros((6, size, size))
+    basis[0] = 0.5 * (m1 + m2)
+    basis[1] = 0.5 * (m2 - m1)  # X
+    basis[3] = 0.5 * (m2 - m1)  # Y
+    ny, nx = shape
+    return PSFExModel(
+        basis, ((nx + 1) / 2.0, (ny + 1) / 2.0), (float(nx - 1), float(ny - 1)), 2, samp, source="synthetic"
+    )
