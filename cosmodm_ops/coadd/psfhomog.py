@@ -170,7 +170,7 @@ def psf_at(model: PSFExModel, x: float, y: float, size: int | None = None) -> np
     raw = np.tensordot(_poly_terms(model, x, y), model.basis, axes=1)
     ny, nx = raw.shape
     if size is None:
-        half = int(math.floor(min(nx // 2, ny // 2) * model.samp))
+        half = math.floor(min(nx // 2, ny // 2) * model.samp)
         size = 2 * half + 1
     half = size // 2
     if model.samp == 1.0 and size <= min(nx, ny):
@@ -211,7 +211,7 @@ def psf_fwhm(stamp: np.ndarray, center: tuple[float, float] | None = None) -> fl
         cy, cx = np.unravel_index(int(np.argmax(img)), img.shape)
     else:
         cy, cx = center
-    peak = float(img[int(round(cy)), int(round(cx))])
+    peak = float(img[round(cy), round(cx)])
     if not peak > 0:
         msg = "psf_fwhm: the stamp has no positive peak"
         raise PSFHomogError(msg)

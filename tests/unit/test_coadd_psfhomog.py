@@ -64,7 +64,7 @@ def test_homogenized_field_has_uniform_fwhm():
     target = ph.moffat_psf(6.5, 2.5, 41)
     weight = np.full(shape, 4.0, np.float32)
     image0 = image.copy()
-    out, wout = ph.homogenize(image, weight, model, target, cells=(8, 4))
+    out, _wout = ph.homogenize(image, weight, model, target, cells=(8, 4))
     np.testing.assert_array_equal(image, image0)  # the input is not modified
     after = _star_fwhms(out, xs, ys)
     assert after.max() / after.min() - 1 <= 0.02
