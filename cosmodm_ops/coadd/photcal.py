@@ -385,13 +385,16 @@ def crlb_covariance(
     ndarray, shape (n_images, n_images)
         NaN rows and columns for images without matched stars.
     """
-    system = build_system(det, active, floor_mag)
+    return _crlb_from_system(build_system(det, active, floor_mag), gauge)
+
+
+def _crlb_from_system(system: _System, gauge: int | str) -> np.ndarray:
     _, labels = _components(system)
     refs = _gauge_references(labels, gauge, system.matrix.diagonal())
     free = labels >= 0
     free[refs] = False
     fidx = np.flatnonzero(free)
-    n = det.n_images
+    n = system.det.n_images
     cov = np.full((n, n), np.nan)
     good = np.flatnonzero(labels >= 0)
     cov[np.ix_(good, good)] = 0.0
@@ -440,7 +443,7 @@ def solve_zeropoints(
     err = np.full(det.n_images, np.nan)
     if errors:
         if det.n_images <= dense_limit:
-            cov = crlb_covariance(det, gauge, active, floor_mag)
+            cov = _crlb_from_system(system, gauge)
             err = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         else:
             diag = system.matrix.diagonal()
