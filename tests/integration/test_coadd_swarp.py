@@ -87,7 +87,7 @@ def test_swarp_coadd_of_two_images_with_flux_scales(tmp_path: Path, compress: bo
     ow = WCS(_astropy_header(res.image))
     for sra, sdec in STARS:
         x, y = ow.all_world2pix([sra], [sdec], 0)
-        xi, yi = int(round(x[0])), int(round(y[0]))
+        xi, yi = round(x[0]), round(y[0])
         yy, xx = np.mgrid[0 : data.shape[0], 0 : data.shape[1]]
         ap = (xx - x[0]) ** 2 + (yy - y[0]) ** 2 <= 15**2
         assert data[ap].sum() == pytest.approx(5000.0, rel=0.03)  # both images on the zeropoint of the first
