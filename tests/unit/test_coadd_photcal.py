@@ -118,3 +118,13 @@ def test_select_stars_and_settings_from_config():
     st = pc.PhotcalSettings.from_config(cfg)
     assert st.repeatability_mmag == cfg.qa.repeatability_mmag == 30.0
     assert st.match_radius_arcsec == cfg.coadd.match_radius_arcsec
+
+
+def test_survey_solver_on_a_connected_network():
+    det, zp_true = syn.photcal_survey(3000, 40, seed=1)
+    assert det.n_images >= 3000
+    zp = pc.solve_survey(det.image, det.star, det.mag, det.magerr, det.n_images)
+    assert np.all(np.isfinite(zp)) and abs(zp.mean()) < 1e-10
+    assert np.std(zp - zp_true) < 0.003  # 40 stars per image, mmag-level errors, large-scale modes
+    direct, _ = pc.solve_zeropoints(det, errors=False)
+    np.testing.assert_allclose(zp, direct, atol=1e-6)
