@@ -44,6 +44,7 @@ __all__ = [
     "LocusError",
     "LocusResult",
     "fit_locus",
+    "match_reference",
     "plot_locus",
     "read_covey_locus",
     "read_star_table",
@@ -141,6 +142,38 @@ def read_covey_locus(path: str | Path | None = None, min_count: int = 20, smooth
     if {"r-i", "i-z", "z-J"} <= set(colours):
         colours["r-J"] = colours["r-i"] + colours["i-z"] + colours["z-J"]
     return Locus(cols["g-i"][keep], colours, cols["Num"][keep])
+
+
+def match_reference(
+    ra: np.ndarray,
+    dec: np.ndarray,
+    ref_ra: np.ndarray,
+    ref_dec: np.ndarray,
+    ref_mag: np.ndarray,
+    radius_arcsec: float = 1.0,
+) -> np.ndarray:
+    """The reference magnitude (e.g. 2MASS J) of the nearest reference star within the radius, NaN if none.
+
+    Parameters
+    ----------
+    ra, dec : ndarray, shape (n,)
+        The tile's stars (degrees).
+    ref_ra, ref_dec, ref_mag : ndarray, shape (m,)
+        The reference catalogue (degrees, mag).
+    """
+
+    def xyz(a: np.ndarray, d: np.ndarray) -> np.ndarray:
+        a, d = np.radians(np.asarray(a, float)), np.radians(np.asarray(d, float))
+        return np.column_stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)])
+
+    out = np.full(len(np.atleast_1d(ra)), np.nan)
+    if len(np.atleast_1d(ref_ra)) == 0:
+        return out
+    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
+    dist, idx = cKDTree(xyz(ref_ra, ref_dec)).query(xyz(ra, dec), distance_upper_bound=chord)
+    hit = np.isfinite(dist)
+    out[hit] = np.asarray(ref_mag, float)[idx[hit]]
+    return out
 
 
 def read_star_table(path: str | Path, deredden: bool = True) -> dict[str, np.ndarray]:

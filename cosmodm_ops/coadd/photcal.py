@@ -785,6 +785,12 @@ def calibrate(
         rep = repeatability(det, zp, bright_magerr=st.bright_magerr)
         history.append(rep.bright_mmag)
         passed = bool(np.isfinite(rep.bright_mmag) and rep.bright_mmag <= st.repeatability_mmag)
+        if not np.isfinite(rep.bright_mmag):
+            # no pair of bright measurements: nothing to judge the images by; QA fails, nothing is removed
+            log.warning(
+                "photcal: no bright star pairs (magerr <= %g); repeatability unknown", st.bright_magerr
+            )
+            break
         if passed or len(removed) >= max_removed:
             break
         chi2, rms = _image_chi2(system, zp, st.bright_magerr)

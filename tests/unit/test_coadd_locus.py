@@ -84,3 +84,13 @@ def test_errors_name_the_problem(covey, tmp_path: Path):
     f.write_text("not a locus\n")
     with pytest.raises(L.LocusError, match="byte-by-byte"):
         L.read_covey_locus(f)
+
+
+def test_match_reference_j():
+    ra = np.array([10.0, 10.001, 10.002])
+    dec = np.array([-5.0, -5.0, -5.0])
+    ref_ra = np.array([10.001 + 0.5 / 3600, 10.0])
+    ref_dec = np.array([-5.0, -5.0 + 3.0 / 3600])
+    j = L.match_reference(ra, dec, ref_ra, ref_dec, np.array([14.2, 15.0]), radius_arcsec=1.0)
+    assert np.isnan(j[0]) and j[1] == 14.2 and np.isnan(j[2])
+    assert np.isnan(L.match_reference(ra, dec, np.array([]), np.array([]), np.array([]))).all()

@@ -128,3 +128,10 @@ def test_survey_solver_on_a_connected_network():
     assert np.std(zp - zp_true) < 0.003  # 40 stars per image, mmag-level errors, large-scale modes
     direct, _ = pc.solve_zeropoints(det, errors=False)
     np.testing.assert_allclose(zp, direct, atol=1e-6)
+
+
+def test_no_bright_stars_fails_without_removing_images():
+    det, _ = syn.photcal_tile(10, 200, mag_range=(20.5, 21.0), seed=6, **SMALL)
+    res = pc.calibrate(det)
+    assert not res.passed and res.removed == [] and np.isnan(res.repeatability.bright_mmag)
+    assert np.all(np.isfinite(res.zeropoints))
