@@ -28,10 +28,8 @@ from cosmodm_ops.model import validate_token
 
 __all__ = [
     "FitsError",
-    "Staging",
     "StagingFullError",
-    "compress_file",
-    "decompress_file",
+    "Staging",
     "dither_seed_for",
     "file_sha256",
     "hdu_summary",
@@ -39,6 +37,8 @@ __all__ = [
     "read_image",
     "write_image",
     "write_images",
+    "compress_file",
+    "decompress_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def hdu_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 entry["compressed"] = bool(hdu.is_compressed())
                 if entry["compressed"]:
                     hdr = hdu.read_header()
-                    entry["zcmptype"] = hdu._info.get("comptype") or hdr.get("ZCMPTYPE")
+                    entry["zcmptype"] = fits[i]._info.get("comptype") or hdr.get("ZCMPTYPE")
             else:
                 entry["nrows"] = int(info.get("nrows", 0))
                 entry["columns"] = [c["name"] for c in info.get("colinfo", [])]

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 __all__ = [
-    "CAMERA_NAMES",
     "ProductKind",
     "Stage",
-    "TagError",
     "Tags",
-    "validate_night",
+    "TagError",
     "validate_token",
+    "validate_night",
+    "CAMERA_NAMES",
 ]
 
 #: Camera names the platform knows. Configs live in ``include/configs/cameras/<name>.yaml``.

@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
-    "RETRYABLE_STATES",
-    "TERMINAL_STATES",
-    "AsyncCommandRunner",
+    "JobState",
+    "JobSpec",
+    "JobStatus",
     "CommandResult",
     "CommandRunner",
-    "JobSpec",
-    "JobState",
-    "JobStatus",
+    "AsyncCommandRunner",
     "Scheduler",
-    "SchedulerError",
     "SubmitError",
+    "SchedulerError",
     "TransportError",
     "job_name_for",
+    "TERMINAL_STATES",
+    "RETRYABLE_STATES",
 ]
 
 

@@ -25,13 +25,13 @@ from cosmodm_ops.config import Config, load_config
 from cosmodm_ops.model import validate_night, validate_token
 
 __all__ = [
-    "ExposureRef",
     "NightPlan",
+    "ExposureRef",
+    "resolve_night",
     "archive_settings",
     "discover_exposures",
     "plan_jobs",
     "qa_verdict",
-    "resolve_night",
     "transfer_items",
 ]
 

@@ -117,5 +117,6 @@ def test_staging_falls_back_when_ramdisk_unusable(tmp_path: Path):
 def test_staging_refuses_hostile_job_name(tmp_path: Path):
     from cosmodm_ops.model import TagError
 
-    with pytest.raises(TagError), F.Staging("../../etc", root=str(tmp_path)):
-        pass
+    with pytest.raises(TagError):
+        with F.Staging("../../etc", root=str(tmp_path)):
+            pass
