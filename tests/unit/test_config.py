@@ -8,9 +8,8 @@ import pytest
 from cosmodm_ops.config import ConfigError, available, config_dir, config_hash, load_config
 
 
-@pytest.mark.parametrize(
-    "survey,site", [("des", "local"), ("demo", "local"), ("cfhtls", "example-hpc"), ("ps1", "loopback-slurm")]
-)
+@pytest.mark.parametrize("survey,site", [("des", "local"), ("demo", "local"), ("cfhtls", "example-hpc"),
+                                         ("ps1", "loopback-slurm")])
 def test_every_shipped_config_loads(survey, site):
     cfg = load_config(survey, site=site)
     assert cfg.survey.name == survey
@@ -26,9 +25,7 @@ def test_shipped_sets():
 
 def test_layers_merge_in_order_and_overrides_win():
     cfg = load_config("demo", site="example-hpc", overrides={"site": {"batch": {"cores": 7}}})
-    assert (
-        cfg.site.batch.system == "slurm" and cfg.site.batch.cores == 7 and cfg.site.batch.partition == "cosmo"
-    )
+    assert cfg.site.batch.system == "slurm" and cfg.site.batch.cores == 7 and cfg.site.batch.partition == "cosmo"
     assert cfg.camera.name == "decam-mini"  # survey's camera
     assert load_config("demo", camera="decam").camera.name == "decam"
 

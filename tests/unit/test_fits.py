@@ -84,9 +84,7 @@ def test_truncated_file_gives_clear_error(tmp_path: Path, image: np.ndarray):
 
 def test_failed_write_leaves_no_partial_file(tmp_path: Path):
     with pytest.raises(Exception):
-        F.write_images(
-            tmp_path / "bad.fits.fz", [("A", np.zeros((4, 4), "f4"), None), ("B", "not an array", None)]
-        )
+        F.write_images(tmp_path / "bad.fits.fz", [("A", np.zeros((4, 4), "f4"), None), ("B", "not an array", None)])
     assert list(tmp_path.iterdir()) == []
 
 

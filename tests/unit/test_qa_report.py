@@ -7,22 +7,10 @@ from cosmodm_ops.qa.report import ExposureQA, write_night_report
 
 def test_report_lists_verdicts_and_writes_plots(tmp_path: Path):
     exps = [
-        ExposureQA(
-            2,
-            "r",
-            True,
-            [],
-            {"fwhm_arcsec": 1.1, "sky_level": 900.0, "zeropoint": 31.2},
-            [{"ccd": 25, "astrometric_rms_mas": 12.0}, {"ccd": 26, "astrometric_rms_mas": 15.0}],
-        ),
-        ExposureQA(
-            1,
-            "g",
-            False,
-            ["zeropoint_deficit=0.8 (threshold 0.3)"],
-            {"fwhm_arcsec": 1.3, "sky_level": 400.0, "zeropoint": 30.4},
-            [],
-        ),
+        ExposureQA(2, "r", True, [], {"fwhm_arcsec": 1.1, "sky_level": 900.0, "zeropoint": 31.2},
+                   [{"ccd": 25, "astrometric_rms_mas": 12.0}, {"ccd": 26, "astrometric_rms_mas": 15.0}]),
+        ExposureQA(1, "g", False, ["zeropoint_deficit=0.8 (threshold 0.3)"],
+                   {"fwhm_arcsec": 1.3, "sky_level": 400.0, "zeropoint": 30.4}, []),
     ]
     index = write_night_report("2026-11-23", exps, tmp_path / "rep")
     page = index.read_text()
