@@ -135,3 +135,23 @@ def test_no_bright_stars_fails_without_removing_images():
     res = pc.calibrate(det)
     assert not res.passed and res.removed == [] and np.isnan(res.repeatability.bright_mmag)
     assert np.all(np.isfinite(res.zeropoints))
+
+
+def test_real_des_catalog_star_selection_and_self_calibration():
+    import fitsio
+
+    from tests.support import real_file
+
+    cat = fitsio.read(str(real_file("piff/DECam_00241238_01_cat.fits")), ext="LDAC_OBJECTS")
+    stars = pc.select_stars(cat, mag_col="MAG_PSF", spread_model_max=0.003, snr_min=20)
+    assert 30 < len(stars) < len(cat)
+    assert np.all(1.0857 / stars.magerr >= 20)
+    # a second "epoch": the same stars, 0.1 mag fainter, re-measured with their errors
+    rng = np.random.default_rng(0)
+    again = pc.StarMeasurements(
+        stars.ra, stars.dec, stars.mag + 0.1 + rng.normal(0, 1, len(stars)) * stars.magerr, stars.magerr
+    )
+    res = pc.run([stars, again], pc.PhotcalSettings(gauge=0))
+    assert res.zeropoints[0] == 0.0
+    assert res.zeropoints[1] == pytest.approx(-0.1, abs=3 * res.errors[1])
+    assert res.errors[1] < 0.005
