@@ -238,7 +238,7 @@ def _star_groups(star: np.ndarray, n_stars: int) -> Iterator[tuple[np.ndarray, n
     if np.all(star[1:] >= star[:-1]):
         order = np.arange(len(star))
     else:
-        order = np.argsort(star, kind="stable")
+        order = np.argsort(star)  # order within a star does not matter: the fast unstable sort
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     for n in np.unique(counts[counts >= 2]):
         sel = np.flatnonzero(counts == n)
