@@ -68,6 +68,7 @@ __all__ = [
     "crlb_covariance",
     "match_stars",
     "plot_repeatability",
+    "read_star_measurements",
     "repeatability",
     "run",
     "select_stars",
@@ -163,6 +164,32 @@ def select_stars(
         mag[ok],
         err[ok],
     )
+
+
+def read_star_measurements(
+    path: str | Path,
+    *,
+    ext: str | int = "LDAC_OBJECTS",
+    mag_col: str = "MAG_PSF",
+    spread_model_max: float = 0.003,
+    snr_min: float = 20.0,
+) -> StarMeasurements:
+    """Read one SExtractor catalog (FITS_LDAC by default) and select its calibration stars.
+
+    The I/O wrapper of :func:`select_stars`; errors name the file and HDU.
+    """
+    import fitsio
+
+    try:
+        cat = fitsio.read(str(path), ext=ext)
+    except OSError as err:
+        msg = f"{path}[{ext}]: cannot read the star catalog ({err}); expected a SExtractor FITS_LDAC catalog"
+        raise PhotcalError(msg) from err
+    try:
+        return select_stars(cat, mag_col=mag_col, spread_model_max=spread_model_max, snr_min=snr_min)
+    except PhotcalError as err:
+        msg = f"{path}[{ext}]: {err}"
+        raise PhotcalError(msg) from err
 
 
 @dataclass(frozen=True)

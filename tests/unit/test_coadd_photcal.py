@@ -142,8 +142,12 @@ def test_real_des_catalog_star_selection_and_self_calibration():
 
     from tests.support import real_file
 
-    cat = fitsio.read(str(real_file("piff/DECam_00241238_01_cat.fits")), ext="LDAC_OBJECTS")
-    stars = pc.select_stars(cat, mag_col="MAG_PSF", spread_model_max=0.003, snr_min=20)
+    path = real_file("piff/DECam_00241238_01_cat.fits")
+    cat = fitsio.read(str(path), ext="LDAC_OBJECTS")
+    stars = pc.read_star_measurements(path, mag_col="MAG_PSF", spread_model_max=0.003, snr_min=20)
+    np.testing.assert_array_equal(stars.mag, pc.select_stars(cat).mag)
+    with pytest.raises(pc.PhotcalError, match="LDAC_OBJECTS"):
+        pc.read_star_measurements(path, mag_col="MAG_MODEL")
     assert 30 < len(stars) < len(cat)
     assert np.all(1.0857 / stars.magerr >= 20)
     # a second "epoch": the same stars, 0.1 mag fainter, re-measured with their errors
