@@ -320,23 +320,36 @@ def build_system(det: Detections, active: np.ndarray | None = None, floor_mag: f
     mbar = np.bincount(star, w * mag, minlength=n_stars) / np.where(d > 0, d, 1.0)
     a = np.bincount(image, w, minlength=n_img)
     rhs = np.bincount(image, w * (mbar[star] - mag), minlength=n_img)
-    keys, vals = [np.arange(n_img, dtype=np.int64) * (n_img + 1)], [a]  # the diagonal
-    key_type = np.int32 if n_img * n_img < 2**31 else np.int64
-    image_k = image.astype(key_type)
+    dense_path = n_img <= _DENSE_BUILD_LIMIT
+    diag = np.arange(n_img, dtype=np.int32)
+    image32 = image.astype(np.int32)
+    rows: list[np.ndarray] = [diag * np.int32(n_img + 1) if dense_path else diag]  # dense path: flat keys
+    cols: list[np.ndarray] = [diag]
+    vals: list[np.ndarray] = [a]
     for sel, grp in _star_groups(star, n_stars):
-        ig = image_k[grp]
+        ig = image32[grp]
+        k, n = grp.shape
         ug = w[grp] / np.sqrt(d[sel])[:, None]
-        keys.append((ig[:, :, None] * key_type(n_img) + ig[:, None, :]).ravel())
         vals.append((ug[:, :, None] * -ug[:, None, :]).ravel())
-    key = np.concatenate(keys)
+        if dense_path:
+            rows.append((ig[:, :, None] * np.int32(n_img) + ig[:, None, :]).ravel())
+        else:
+            rows.append(np.broadcast_to(ig[:, :, None], (k, n, n)).ravel())
+            cols.append(np.broadcast_to(ig[:, None, :], (k, n, n)).ravel())
     val = np.concatenate(vals)
-    if n_img <= _DENSE_BUILD_LIMIT:
+    del vals
+    if dense_path:
         # small systems (a tile): sum duplicates with one dense bincount (no sorting)
-        dense = np.bincount(key, val, minlength=n_img * n_img).reshape(n_img, n_img)
+        dense = np.bincount(np.concatenate(rows), val, minlength=n_img * n_img).reshape(n_img, n_img)
         matrix = sp.csr_matrix(dense)
     else:
-        matrix = sp.coo_matrix((val, (key // n_img, key % n_img)), shape=(n_img, n_img)).tocsr()
-    del key, val, keys, vals
+        row = np.concatenate(rows)
+        del rows
+        col = np.concatenate(cols)
+        del cols
+        matrix = sp.coo_matrix((val, (row, col)), shape=(n_img, n_img)).tocsr()
+        del row, col
+    del val
     sub = Detections(image, star, mag, err, n_img, n_stars)
     return _System(matrix, rhs, sub, w, mbar, d, np.bincount(image, minlength=n_img))
 
