@@ -908,6 +908,7 @@ def plot_repeatability(
         if threshold_mmag is not None:
             ax2.axhline(threshold_mmag, color="r", ls=":", label=f"threshold {threshold_mmag:g} mmag")
         ax2.set_yscale("log")
+        ax2.yaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500]))
         ax2.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax2.set_xlabel("mean calibrated magnitude (mag)")
