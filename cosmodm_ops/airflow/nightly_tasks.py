@@ -100,4 +100,13 @@ def summary_task(plan: dict[str, Any], exposures: list[dict[str, Any]]) -> dict[
 
     result = night_summary(_plan(plan), exposures)
     log.info("night %s: %s", plan["night"], result)
+    # the "QA report" extra link (plugins/cosmodm_plugin.py) reads this key
+    try:
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback="").rstrip("/")
+    except Exception:  # noqa: BLE001 - the link is a convenience
+        base = ""
+    get_current_context()["ti"].xcom_push(key="_link_QAReportLink",
+                                          value=f"{base}/cosmodm/report/{plan['survey']}/{plan['night']}")
     return result
