@@ -3,8 +3,6 @@
 Each benchmark is an entry of :data:`BENCHMARKS`: a name and the ``module:function``
 (returning a dict of figures) that runs it; the function is imported only when chosen.
 With ``--json`` only the JSON line is printed, else a table and then the JSON line.
-(Written on branch ``single-epoch`` with the ``detrend`` entry only; the ``photcal``
-branch has the same table with its own entries: merge the two tables.)
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-from typing import Any
 
 __all__ = ["BENCHMARKS", "register"]
 
@@ -23,11 +20,20 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "raw 2160 x 4146 CCD: crosstalk, overscan, trim, gain, bias, flat vs ccdproc and a memory copy",
         ("ours_ms", "ccdproc_ms", "memcopy_ms"),
     ),
+    "photcal": (
+        "cosmodm_ops.coadd.benchmarks:photcal",
+        "relative zeropoints: CRLB ratio, 300-image tile, 100k-image survey",
+        ("crlb_ratio", "tile_ms", "survey_100k_s", "survey_100k_peak_gb"),
+    ),
+    "psfhomog": (
+        "cosmodm_ops.coadd.benchmarks:psfhomog",
+        "PSF homogenization of one 2048 x 4096 CCD",
+        (),
+    ),
 }
 
 
-def register(sub: Any) -> None:
-    """Add the ``bench`` command group."""
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     bs = p.add_subparsers(dest="bench_cmd", metavar="NAME", required=True)
     for name, (_target, text, _keys) in BENCHMARKS.items():
@@ -42,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     results = getattr(importlib.import_module(module_name), func_name)()
     line = {k: results[k] for k in keys} if keys else results
     if not args.json:
-        width = max(len(k) for k in results)
-        print("\n".join(f"{k:<{width}}  {v}" for k, v in results.items()))
+        from cosmodm_ops.coadd.benchmarks import format_table
+
+        print(format_table(results))
     print(json.dumps(line))
     return 0

@@ -301,9 +301,9 @@ def _recode(src: Path, dst: Path, *, compress: bool, qlevel: float) -> Path:
                         fout.write_image(None, extname=extname, header=records)
                         continue
                     if compress and i == 0:
-                        # A compressed image cannot be the primary HDU: keep an empty primary.
-                        fout.write_image(None, header=records)
-                        records = None
+                        # A compressed image cannot be the primary HDU: an empty primary, and the
+                        # image (with its header: WCS and all) in the first extension.
+                        fout.write_image(None)
                     seed = dither_seed_for(f"{dst.name}:{extname or i}")
                     fout.write_image(data, extname=extname, header=records,
                                      **_compress_args(data, compress, qlevel, seed))

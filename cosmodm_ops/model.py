@@ -98,7 +98,7 @@ def validate_token(name: str, value: Any) -> str:
         msg = f"tag {name!r}: expected a string or integer, got {type(value).__name__}"
         raise TagError(msg)
     text = str(value)
-    if not _TOKEN.match(text) or ".." in text:
+    if not _TOKEN.fullmatch(text) or ".." in text:  # fullmatch: "$" would accept a trailing newline
         shown = text.encode("unicode_escape").decode("ascii")
         msg = (
             f"tag {name!r}={shown!r} is not allowed: use 1-64 characters from "

@@ -96,7 +96,8 @@ with DAG(
             task_id="single_epoch",
             site=SITE,
             command=command,
-            map_index_template="{{ task.render_label }}",
+            job_label=expnum,
+            map_index_template="exp {{ task.job_label }}",
             max_active_tis_per_dagrun=int(os.environ.get("COSMODM_MAX_CONCURRENT", "4")),
         )
 

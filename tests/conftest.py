@@ -13,6 +13,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.services",
+    "tests.fixtures.airflow",
 ]
 
 

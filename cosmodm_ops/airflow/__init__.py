@@ -1,1 +1,12 @@
-"""cosmodm_ops.airflow."""
+"""The Airflow layer: operators, triggers and task bodies. The only package that imports airflow.
+
+Trigger class paths are stable (a restarted triggerer rebuilds from them):
+``cosmodm_ops.airflow.triggers.BatchJobTrigger`` and ``cosmodm_ops.airflow.triggers.TransferTrigger``.
+"""
+
+from __future__ import annotations
+
+from cosmodm_ops.airflow.operators import BatchJobOperator, TransferOperator
+from cosmodm_ops.airflow.triggers import BatchJobTrigger, TransferTrigger
+
+__all__ = ["BatchJobOperator", "BatchJobTrigger", "TransferOperator", "TransferTrigger"]

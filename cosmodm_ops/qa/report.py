@@ -2,7 +2,7 @@
 
 Pure presentation: it takes per-exposure QA records (what the single-epoch jobs wrote in
 ``qa.json`` plus the gate's verdict) and, optionally, catalogs for SPREAD_MODEL against
-magnitude; it writes ``<out>/index.html`` with the plots embedded as PNG files beside it.
+magnitude; it writes ``<out>/index.html``, self-contained (plots embedded), and the PNG files beside it.
 """
 
 from __future__ import annotations
@@ -175,7 +175,13 @@ def write_night_report(night: str, exposures: list[ExposureQA], out: str | Path,
             f"<tr class='{verdict}'><td>{e.expnum}</td><td>{html.escape(e.band)}</td><td>{verdict}</td>"
             f"<td>{html.escape('; '.join(e.reasons))}</td><td>{html.escape(summary)}</td></tr>"
         )
-    figures = "\n".join(f"<h2>{html.escape(t)}</h2><img src='{n}' alt='{html.escape(t)}'>" for n, t in plots)
+    import base64
+
+    figures = "\n".join(
+        f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,"
+        f"{base64.b64encode((out / n).read_bytes()).decode('ascii')}' alt='{html.escape(t)}'>"
+        for n, t in plots
+    )
     extra_html = f"<pre>{html.escape(json.dumps(extra, indent=2, default=str))}</pre>" if extra else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>CosmoDM night {html.escape(night)}</title>

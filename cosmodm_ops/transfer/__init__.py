@@ -1,1 +1,9 @@
-"""cosmodm_ops.transfer."""
+"""Moving data to and from sites: one interface, three implementations (local, rsync, Globus)."""
+
+from __future__ import annotations
+
+from cosmodm_ops.transfer.base import Transfer, TransferError, TransferItem, get_transfer
+from cosmodm_ops.transfer.local import LocalTransfer
+from cosmodm_ops.transfer.rsync import RsyncTransfer
+
+__all__ = ["Transfer", "TransferError", "TransferItem", "LocalTransfer", "RsyncTransfer", "get_transfer"]

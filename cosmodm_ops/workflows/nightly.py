@@ -54,13 +54,22 @@ class NightPlan:
 
     @property
     def source(self) -> Path:
-        """Where the night's input arrives."""
-        return Path(self.config().site.raw_source) / self.night
+        """Where the night's input arrives (``COSMODM_RAW_SOURCE`` overrides the site's ``raw_source``)."""
+        return _site_path(os.environ.get("COSMODM_RAW_SOURCE") or self.config().site.raw_source) / self.night
 
     @property
     def work(self) -> Path:
-        """The night's working folder on the site."""
-        return Path(self.config().site.work_root) / self.night
+        """The night's working folder (``COSMODM_WORK_ROOT`` overrides the site's ``work_root``)."""
+        return _site_path(os.environ.get("COSMODM_WORK_ROOT") or self.config().site.work_root) / self.night
+
+
+def _site_path(value: str) -> Path:
+    """Site paths: absolute as given; relative ones against ``COSMODM_HOME`` (default: the checkout)."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    home = os.environ.get("COSMODM_HOME") or str(Path(__file__).resolve().parents[2])
+    return Path(home) / path
 
 
 @dataclass
@@ -216,3 +225,155 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "__dataclass_fields__"):
         return asdict(obj)
     return obj
+
+
+# ---------------------------------------------------------------------------- archive steps
+def archive_for(plan: NightPlan):
+    """The archive of the plan's site (``COSMODM_DB`` / ``COSMODM_ARCHIVE_ROOT`` override)."""
+    from cosmodm_ops.archive import Archive
+
+    db_url, root = archive_settings(plan.config())
+    return Archive(db_url, root)
+
+
+def _exposure_selector(plan: NightPlan, expnum: int) -> dict[str, Any]:
+    return {"survey": plan.survey, "night": plan.night, "expnum": int(expnum)}
+
+
+def register_raw(plan: NightPlan, exposures: list[dict[str, Any]]) -> int:
+    """File every raw exposure (an upsert); quarantine the ones with a problem. Returns the count filed."""
+    from cosmodm_ops.model import Tags
+
+    cfg = plan.config()
+    archive = archive_for(plan)
+    archive.init()
+    n = 0
+    for exp in exposures:
+        band = exp["band"] if exp["band"] != "unknown" else None
+        tags = Tags(survey=plan.survey, camera=cfg.camera.name, stage="raw", version="raw", kind="raw",
+                    night=plan.night, expnum=int(exp["expnum"]), band=band)
+        archive.register_raw(exp["path"], tags, sha256=exp["sha256"], header=exp.get("header") or {})
+        n += 1
+        if exp.get("problem"):
+            archive.quarantine(_exposure_selector(plan, exp["expnum"]), [exp["problem"]])
+    return n
+
+
+def already_done(plan: NightPlan, expnum: int) -> bool:
+    """True when the exposure already has single-epoch products of this version in the archive."""
+    found = archive_for(plan).find(survey=plan.survey, night=plan.night, expnum=int(expnum),
+                                   version=plan.version, stage="single_epoch", kind="manifest", limit=1)
+    return bool(found)
+
+
+def register_exposure(plan: NightPlan, expnum: int, band: str, out: str,
+                      run_info: dict[str, Any] | None) -> dict[str, Any]:
+    """Products, lineage, QA rows, objects and the batch accounting of one job into the archive."""
+    archive = archive_for(plan)
+    manifest = Path(out) / "manifest.json"
+    info = dict(run_info or {})
+    if "job_id" in info and "batch_job_id" not in info:
+        info["batch_job_id"] = str(info.pop("job_id"))
+    if "elapsed_s" in info:
+        info.setdefault("elapsed_s", info["elapsed_s"])
+    allowed = {"dag_id", "run_id", "task_id", "try_number", "batch_job_id", "site", "host", "start", "end",
+               "state", "exit_code", "bytes_read", "bytes_written"}
+    ids = archive.register_manifest(manifest, {k: v for k, v in info.items() if k in allowed and v is not None})
+    return {"expnum": int(expnum), "band": band, "out": str(out), "products": len(ids)}
+
+
+def _tiles_touched(plan: NightPlan, out: str) -> list[str]:
+    """Tiles of the survey's tiling that the exposure's accepted CCD images touch."""
+    from astropy.io import fits as afits
+    from astropy.wcs import WCS
+
+    from cosmodm_ops.coadd.tiling import ccd_corners, load_tiling
+    from cosmodm_ops.manifest import read_manifest
+
+    cfg = plan.config()
+    tiling = load_tiling(cfg.survey.tiling)
+    names: set[str] = set()
+    manifest = read_manifest(Path(out) / "manifest.json")
+    for prod in manifest.products:
+        if prod.kind != "image":
+            continue
+        path = Path(out) / prod.path
+        with afits.open(path) as hdul:
+            hdu = next(h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) == 2)
+            ny, nx = hdu.data.shape
+            wcs = WCS(hdu.header)
+        ra, dec = ccd_corners(wcs, nx, ny)
+        names.update(t.name for t in tiling.tiles_touching(ra, dec))
+    return sorted(names)
+
+
+def gate_exposure(plan: NightPlan, expnum: int, registered: dict[str, Any]) -> dict[str, Any]:
+    """The QA gate: accept, or quarantine the exposure with the failed checks as reasons."""
+    passed, reasons, summary = qa_verdict(registered["out"])
+    verdict = {"expnum": int(expnum), "band": registered.get("band"), "accepted": passed, "reasons": reasons,
+               "summary": summary, "tiles": []}
+    archive = archive_for(plan)
+    if not passed:
+        archive.quarantine(_exposure_selector(plan, expnum), reasons)
+        return verdict
+    try:
+        verdict["tiles"] = _tiles_touched(plan, registered["out"])
+    except (OSError, StopIteration, ValueError) as err:
+        log.warning("exposure %s: cannot work out the tiles it touches (%s)", expnum, err)
+    return verdict
+
+
+def night_counts(night: str, db_url: str, root: str, survey: str = "demo") -> dict[str, Any]:
+    """Exposures, accepted and quarantined of a night, from the archive; plus the report path."""
+    from cosmodm_ops.archive import Archive
+
+    archive = Archive(db_url, root)
+    raws = archive.find(survey=survey, night=night, kind="raw", stage="raw")
+    expnums = sorted({int(r["expnum"]) for r in raws})
+    quarantined = [e for e in expnums if archive.is_quarantined({"survey": survey, "night": night, "expnum": e})]
+    reports = archive.find(survey=survey, night=night, kind="report", stage="qa")
+    report = str(Path(root) / reports[-1]["path"]) if reports else None
+    return {"exposures": len(expnums), "accepted": len(expnums) - len(quarantined),
+            "quarantined": len(quarantined), "report": report}
+
+
+def night_summary(plan: NightPlan, exposures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and the HTML QA report of the night, filed in the archive (stage qa, kind report)."""
+    import tempfile
+
+    from cosmodm_ops.model import Tags
+    from cosmodm_ops.qa.report import ExposureQA, write_night_report
+
+    cfg = plan.config()
+    archive = archive_for(plan)
+    records = []
+    for exp in exposures:
+        expnum = int(exp["expnum"])
+        out = plan.work / f"{expnum:08d}"
+        reasons = archive.quarantine_reasons(_exposure_selector(plan, expnum))
+        qa: dict[str, Any] = {}
+        if (out / "qa.json").exists():
+            try:
+                qa = json.loads((out / "qa.json").read_text())
+            except json.JSONDecodeError:
+                qa = {}
+        if not qa and not reasons:
+            reasons = ["not processed (the job failed or did not run)"]
+        catalogs = []
+        if not reasons and (out / "manifest.json").exists():
+            from cosmodm_ops.manifest import read_manifest
+
+            catalogs = [str(out / p.path) for p in read_manifest(out / "manifest.json").products
+                        if p.kind == "catalog"]
+        records.append(ExposureQA(expnum=expnum, band=str(exp.get("band")), accepted=not reasons,
+                                  reasons=reasons, summary=qa.get("exposure", {}) if isinstance(qa, dict) else {},
+                                  ccds=qa.get("ccds", []) if isinstance(qa, dict) else [], catalogs=catalogs))
+    with tempfile.TemporaryDirectory(prefix="cosmodm-report-") as tmp:
+        index = write_night_report(plan.night, records, Path(tmp) / "report")
+        tags = Tags(survey=plan.survey, camera=cfg.camera.name, stage="qa", version=plan.version, kind="report",
+                    night=plan.night)
+        stored = archive.store(index, tags)
+    report = str(Path(archive.root) / stored.path)
+    accepted = sum(r.accepted for r in records)
+    return {"night": plan.night, "exposures": len(records), "accepted": accepted,
+            "quarantined": len(records) - accepted, "report": report}

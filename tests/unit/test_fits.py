@@ -118,3 +118,10 @@ def test_staging_refuses_hostile_job_name(tmp_path: Path):
     with pytest.raises(TagError):
         with F.Staging("../../etc", root=str(tmp_path)):
             pass
+
+
+def test_compressing_a_primary_image_keeps_its_header_on_the_image(tmp_path: Path, image: np.ndarray):
+    plain = F.write_image(tmp_path / "p.fits", image, {"CRVAL1": 10.5, "CTYPE1": "RA---TAN"}, compress=False)
+    comp = F.compress_file(plain, tmp_path / "c.fits.fz")
+    _, hdr = F.read_image(comp)
+    assert hdr["CRVAL1"] == 10.5 and hdr["CTYPE1"] == "RA---TAN"

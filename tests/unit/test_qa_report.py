@@ -17,6 +17,7 @@ def test_report_lists_verdicts_and_writes_plots(tmp_path: Path):
     assert "1</b> accepted" in page and "1</b> quarantined" in page
     assert page.index("<td>1</td>") < page.index("<td>2</td>")  # sorted by exposure
     assert "zeropoint_deficit=0.8" in page and "<script" not in page
+    assert page.count("data:image/png;base64,") == 2  # self-contained
     for png in ("exposures.png", "astrometry.png"):
         data = (tmp_path / "rep" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000

@@ -1,0 +1,239 @@
+"""Operators: submit a batch job and defer; move data; translate outcomes for Airflow, once.
+
+Outcomes are sorted by what a retry would achieve (STYLE.md habit 7):
+
+=====================================  ===========================================
+final state                            task outcome
+=====================================  ===========================================
+completed (exit 0)                     success; accounting returned (XCom)
+failed, exit 3 (some CCDs failed)      success with ``partial=True``
+failed, exit 65 (bad input)            fail, no retry (AirflowFailException)
+cancelled                              fail, no retry
+failed (other codes, 75 = transient)   raise: Airflow retries
+timeout, node_fail, out_of_memory,     raise: Airflow retries, with resources scaled
+preempted                              by ``retry_scale ** (try_number - 1)``
+poll error (site unreachable)          raise: Airflow retries
+=====================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from cosmodm_ops.airflow.triggers import BatchJobTrigger
+
+__all__ = ["BatchJobOperator", "TransferOperator", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
+
+EXIT_PARTIAL = 3
+EXIT_BAD_INPUT = 65
+
+
+def _work_root(site_cfg: Any) -> Path:
+    from cosmodm_ops.workflows.nightly import _site_path
+
+    return _site_path(os.environ.get("COSMODM_WORK_ROOT") or site_cfg.work_root)
+
+
+class BatchJobOperator(BaseOperator):
+    """Run a command as a batch job at a site (Slurm, PBS, LoadLeveler, HTCondor or local), deferring.
+
+    Parameters
+    ----------
+    command : list of str
+        The command as an argument list (templated). Quoted with ``shlex`` where a shell is involved.
+    site : str
+        Site config name (``include/configs/sites/<site>.yaml``): batch system, SSH connection id,
+        resources, RAM disk.
+    cores, memory_gb, walltime_min, partition : optional
+        Override the site's defaults.
+    env : dict, optional
+        Environment for the job (templated). Never put secrets here.
+    retry_scale : float
+        Walltime and memory grow by this factor per retry (timeouts, OOM).
+    job_label : str, optional
+        Shown as the mapped task's label (``map_index_template="{{ task.job_label }}"``).
+    """
+
+    template_fields: Sequence[str] = ("command", "env", "job_label")
+    ui_color = "#d9ecf2"
+
+    def __init__(self, *, command: list[str], site: str = "local", cores: int | None = None,
+                 memory_gb: float | None = None, walltime_min: int | None = None, partition: str | None = None,
+                 env: dict[str, str] | None = None, retry_scale: float = 1.5, job_label: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.command = command
+        self.site = site
+        self.cores = cores
+        self.memory_gb = memory_gb
+        self.walltime_min = walltime_min
+        self.partition = partition
+        self.env = env or {}
+        self.retry_scale = retry_scale
+        self.job_label = job_label
+
+    # -- lazy pieces (light constructor; nothing touches a site at parse time)
+    def _site(self) -> Any:
+        from cosmodm_ops.airflow.sites import site_config
+
+        return site_config(self.site)
+
+    def build_spec(self, context: Any) -> Any:
+        """The JobSpec of this try: name from DAG, run, task, map index and try; resources scaled on retry."""
+        from cosmodm_ops.batch.base import JobSpec, job_name_for
+
+        cfg = self._site()
+        ti = context["ti"]
+        name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, getattr(ti, "map_index", -1))
+        scale = self.retry_scale ** max(0, ti.try_number - 1)
+        b = cfg.batch
+        return JobSpec(
+            name=name, command=[str(c) for c in self.command],
+            workdir=str(_work_root(cfg) / "jobs"),
+            nodes=b.nodes, cores=self.cores or b.cores,
+            memory_gb=round((self.memory_gb or b.memory_gb) * scale, 2),
+            walltime_min=int((self.walltime_min or b.walltime_min) * scale),
+            partition=self.partition or b.partition, account=b.account, qos=b.qos,
+            env=dict(self.env), ramdisk=cfg.ramdisk.path,
+        )
+
+    def execute(self, context: Any) -> None:
+        from cosmodm_ops.airflow.sites import scheduler_for, sync_runner
+        from cosmodm_ops.batch.base import SubmitError, TransportError
+
+        cfg = self._site()
+        spec = self.build_spec(context)
+        Path(spec.workdir).mkdir(parents=True, exist_ok=True) if not cfg.ssh_conn_id else None
+        scheduler = scheduler_for(cfg.batch.system)
+        runner = sync_runner(cfg.ssh_conn_id, cfg.verify_host_key)
+        try:
+            job_id = scheduler.submit(runner, spec)
+        except TransportError as err:
+            msg = f"site {self.site}: cannot reach the batch system: {err}"
+            raise AirflowException(msg) from err
+        except SubmitError as err:
+            msg = f"site {self.site}: submission of {spec.name} failed (exit {err.retcode}): {err.stderr[-800:]}"
+            raise AirflowException(msg) from err
+        self.log.info("submitted %s as %s job %s at site %s", spec.name, cfg.batch.system, job_id, self.site)
+        context["ti"].xcom_push(key="batch_job", value={"job_id": job_id, "name": spec.name, "site": self.site,
+                                                        "scheduler": cfg.batch.system, "workdir": spec.workdir})
+        self.defer(
+            trigger=BatchJobTrigger(job_id=job_id, scheduler=cfg.batch.system, ssh_conn_id=cfg.ssh_conn_id,
+                                    site=self.site, poll_interval=cfg.batch.poll_interval_s,
+                                    verify_host_key=cfg.verify_host_key),
+            method_name="execute_complete",
+        )
+
+    def _diagnostics(self, context: Any) -> str:
+        """Tail of the job's stderr when the job ran here (remote logs stay on the site)."""
+        info = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="batch_job",
+                                       map_indexes=getattr(context["ti"], "map_index", None)) or {}
+        if not info:
+            return ""
+        for suffix in (".err", ".out"):
+            path = Path(info.get("workdir", "")) / ".cosmodm" / f"{info.get('name')}{suffix}"
+            if path.is_file():
+                text = path.read_text(errors="replace")[-2000:]
+                if text.strip():
+                    return f"\n--- tail of {path.name} ---\n{text}"
+        return ""
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Map the final state to success, fail-without-retry or retry (see the module table)."""
+        state = event.get("state")
+        job = event.get("job_id")
+        code = event.get("exit_code")
+        accounting = {"job_id": job, "state": state, "exit_code": code, "elapsed_s": event.get("elapsed_s"),
+                      "max_rss_mb": event.get("max_rss_mb"), "nodes": event.get("nodes"), "site": self.site,
+                      "partial": False}
+        if state == "completed" or (state == "failed" and code == EXIT_PARTIAL):
+            accounting["partial"] = code == EXIT_PARTIAL
+            self.log.info("job %s done: %s", job, accounting)
+            return accounting
+        where = f"job {job} at site {self.site}: {state}" + (f", exit code {code}" if code is not None else "")
+        if event.get("message"):
+            where += f": {event['message']}"
+        if state == "failed" and code == EXIT_BAD_INPUT:
+            msg = f"{where} (bad input: not retried){self._diagnostics(context)}"
+            raise AirflowFailException(msg)
+        if state == "cancelled":
+            raise AirflowFailException(f"{where} (cancelled: not retried)")
+        msg = f"{where} (retrying){self._diagnostics(context)}"
+        raise AirflowException(msg)
+
+    def on_kill(self) -> None:
+        """Cancel the remote job when the task is killed."""
+        from cosmodm_ops.airflow.sites import scheduler_for, sync_runner
+
+        try:
+            info = self.task_instance.xcom_pull(task_ids=self.task_id, key="batch_job")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001
+            info = None
+        if not info:
+            return
+        cfg = self._site()
+        try:
+            scheduler_for(info["scheduler"]).cancel(sync_runner(cfg.ssh_conn_id, cfg.verify_host_key), info["job_id"])
+            self.log.info("cancelled job %s", info["job_id"])
+        except Exception as err:  # noqa: BLE001 - best effort on kill
+            self.log.warning("could not cancel job %s: %s", info.get("job_id"), err)
+
+
+class TransferOperator(BaseOperator):
+    """Bring files to a site with checksums: local (hardlink/copy), rsync over SSH, or Globus (deferred).
+
+    Parameters
+    ----------
+    items : list of dict
+        ``{"src": path, "dst": path, "sha256": optional}`` (templated; usually an upstream XCom).
+    site : str
+        Site config name; its ``transfer.method`` chooses the implementation.
+    """
+
+    template_fields: Sequence[str] = ("items",)
+    ui_color = "#e8f2d9"
+
+    def __init__(self, *, items: Any, site: str = "local", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.items = items
+        self.site = site
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from cosmodm_ops.airflow.sites import site_config
+        from cosmodm_ops.transfer import TransferError, TransferItem, get_transfer
+
+        cfg = site_config(self.site)
+        items = [TransferItem(src=i["src"], dst=i["dst"], sha256=i.get("sha256")) for i in (self.items or [])]
+        if not items:
+            self.log.info("nothing to transfer")
+            return {"files": 0, "bytes": 0}
+        method = cfg.transfer.method
+        if method == "globus":
+            from cosmodm_ops.airflow.transfers import globus_transfer_from_connection
+            from cosmodm_ops.airflow.triggers import TransferTrigger
+
+            transfer = globus_transfer_from_connection(cfg.transfer.globus_conn_id)
+            task_id = transfer.submit(items, source=cfg.transfer.source_endpoint, dest=cfg.transfer.dest_endpoint,
+                                      deadline_min=cfg.transfer.deadline_min,
+                                      label=f"{context['ti'].dag_id} {context['ti'].run_id}"[:128])
+            self.defer(trigger=TransferTrigger(task_id=task_id, globus_conn_id=cfg.transfer.globus_conn_id),
+                       method_name="execute_complete")
+        try:
+            transfer = get_transfer(method, site=cfg)
+            result = transfer.run(items)
+        except TransferError as err:
+            raise AirflowException(f"transfer to site {self.site} failed: {err}") from err
+        self.log.info("transferred %d file(s), %d bytes (%s)", result["files"], result["bytes"], method)
+        return result
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "SUCCEEDED":
+            return event
+        msg = f"Globus task {event.get('task_id')} ended {event.get('status')}: {event.get('faults') or event.get('message')}"
+        raise AirflowException(msg)

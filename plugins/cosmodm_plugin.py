@@ -1,0 +1,33 @@
+"""The CosmoDM pages in the Airflow UI: archive, QA reports and lineage, behind Airflow's authentication.
+
+A FastAPI app mounted by the Airflow API server at ``/cosmodm`` (every route requires a valid
+Airflow JWT: the UI's ``_token`` cookie or an ``Authorization: Bearer`` header), a nav entry,
+and a "QA report" extra link that the nightly summary task fills.
+Archive location: ``COSMODM_DB`` and ``COSMODM_ARCHIVE_ROOT`` in the API server's environment.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+
+from cosmodm_ops.airflow.webapp import app
+
+
+class QAReportLink(BaseOperatorLink):
+    """The night's QA report, for the task that wrote it (XCom key ``_link_QAReportLink``)."""
+
+    name = "QA report"
+
+    def get_link(self, operator, *, ti_key) -> str:  # noqa: ANN001 - Airflow's signature
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""
+
+
+class CosmoDMPlugin(AirflowPlugin):
+    name = "cosmodm"
+    fastapi_apps = [{"app": app, "url_prefix": "/cosmodm", "name": "CosmoDM archive"}]
+    external_views = [{"name": "CosmoDM archive", "href": "cosmodm/", "destination": "nav",
+                       "url_route": "cosmodm"}]
+    global_operator_extra_links = [QAReportLink()]

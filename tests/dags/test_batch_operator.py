@@ -1,0 +1,154 @@
+"""BatchJobOperator outcome mapping, BatchJobTrigger serialization, and the shared per-site poller."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("airflow")
+pytestmark = pytest.mark.airflow
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noqa: E402
+
+from cosmodm_ops.airflow import BatchJobOperator, BatchJobTrigger  # noqa: E402
+from cosmodm_ops.airflow.triggers import SitePoller  # noqa: E402
+from cosmodm_ops.batch.base import CommandResult, JobState, JobStatus, Scheduler  # noqa: E402
+
+
+def _ctx():
+    ti = SimpleNamespace(task_id="single_epoch", dag_id="d", run_id="r", try_number=1, map_index=0,
+                         xcom_pull=lambda **kw: None)
+    return {"ti": ti}
+
+
+@pytest.fixture
+def op():
+    return BatchJobOperator(task_id="single_epoch", command=["true"], site="local")
+
+
+def _event(state, code=None):
+    return {"job_id": "42", "state": state, "exit_code": code, "elapsed_s": 12.0, "max_rss_mb": 300.0,
+            "nodes": "node1"}
+
+
+def test_completed_returns_accounting(op):
+    acc = op.execute_complete(_ctx(), _event("completed", 0))
+    assert acc == {"job_id": "42", "state": "completed", "exit_code": 0, "elapsed_s": 12.0, "max_rss_mb": 300.0,
+                   "nodes": "node1", "site": "local", "partial": False}
+
+
+def test_partial_is_success_with_flag(op):
+    assert op.execute_complete(_ctx(), _event("failed", 3))["partial"] is True
+
+
+@pytest.mark.parametrize("state,code", [("failed", 65), ("cancelled", None)])
+def test_bad_input_and_cancel_fail_without_retry(op, state, code):
+    with pytest.raises(AirflowFailException, match="not retried"):
+        op.execute_complete(_ctx(), _event(state, code))
+
+
+@pytest.mark.parametrize("state,code", [("failed", 75), ("failed", 1), ("timeout", None), ("node_fail", None),
+                                        ("out_of_memory", None), ("preempted", None), ("error", None)])
+def test_transient_outcomes_retry(op, state, code):
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(_ctx(), _event(state, code))
+    assert not isinstance(err.value, AirflowFailException) and "retrying" in str(err.value)
+
+
+def test_resources_grow_on_retry(op):
+    ctx = _ctx()
+    first = op.build_spec(ctx)
+    ctx["ti"].try_number = 3
+    third = op.build_spec(ctx)
+    assert third.walltime_min == int(first.walltime_min * 1.5**2) and third.memory_gb > first.memory_gb
+    assert first.name != third.name and first.name.endswith(".t1") and third.name.endswith(".t3")
+
+
+def test_trigger_serialize_round_trip_has_no_secrets():
+    trig = BatchJobTrigger(job_id="123", scheduler="slurm", ssh_conn_id="hpc", site="example-hpc", poll_interval=5)
+    path, kwargs = trig.serialize()
+    assert path == "cosmodm_ops.airflow.triggers.BatchJobTrigger"
+    import importlib
+
+    mod, cls = path.rsplit(".", 1)
+    again = getattr(importlib.import_module(mod), cls)(**kwargs)
+    assert again.serialize() == (path, kwargs)
+    assert not any(k in str(kwargs).lower() for k in ("key_file", "password", "secret", "private"))
+
+
+class _CountingScheduler(Scheduler):
+    """A test double: jobs finish after a number of polls; counts batched status calls."""
+
+    name = "fake"
+
+    def __init__(self, finish_after: dict[str, int]):
+        self.finish_after = finish_after
+        self.calls: list[list[str]] = []
+
+    def render_script(self, spec):  # pragma: no cover - not used
+        return ""
+
+    def submit(self, runner, spec):  # pragma: no cover - not used
+        return "0"
+
+    def status_argv(self, job_ids):
+        return [["status", *job_ids]]
+
+    def cancel_argv(self, job_id):  # pragma: no cover - not used
+        return ["cancel", job_id]
+
+    def parse_status(self, outputs, job_ids):
+        n = len(self.calls)
+        return {j: JobStatus(j, JobState.COMPLETED if n >= self.finish_after[j] else JobState.RUNNING, exit_code=0)
+                for j in job_ids}
+
+    async def status_async(self, runner, job_ids):
+        self.calls.append(list(job_ids))
+        return self.parse_status([CommandResult(0, "", "")], job_ids)
+
+
+def test_many_triggers_share_one_batched_poll():
+    jobs = {str(i): 1 + i % 3 for i in range(40)}
+    sched = _CountingScheduler(jobs)
+
+    async def factory():
+        return object()
+
+    async def main():
+        SitePoller._instances.clear()
+        triggers = [BatchJobTrigger(job_id=j, scheduler="fake", poll_interval=0.01) for j in jobs]
+        for t in triggers:
+            t._poller = lambda: SitePoller.get(("fake", None), sched, factory, 0.01)  # the seam
+        events = await asyncio.gather(*[t.run().__anext__() for t in triggers])
+        return events
+
+    events = asyncio.run(main())
+    assert {e.payload["job_id"] for e in events} == set(jobs)
+    assert all(e.payload["state"] == "completed" for e in events)
+    # 40 jobs, finished after 1-3 polls: one batched call per poll, not one per job
+    assert 3 <= len(sched.calls) <= 4
+    assert len(sched.calls[0]) == 40
+
+
+def test_poller_reports_transport_errors_after_bounded_retries():
+    class Broken(_CountingScheduler):
+        async def status_async(self, runner, job_ids):
+            self.calls.append(list(job_ids))
+            raise ConnectionError("ssh down")
+
+    sched = Broken({"1": 1})
+
+    async def factory():
+        return object()
+
+    async def main():
+        SitePoller._instances.clear()
+        t = BatchJobTrigger(job_id="1", scheduler="fake", poll_interval=0.001, max_failures=3)
+        t._poller = lambda: SitePoller.get(("broken", None), sched, factory, 0.001, 3)
+        return await t.run().__anext__()
+
+    event = asyncio.run(main())
+    assert event.payload["state"] == "error" and "ConnectionError" in event.payload["message"]
+    assert len(sched.calls) == 3

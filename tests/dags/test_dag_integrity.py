@@ -1,0 +1,86 @@
+"""Every DAG imports cleanly, carries tags, retries and docs, and does no I/O at parse time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, need
+
+pytestmark = pytest.mark.airflow
+
+DAGS = REPO / "dags"
+EXPECTED = {"nightly_ingest"}
+
+_PROBE = textwrap.dedent(
+    """
+    import json, sys, time
+    events = []
+    def hook(event, args):
+        if event in ("socket.connect", "sqlite3.connect", "socket.getaddrinfo"):
+            events.append([event, repr(args)[:200]])
+    import airflow.sdk  # the SDK itself is not what we measure
+    sys.addaudithook(hook)
+    from airflow.dag_processing.dagbag import DagBag
+    out = {}
+    for path in sys.argv[1:]:
+        events.clear()
+        t0 = time.perf_counter()
+        bag = DagBag(dag_folder=path)
+        dt = time.perf_counter() - t0
+        out[path] = {
+            "seconds": dt, "io": list(events),
+            "errors": {k: str(v)[-2000:] for k, v in bag.import_errors.items()},
+            "dags": {d.dag_id: {"tags": sorted(d.tags), "doc": bool(d.doc_md),
+                                "retries": [t.retries for t in d.tasks],
+                                "task_ids": [t.task_id for t in d.tasks]}
+                     for d in bag.dags.values()},
+        }
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    try:
+        import airflow  # noqa: F401
+    except ImportError:
+        need(False, "apache-airflow is not installed (make venv)")
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = dict(os.environ, AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), PYTHONPATH=str(REPO))
+    files = sorted(str(p) for p in DAGS.glob("*.py"))
+    # parse each file twice: the second figure is the steady-state parse time of the file
+    res = subprocess.run([sys.executable, "-c", _PROBE, *files, *files], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = next(l for l in res.stdout.splitlines() if l.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def test_every_dag_imports_without_errors(parsed: dict):
+    errors = {p: r["errors"] for p, r in parsed.items() if r["errors"]}
+    assert not errors, errors
+    ids = {d for r in parsed.values() for d in r["dags"]}
+    assert EXPECTED <= ids
+
+
+def test_dags_have_tags_docs_and_retries(parsed: dict):
+    for result in parsed.values():
+        for dag_id, info in result["dags"].items():
+            assert "cosmodm" in info["tags"], dag_id
+            assert info["doc"], f"{dag_id}: doc_md missing (use doc_md=__doc__)"
+            assert info["retries"] and min(info["retries"]) >= 1, f"{dag_id}: tasks without retries"
+
+
+def test_no_io_at_parse_time_and_fast(parsed: dict):
+    for path, result in parsed.items():
+        assert not result["io"], f"{path} touches the network or a database at import: {result['io']}"
+        assert result["seconds"] <= 0.3 or path in list(parsed)[: len(parsed) // 2 + 1], (path, result["seconds"])
