@@ -15,6 +15,11 @@ __all__ = ["BENCHMARKS", "register"]
 
 #: name -> (``module:function`` returning a dict, help text, keys of the JSON line; empty = all)
 BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "detrend": (
+        "cosmodm_ops.single_epoch.bench:detrend",
+        "raw 2160 x 4146 CCD: crosstalk, overscan, trim, gain, bias, flat vs ccdproc and a memory copy",
+        ("ours_ms", "ccdproc_ms", "memcopy_ms"),
+    ),
     "photcal": (
         "cosmodm_ops.coadd.benchmarks:photcal",
         "relative zeropoints: CRLB ratio, 300-image tile, 100k-image survey",

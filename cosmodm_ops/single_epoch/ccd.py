@@ -1,0 +1,390 @@
+"""Per-CCD work of the single-epoch pipeline (runs in worker processes).
+
+Phase A (:func:`prepare_ccd`): get the detrended CCD (read a CP-style triple, or
+ingest + detrend a raw CCD), write uncompressed image / weight / flag files into the
+RAM-disk work folder, SExtractor pass 1 (FITS_LDAC) and PSFEx.
+Phase B (exposure level, in :mod:`cosmodm_ops.single_epoch.runner`): SCAMP.
+Phase C (:func:`finish_ccd`): SExtractor pass 2 with the PSF model and the SCAMP
+header, aperture correction of MAG_PSF, QA values, compressed products.
+
+Workers receive small picklable dicts and read their own CCD from disk, so
+memory per worker stays at about one CCD's arrays plus the tools' own memory
+(about 0.4 GB for a 2k x 4k CCD); peak memory is ``jobs x`` that.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import fitsio
+import numpy as np
+from astropy.io import fits as afits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from cosmodm_ops import fits as cfits
+from cosmodm_ops.astromatic import (
+    ToolError,
+    psfex_args,
+    read_ldac,
+    read_scamp_head,
+    run_tool,
+    sextractor_args,
+)
+from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
+from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK
+
+__all__ = ["CcdFailure", "prepare_ccd", "finish_ccd", "match_sky", "WCS_KEYS"]
+
+log = logging.getLogger(__name__)
+
+#: Header keys replaced by a SCAMP solution.
+WCS_KEYS = ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2",
+            "CD2_1", "CD2_2", "EQUINOX", "RADESYS", "RADECSYS", "CDELT1", "CDELT2", "PC1_1", "PC1_2", "PC2_1",
+            "PC2_2", "LTV1", "LTV2", "LTM1_1", "LTM2_2", "WCSAXES")
+
+
+class CcdFailure(RuntimeError):
+    """A CCD that cannot be finished (blank, too few stars for PSFEx); the others go on."""
+
+
+def _clean_header(header: afits.Header) -> afits.Header:
+    out = afits.Header()
+    for card in header.cards:
+        if card.keyword in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT",
+                            "GCOUNT", "BZERO", "BSCALE", "CHECKSUM", "DATASUM", "INHERIT", "EXTNAME", ""):
+            continue
+        if card.keyword.startswith(("ZIMAGE", "ZCMPTYPE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL", "ZQUANTIZ",
+                                    "ZDITHER", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZTENSION", "ZPCOUNT", "ZGCOUNT")):
+            continue
+        try:
+            out.append(card, useblanks=False, bottom=True)
+        except (ValueError, KeyError):
+            continue
+    return out
+
+
+def _cp_mask(dq: np.ndarray) -> np.ndarray:
+    mask = np.zeros(dq.shape, np.int32)
+    for code, bit in CP_DQ_TO_MASK.items():
+        mask[dq == code] |= bit
+    mask[(dq != 0) & (mask == 0)] |= MASK_BITS["BADPIX"]
+    return mask
+
+
+def _read_detrended(spec: dict[str, Any]) -> dict[str, Any]:
+    """A CP-style (ADU) or our (e-) detrended CCD, converted to electrons."""
+    hdu = spec["hdu"]
+    try:
+        with fitsio.FITS(spec["image"]) as f:
+            image = f[hdu].read().astype(np.float32)
+        hdr = afits.getheader(spec["image"], hdu)
+        with fitsio.FITS(spec["weight"]) as f:
+            weight = f[spec["weight_hdu"]].read().astype(np.float32)
+        with fitsio.FITS(spec["mask"]) as f:
+            dq = f[spec["mask_hdu"]].read()
+    except (OSError, ValueError) as err:
+        msg = f"{spec['image']} HDU {hdu}: cannot read the CCD triple: {err}"
+        raise CcdFailure(msg) from err
+    if weight.shape != image.shape or dq.shape != image.shape:
+        msg = f"{spec['weight']}/{spec['mask']} HDU {hdu}: shapes {weight.shape}/{dq.shape} differ from image {image.shape}"
+        raise CcdFailure(msg)
+    primary = afits.Header.fromstring(spec["primary_header"], sep="\n")
+    header = _clean_header(primary)
+    for card in _clean_header(hdr).cards:
+        header[card.keyword] = (card.value, card.comment) if card.keyword not in ("HISTORY", "COMMENT") else None
+    header = afits.Header([c for c in header.cards if c.value is not None or c.keyword in ("HISTORY", "COMMENT")])
+    bunit = str(hdr.get("BUNIT", "")).strip().lower()
+    if "GAIN" in hdr and spec.get("units") == "electrons":
+        gain = 1.0
+    elif bunit in ("electrons", "e-", "electron"):
+        gain = 1.0
+    else:
+        gains = [float(hdr[k]) for k in ("GAINA", "GAINB", "GAIN") if k in hdr]
+        if not gains:
+            msg = f"{spec['image']} HDU {hdu}: key 'GAINA'/'GAIN' is missing: cannot convert ADU to electrons"
+            raise CcdFailure(msg)
+        gain = float(np.mean(gains[:2]))
+    rn_keys = [float(hdr[k]) for k in ("RDNOISEA", "RDNOISEB", "RDNOISE") if k in hdr]
+    readnoise = float(np.mean(rn_keys[:2])) if rn_keys else 6.0
+    sat = float(hdr.get("SATURATE", hdr.get("SATURATA", 1e9))) * gain
+    image *= gain
+    weight /= gain**2
+    mask = _cp_mask(dq)
+    weight[(mask & (MASK_BITS["BADPIX"] | MASK_BITS["SATURATED"] | MASK_BITS["BLEED"] | MASK_BITS["EDGE"])) != 0] = 0
+    header["GAIN"] = (1.0, "[e-/e-] image is in electrons")
+    header["RDNOISE"] = (readnoise, "[e-] read noise")
+    header["SATURATE"] = (sat, "[e-] saturation level")
+    header["CCDNUM"] = int(hdr.get("CCDNUM", spec["ccd"]))
+    header["HISTORY"] = f"cosmodm ingest: detrended input {Path(spec['image']).name}[{hdu}] x gain {gain:.4f}"
+    return {"image": image, "weight": weight, "mask": mask, "header": header, "readnoise": readnoise,
+            "saturate": sat}
+
+
+def _write_plain(path: Path, data: np.ndarray, header: afits.Header | None = None) -> int:
+    afits.PrimaryHDU(np.ascontiguousarray(data), header=header).writeto(path, overwrite=True,
+                                                                         output_verify="silentfix")
+    return path.stat().st_size
+
+
+def _pixel_scale(header: afits.Header) -> float:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        w = WCS(header)
+    scales = np.sqrt(np.abs(np.linalg.det(w.pixel_scale_matrix))) * 3600.0
+    return float(scales) if np.isfinite(scales) and scales > 0 else 0.263
+
+
+def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
+    """Phase A for one CCD; returns a small dict (paths, sizes, timings) or ``{"failed": reason}``."""
+    t: dict[str, float] = {}
+    work = Path(spec["workdir"])
+    tag = f"ccd{spec['ccd']:02d}"
+    out: dict[str, Any] = {"ccd": spec["ccd"], "extname": spec.get("extname"), "timings": t, "ramdisk_bytes": 0}
+    try:
+        t0 = time.perf_counter()
+        if spec["kind"] == "detrended":
+            ccd = _read_detrended(spec)
+        else:
+            from cosmodm_ops.single_epoch.raw import ingest_and_detrend
+
+            ccd = ingest_and_detrend(spec)
+        t["read_detrend"] = time.perf_counter() - t0
+        image, weight, mask, header = ccd["image"], ccd["weight"], ccd["mask"], ccd["header"]
+        good = weight > 0
+        if good.sum() < 0.05 * image.size or not np.isfinite(image[good]).all() or np.ptp(image[good]) == 0:
+            raise CcdFailure("blank CCD: no usable pixels (all masked, constant or non-finite)")
+        sky, noise = robust_sky(image, mask)
+        out.update(sky_e=sky, sky_noise_e=noise, masked_fraction=float((mask != 0).mean()))
+        img_p, wgt_p, flg_p = work / f"{tag}.fits", work / f"{tag}.weight.fits", work / f"{tag}.flag.fits"
+        t0 = time.perf_counter()
+        out["ramdisk_bytes"] += _write_plain(img_p, image, header)
+        out["ramdisk_bytes"] += _write_plain(wgt_p, weight)
+        out["ramdisk_bytes"] += _write_plain(flg_p, mask.astype(np.int32))
+        t["write_work"] = time.perf_counter() - t0
+        scale = _pixel_scale(header)
+        out.update(image=str(img_p), weight=str(wgt_p), flag=str(flg_p), pixel_scale=scale,
+                   saturate=float(header["SATURATE"]), header=header.tostring(sep="\n"))
+        cat1 = work / f"{tag}.pass1.ldac"
+        t0 = time.perf_counter()
+        run_tool("sextractor", sextractor_args(
+            img_p, cat1, weight=wgt_p, flag=flg_p, params="single_epoch_pass1.param", gain=1.0,
+            saturate=float(header["SATURATE"]), pixel_scale=scale, detect_thresh=spec["detect_thresh"],
+            detect_minarea=spec["detect_minarea"],
+        ), cwd=work)
+        t["sextractor_pass1"] = time.perf_counter() - t0
+        out["ramdisk_bytes"] += cat1.stat().st_size
+        objs = read_ldac(cat1, columns=["SNR_WIN", "FLAGS"])
+        n_psf_cand = int(((objs["SNR_WIN"] > 20) & (objs["FLAGS"] == 0)).sum()) if len(objs) else 0
+        out.update(pass1=str(cat1), n_detections=len(objs), n_psf_candidates=n_psf_cand)
+        if n_psf_cand < spec["min_psf_stars"]:
+            msg = (f"too few stars for PSFEx: {n_psf_cand} point-source candidates with S/N > 20 "
+                   f"(need {spec['min_psf_stars']})")
+            raise CcdFailure(msg)
+        # PSF variation needs stars across the CCD: fall back to a constant PSF when there are few
+        degrees = spec["psfvar_degrees"] if n_psf_cand >= 60 else 0
+        t0 = time.perf_counter()
+        run_tool("psfex", psfex_args(cat1, psf_size=spec["psf_size"], psfvar_degrees=degrees, outdir=work), cwd=work)
+        t["psfex"] = time.perf_counter() - t0
+        psf = work / f"{tag}.pass1.psf"
+        if not psf.exists():
+            raise CcdFailure(f"PSFEx wrote no model for {cat1.name}")
+        out["ramdisk_bytes"] += psf.stat().st_size
+        out["psf"] = str(psf)
+        out["psfvar_degrees"] = degrees
+    except CcdFailure as err:
+        out["failed"] = str(err)
+    except ToolError as err:
+        out["failed"] = f"tool failed: {str(err).splitlines()[0][:300]}"
+    return out
+
+
+def match_sky(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarray, radius_arcsec: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest-neighbour match within ``radius_arcsec``: indices (i1, i2) and offsets dra*cos(dec), ddec (mas)."""
+    if len(ra1) == 0 or len(ra2) == 0:
+        e = np.zeros(0, int)
+        return e, e, np.zeros(0), np.zeros(0)
+    from scipy.spatial import cKDTree
+
+    def xyz(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        r, d = np.deg2rad(ra), np.deg2rad(dec)
+        return np.c_[np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)]
+
+    tree = cKDTree(xyz(ra2, dec2))
+    dist, idx = tree.query(xyz(ra1, dec1), distance_upper_bound=2 * math.sin(np.deg2rad(radius_arcsec / 3600) / 2))
+    ok = np.isfinite(dist)
+    i1, i2 = np.nonzero(ok)[0], idx[ok]
+    dra = (np.angle(np.exp(1j * np.deg2rad(ra1[i1] - ra2[i2]))) * np.cos(np.deg2rad(dec2[i2]))) * 206264806.2
+    ddec = np.deg2rad(dec1[i1] - dec2[i2]) * 206264806.2
+    return i1, i2, dra, ddec
+
+
+def _apply_head(header: afits.Header, head: afits.Header) -> afits.Header:
+    out = header.copy()
+    for key in list(out.keys()):
+        if key in WCS_KEYS or key.startswith(("PV1_", "PV2_")):
+            del out[key]
+    for card in head.cards:
+        if card.keyword in ("HISTORY", "COMMENT", ""):
+            continue
+        out[card.keyword] = (card.value, card.comment)
+    out["HISTORY"] = "cosmodm: WCS from the SCAMP solution of this exposure"
+    return out
+
+
+def finish_ccd(spec: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
+    """Phase C for one CCD: pass 2, aperture correction, QA values, compressed products."""
+    t: dict[str, float] = {}
+    work = Path(spec["workdir"])
+    outdir = Path(spec["outdir"])
+    tag = f"ccd{spec['ccd']:02d}"
+    res: dict[str, Any] = {"ccd": spec["ccd"], "timings": t, "products": [], "ramdisk_bytes": 0}
+    try:
+        header = afits.Header.fromstring(prep["header"], sep="\n")
+        img_p = Path(prep["image"])
+        head_p = spec.get("scamp_head")
+        if head_p:
+            heads = read_scamp_head(head_p)
+            header = _apply_head(header, heads[0])
+            # SExtractor reads <image>.head for world coordinates
+            (work / f"{tag}.head").write_text(Path(head_p).read_text(errors="ignore"))
+        cat2 = work / f"{tag}.cat.ldac"
+        t0 = time.perf_counter()
+        run_tool("sextractor", sextractor_args(
+            img_p, cat2, weight=prep["weight"], flag=prep["flag"], params=spec["params"], psf=prep["psf"],
+            gain=1.0, saturate=prep["saturate"], pixel_scale=prep["pixel_scale"],
+            detect_thresh=spec["detect_thresh"], detect_minarea=spec["detect_minarea"],
+        ), cwd=work)
+        t["sextractor_pass2"] = time.perf_counter() - t0
+        res["ramdisk_bytes"] += cat2.stat().st_size
+        t0 = time.perf_counter()
+        values, apcorr = _measure(spec, prep, cat2)
+        res["values"] = values
+        t["qa_measure"] = time.perf_counter() - t0
+        # products
+        t0 = time.perf_counter()
+        header["HISTORY"] = f"cosmodm: MAG_PSF aperture correction {apcorr:+.4f} mag" if apcorr is not None else \
+            "cosmodm: no MAG_PSF aperture correction (too few stars)"
+        with fitsio.FITS(prep["image"]) as f:
+            image = f[0].read()
+        with fitsio.FITS(prep["weight"]) as f:
+            weight = f[0].read()
+        with fitsio.FITS(prep["flag"]) as f:
+            mask = f[0].read()
+        names = {
+            "image": outdir / f"{spec['stem']}_{tag}_image.fits.fz",
+            "weight": outdir / f"{spec['stem']}_{tag}_weight.fits.fz",
+            "mask": outdir / f"{spec['stem']}_{tag}_mask.fits.fz",
+            "catalog": outdir / f"{spec['stem']}_{tag}_cat.fits",
+            "psf": outdir / f"{spec['stem']}_{tag}.psf",
+        }
+        cfits.write_image(names["image"], image, header, extname="SCI")
+        cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT")
+        cfits.write_image(names["mask"], mask.astype(np.int32), _wcs_only(header), extname="MSK")
+        _write_catalog(cat2, names["catalog"], apcorr)
+        names["psf"].write_bytes(Path(prep["psf"]).read_bytes())
+        kinds = {"image": "image", "weight": "weight", "mask": "mask", "catalog": "catalog", "psf": "psf"}
+        if head_p:
+            names["head"] = outdir / f"{spec['stem']}_{tag}.head"
+            names["head"].write_text(Path(head_p).read_text(errors="ignore"))
+            kinds["head"] = "head"
+        res["products"] = [(kinds[k], str(p)) for k, p in names.items()]
+        t["write_products"] = time.perf_counter() - t0
+    except CcdFailure as err:
+        res["failed"] = str(err)
+    except ToolError as err:
+        res["failed"] = f"tool failed: {str(err).splitlines()[0][:300]}"
+    return res
+
+
+def _wcs_only(header: afits.Header) -> afits.Header:
+    keep = afits.Header()
+    for key in ("EXPNUM", "CCDNUM", "BAND"):
+        if key in header:
+            keep[key] = header[key]
+    for card in header.cards:
+        if card.keyword in WCS_KEYS or card.keyword.startswith(("PV1_", "PV2_")):
+            keep[card.keyword] = (card.value, card.comment)
+    return keep
+
+
+def _write_catalog(src: Path, dst: Path, apcorr: float | None) -> None:
+    """Copy the pass-2 LDAC catalog, adding the aperture correction to MAG_PSF (kept where MAG_PSF = 99)."""
+    with afits.open(src) as hdul:
+        for hdu in hdul:
+            if hdu.name == "LDAC_OBJECTS":
+                if apcorr is not None and "MAG_PSF" in hdu.columns.names and len(hdu.data):
+                    m = hdu.data["MAG_PSF"]
+                    ok = m < 90
+                    m[ok] = m[ok] + apcorr
+                hdu.header["APCORR"] = (apcorr if apcorr is not None else 0.0, "[mag] added to MAG_PSF")
+        tmp = dst.with_name(f".{dst.name}.part")
+        hdul.writeto(tmp, overwrite=True)
+    os.replace(tmp, dst)
+
+
+def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dict[str, Any], float | None]:
+    """QA values of one CCD from its pass-2 catalog, PSF model and the reference catalog."""
+    objs = read_ldac(cat)
+    values: dict[str, Any] = {"sky_e": prep["sky_e"], "sky_noise_e": prep["sky_noise_e"],
+                              "masked_fraction": prep["masked_fraction"], "n_detections": int(len(objs))}
+    scale = prep["pixel_scale"]
+    if len(objs) == 0:
+        raise CcdFailure("no sources detected in pass 2")
+    snr = objs["SNR_WIN"]
+    clean = (objs["FLAGS"] == 0) & (objs["IMAFLAGS_ISO"] == 0)
+    pointlike = np.abs(objs["SPREAD_MODEL"]) < spec["spread_model_star_max"]
+    stars = clean & pointlike & (snr > spec["star_snr_min"])
+    values["n_stars"] = int(stars.sum())
+    # seeing: the PSFEx model's FWHM (pixels) x scale; falls back to the stars' median FWHM
+    psf_hdr = fitsio.read_header(prep["psf"], ext=1)
+    fwhm_px = float(psf_hdr.get("PSF_FWHM", np.nan))
+    if not np.isfinite(fwhm_px) and stars.any():
+        fwhm_px = float(np.median(objs["FWHM_IMAGE"][stars]))
+    values["fwhm_arcsec"] = fwhm_px * scale if np.isfinite(fwhm_px) else None
+    values["ellipticity"] = float(np.median(objs["ELLIPTICITY"][stars])) if stars.any() else None
+    # aperture correction: largest aperture minus PSF magnitude for bright clean point sources
+    bright = clean & pointlike & (snr > 20) & (objs["MAG_PSF"] < 90) & (objs["MAG_APER"][:, -1] < 90)
+    apcorr = float(np.median(objs["MAG_APER"][:, -1][bright] - objs["MAG_PSF"][bright])) if bright.sum() >= 3 \
+        else None
+    values["apcorr_mag"] = apcorr
+    if apcorr is None:
+        values["apcorr_mag_reason"] = f"only {int(bright.sum())} bright point sources (need 3)"
+    # astrometry against the reference catalog
+    ref = np.load(spec["refcat_npz"])
+    sel = clean & (snr > 10)
+    i1, i2, dra, ddec = match_sky(objs["ALPHAWIN_J2000"][sel], objs["DELTAWIN_J2000"][sel], ref["ra"], ref["dec"],
+                                  spec["match_radius_arcsec"])
+    values["astrom_matches"] = int(len(i1))
+    values["astrom_median_offset_mas"] = float(np.median(np.hypot(dra, ddec))) if len(i1) else None
+    values["astrom_max_offset_mas"] = float(np.max(np.hypot(dra, ddec))) if len(i1) else None
+    if len(i1) >= 3:
+        # per-axis RMS about zero: sqrt(mean(dx^2 + dy^2) / 2)
+        values["astrom_rms_mas"] = float(np.sqrt(np.mean(dra**2 + ddec**2) / 2))
+    else:
+        values["astrom_rms_mas"] = None
+        values["astrom_reason"] = f"{len(i1)} reference matches within {spec['match_radius_arcsec']} arcsec (need 3)"
+    # photometric zeropoint (1 s, e-) against reference magnitudes in this band
+    if spec["ref_mag_system"] == spec["band"] and "mag" in ref.files:
+        mag_psf = objs["MAG_PSF"][sel][i1] + (apcorr or 0.0)
+        good = (mag_psf < 90) & np.isfinite(ref["mag"][i2]) & (snr[sel][i1] > spec["star_snr_min"]) \
+            & pointlike[sel][i1]
+        if good.sum() >= 3:
+            zp_total = float(np.median(ref["mag"][i2][good] - (mag_psf[good] - spec["mag_zeropoint"])))
+            values["zeropoint_1s"] = zp_total - 2.5 * math.log10(spec["exptime"])
+            values["zeropoint_stars"] = int(good.sum())
+        else:
+            values["zeropoint_1s"] = None
+            values["zeropoint_1s_reason"] = f"{int(good.sum())} matched reference stars with S/N > star_snr_min"
+    else:
+        values["zeropoint_1s"] = None
+        values["zeropoint_1s_reason"] = (f"reference magnitudes are {spec['ref_mag_system']}, not band "
+                                         f"{spec['band']}: zeropoint not measured")
+    return values, apcorr

@@ -1,0 +1,92 @@
+"""``cosmodm single-epoch run``: the batch job for one exposure.
+
+Raw input::
+
+    cosmodm single-epoch run --exposure RAW --calib DIR --refcat FILE --out DIR [--site SITE] [--workdir DIR] [--jobs N]
+
+Already-detrended input (DECam Community Pipeline InstCal triples, or our own products)::
+
+    cosmodm single-epoch run --detrended IMAGE --weight WEIGHT --mask MASK --refcat FILE --out DIR
+
+Writes ``DIR/manifest.json`` and ``DIR/qa.json``. Exit codes: 0 done; 3 done with some
+CCDs failed (see qa.json); 65 bad input (do not retry); 75 transient (retry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+__all__ = ["register", "cmd_run"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add the ``single-epoch`` command group to the ``cosmodm`` parser."""
+    group = sub.add_parser("single-epoch", help="single-epoch processing of one exposure (a batch job)")
+    gsub = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = gsub.add_parser("run", help="process one exposure: detrend, catalogs, astrometry, PSF, QA, manifest",
+                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--exposure", help="raw exposure (multi-extension FITS, may be .fz)")
+    run.add_argument("--calib", help="calibration folder (bias.fits, flat_<band>.fits, starflat_<band>.fits, bpm.fits)")
+    run.add_argument("--detrended", help="detrended image (MEF or single CCD)")
+    run.add_argument("--weight", help="inverse-variance weight matching --detrended")
+    run.add_argument("--mask", help="mask / data-quality image matching --detrended")
+    run.add_argument("--refcat", required=True, help="reference catalog FITS (ra, dec, ra_error, dec_error, mags)")
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--survey", default=None, help="survey config (default: from the camera)")
+    run.add_argument("--camera", default=None, help="camera config (default: from the file header)")
+    run.add_argument("--site", default="local", help="site config (ramdisk path and limits)")
+    run.add_argument("--workdir", default=None, help="parent folder for the RAM-disk work area")
+    run.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the pipeline; map failures to the shared exit codes."""
+    from astropy.io import fits as afits
+
+    from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
+    from cosmodm_ops.config import ConfigError, load_config
+    from cosmodm_ops.single_epoch.inputs import DEFAULT_SURVEY, BadInputError, camera_from_header
+    from cosmodm_ops.single_epoch.runner import run_exposure
+
+    try:
+        if args.detrended:
+            missing = [n for n in ("weight", "mask") if not getattr(args, n)]
+            if missing:
+                raise BadInputError(f"--detrended needs --{' and --'.join(missing)}")
+            source = args.detrended
+        elif args.exposure:
+            if not args.calib:
+                raise BadInputError("--exposure needs --calib DIR")
+            source = args.exposure
+        else:
+            raise BadInputError("give --exposure RAW --calib DIR, or --detrended IMAGE --weight W --mask M")
+        camera = args.camera
+        if camera is None:
+            try:
+                hdr = afits.getheader(source, 0)
+            except (OSError, ValueError) as err:
+                raise BadInputError(f"{source} HDU 0: cannot read the primary header: {err}") from err
+            camera = camera_from_header(hdr, source, 0)
+        survey = args.survey or DEFAULT_SURVEY[camera]
+        try:
+            cfg = load_config(survey, camera=camera, site=args.site)
+        except ConfigError as err:
+            raise BadInputError(str(err)) from err
+        return run_exposure(
+            cfg=cfg, outdir=args.out, refcat=args.refcat,
+            detrended=(args.detrended, args.weight, args.mask) if args.detrended else None,
+            raw=args.exposure if not args.detrended else None, calib=args.calib,
+            workdir=args.workdir, jobs=args.jobs,
+        )
+    except BadInputError as err:
+        print(f"cosmodm single-epoch: bad input: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"cosmodm single-epoch: transient failure (retry may succeed): {err}", file=sys.stderr)
+        return EXIT_TRANSIENT
