@@ -16,7 +16,7 @@ from tests.support import REPO, need
 pytestmark = pytest.mark.airflow
 
 DAGS = REPO / "dags"
-EXPECTED = {"nightly_ingest"}
+EXPECTED = {"nightly_ingest", "tile_coadd"}
 
 _PROBE = textwrap.dedent(
     """

@@ -1,0 +1,62 @@
+"""Workflow functions that need no services: night and tile planning, the QA verdict reader."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from cosmodm_ops.model import TagError
+from cosmodm_ops.workflows.coadd import plan_tile
+from cosmodm_ops.workflows.nightly import NightPlan, plan_jobs, qa_verdict, resolve_night
+
+
+def test_night_from_param_interval_or_run_after():
+    assert resolve_night({"night": "2026-11-23"}, None).night == "2026-11-23"
+    start = dt.datetime(2026, 11, 20, 14, tzinfo=dt.timezone.utc)
+    assert resolve_night({}, start).night == "2026-11-20"
+    assert resolve_night({}, None, dt.datetime(2026, 11, 24, 3, tzinfo=dt.timezone.utc)).night == "2026-11-23"
+    with pytest.raises(TagError):
+        resolve_night({"night": "2026-11-23; rm -rf /"}, None)
+    with pytest.raises(TagError):
+        resolve_night({"night": "2026-11-23", "site": "../../etc"}, None)
+
+
+def test_jobs_skip_problem_exposures_and_are_argument_lists(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("COSMODM_WORK_ROOT", str(tmp_path / "work"))
+    plan = NightPlan(night="2026-11-23", survey="demo", site="local", version="v1")
+    exps = [{"expnum": 7, "band": "g", "path": "/x/a b.fits.fz", "problem": None},
+            {"expnum": 8, "band": "r", "path": "/x/c.fits.fz", "problem": "truncated"}]
+    jobs = plan_jobs(plan, exps)
+    assert [j["expnum"] for j in jobs] == [7]
+    cmd = jobs[0]["command"]
+    assert cmd[:3] == ["cosmodm", "single-epoch", "run"] and str(tmp_path / "work" / "2026-11-23" / "input" / "raw" / "a b.fits.fz") in cmd
+    assert jobs[0]["out"].endswith("2026-11-23/00000007")
+
+
+def test_qa_verdict_reads_failed_checks(tmp_path: Path):
+    (tmp_path / "qa.json").write_text(json.dumps({"exposure": {"zeropoint": 30.9}, "checks": [
+        {"name": "seeing", "value": 1.1, "threshold": 2.0, "verdict": "pass"},
+        {"name": "zeropoint_deficit", "value": 0.81234, "threshold": 0.3, "verdict": "fail"}]}))
+    passed, reasons, summary = qa_verdict(tmp_path)
+    assert not passed and reasons == ["zeropoint_deficit=0.8123 (threshold 0.3)"] and summary["zeropoint"] == 30.9
+    assert qa_verdict(tmp_path / "missing")[0] is False
+    (tmp_path / "qa.json").write_text("{not json")
+    assert "not valid JSON" in qa_verdict(tmp_path)[1][0]
+
+
+def test_tile_plan_from_partition_key(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("COSMODM_WORK_ROOT", str(tmp_path))
+    plan = plan_tile({}, "demo-mini-030.200-00.200:r")
+    assert plan["tile"] == "demo-mini-030.200-00.200" and plan["bands"] == ["r"]
+    job = plan["jobs"][0]
+    assert job["command"][:3] == ["cosmodm", "coadd", "run"] and "--db" not in job["command"]
+    assert job["out"] == str(tmp_path / "coadd" / "demo-mini-030.200-00.200" / "r")
+    every = plan_tile({"tile": "DES0204-0500"}, None)
+    assert every["bands"] == ["g", "r", "i", "z"]
+    with pytest.raises(ValueError, match="no tile"):
+        plan_tile({}, None)
+    with pytest.raises(TagError):
+        plan_tile({}, "../x:r")
