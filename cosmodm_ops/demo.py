@@ -1,19 +1,74 @@
-"""``make demo``: run the main job on the embedded defaults and print one JSON line.
+"""``make demo``: a small simulated night through the nightly DAG, on the embedded defaults.
 
-For now: load the embedded configuration. The simulator and the nightly DAG extend it.
+1. simulate a decam-mini night (5 exposures in g and r, one cloudy) into ``var/demo/incoming/<night>``;
+2. run ``nightly_ingest`` through Airflow (``airflow dags test``: SQLite metadata DB, the local
+   batch runner, local transfer) with the archive under ``var/demo/archive`` (SQLite);
+3. print one JSON line ``{"night", "exposures", "accepted", "quarantined", "archive", "db", "report"}``
+   and how to open the Airflow UI on it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
+
+NIGHT = os.environ.get("COSMODM_DEMO_NIGHT", "2026-11-23")
+REPO = Path(__file__).resolve().parents[1]
+VAR = Path(os.environ.get("COSMODM_DEMO_DIR", REPO / "var" / "demo"))
+
+
+def demo_env(var: Path = VAR) -> dict[str, str]:
+    """Environment of the demo: private Airflow home, archive and site folders under ``var``."""
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(var / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(var / "openlineage.jsonl")}),
+        "COSMODM_DB": f"sqlite:///{var / 'archive' / 'cosmodm.db'}",
+        "COSMODM_ARCHIVE_ROOT": str(var / "archive"),
+        "COSMODM_RAW_SOURCE": str(var / "incoming"),
+        "COSMODM_WORK_ROOT": str(var / "work"),
+        "COSMODM_SITE": "local",
+        "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
+        "PYTHONPATH": str(REPO),
+    })
+    return env
+
+
+def _run(argv: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
+    print("+", " ".join(argv), file=sys.stderr, flush=True)
+    return subprocess.run(argv, env=env, check=True, cwd=REPO, **kw)
 
 
 def main() -> int:
-    from cosmodm_ops.config import config_hash, load_config
+    env = demo_env()
+    venv_bin = Path(sys.executable).parent
+    incoming = VAR / "incoming" / NIGHT
+    if not any((incoming / "raw").glob("*.fits*")):
+        shutil.rmtree(incoming, ignore_errors=True)
+        _run([str(venv_bin / "cosmodm"), "sim", "night", "--camera", "decam-mini", "--night", NIGHT,
+              "--exposures", "5", "--bands", "g,r", "--cloudy", "1", "--seed", "2026", "--out", str(incoming)], env)
+    (VAR / "archive").mkdir(parents=True, exist_ok=True)
+    _run([str(venv_bin / "cosmodm"), "archive", "init"], env)
+    _run([str(venv_bin / "airflow"), "db", "migrate"], env, stdout=subprocess.DEVNULL)
+    conf = json.dumps({"night": NIGHT, "site": "local", "survey": "demo", "version": "v1"})
+    _run([str(venv_bin / "airflow"), "dags", "test", "nightly_ingest", "--conf", conf], env)
+    from cosmodm_ops.workflows.nightly import night_counts
 
-    cfg = load_config("demo", site="local")
-    print(json.dumps({"survey": cfg.survey.name, "camera": cfg.camera.name, "config_hash": config_hash(cfg)}))
+    counts = night_counts(NIGHT, env["COSMODM_DB"], env["COSMODM_ARCHIVE_ROOT"])
+    print(json.dumps({"night": NIGHT, **counts, "archive": env["COSMODM_ARCHIVE_ROOT"], "db": env["COSMODM_DB"]}))
+    print(f"Open the Airflow UI on this run:  AIRFLOW_HOME={env['AIRFLOW_HOME']} "
+          f"AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} {venv_bin / 'airflow'} standalone   "
+          "(then http://localhost:8080; password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)",
+          file=sys.stderr)
     return 0
 
 
