@@ -246,7 +246,9 @@ def run_exposure(
         if detrended:
             base_spec.update(image=staged["image"], weight=staged["weight"], mask=staged["mask"])
         else:
-            base_spec.update(raw=staged["raw"], calib=calib, camera=cfg.camera.model_dump(mode="json"))
+            # the calibration files were staged with the raw file: workers read the RAM-disk copies
+            base_spec.update(raw=staged["raw"], calib=calib, camera=cfg.camera.model_dump(mode="json"),
+                             calib_files={role: staged[role] for role, _ in inputs if role in staged and role != "raw"})
         refnpz = work / "refcat.npz"
         np.savez(refnpz, **{k: v for k, v in ref.items() if isinstance(v, np.ndarray)})
         base_spec["refcat_npz"] = str(refnpz)
