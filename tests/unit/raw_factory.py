@@ -73,6 +73,7 @@ def make_exposure(
     """
     cfg = cfg or tiny_config()
     cam = cfg.camera
+    nx, ny = cam.ccd_nx, cam.ccd_ny
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     calib = folder / "calib"
@@ -85,18 +86,18 @@ def make_exposure(
     ovs_levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     calib_frames: dict[str, dict[str, np.ndarray]] = {"bias": {}, f"flat_{band}": {}, f"starflat_{band}": {},
                                                       "bpm": {}}
-    yy, xx = np.mgrid[:NY, :NX]
+    yy, xx = np.mgrid[:ny, :nx]
     for name, num in ccds:
         sec = _sections(cam, name)
-        s = np.full((NY, NX), SKY, np.float64)
-        stars = [(rng.uniform(10, NX - 10), rng.uniform(10, NY - 10), rng.uniform(500, 20000)) for _ in range(6)]
+        s = np.full((ny, nx), SKY, np.float64)
+        stars = [(rng.uniform(10, nx - 10), rng.uniform(10, ny - 10), rng.uniform(500, 20000)) for _ in range(6)]
         stars += (extra_stars or {}).get(name, [])
         for x, y, peak in stars:
-            s += _star((NY, NX), x, y, peak)
-        f_true = (1.0 + rng.normal(0, 0.02, (NY, NX))).astype(np.float64)
-        illum = 1.0 + 0.04 * np.sin(xx / NX * 2.5 + num) * np.cos(yy / NY * 1.7)
-        bias = (2.0 + rng.normal(0, 0.5, (NY, NX))).astype(np.float32)
-        bpm = np.zeros((NY, NX), np.int32)
+            s += _star((ny, nx), x, y, peak)
+        f_true = (1.0 + rng.normal(0, 0.02, (ny, nx))).astype(np.float64)
+        illum = 1.0 + 0.04 * np.sin(xx / nx * 2.5 + num) * np.cos(yy / ny * 1.7)
+        bias = (2.0 + rng.normal(0, 0.5, (ny, nx))).astype(np.float32)
+        bpm = np.zeros((ny, nx), np.int32)
         bpm[:, 20 + num % 7] = 1
         e = rng.poisson(f_true * s) if noise else f_true * s
         e = e + bias
@@ -106,7 +107,7 @@ def make_exposure(
         for side in (0, 1):
             amp = amps[name][sec.amp_names[side]]
             lvl = 1500.0 + 3.0 * np.sin(np.arange(ny_raw) / 300.0 + side)
-            half = e[:, side * NX // 2:(side + 1) * NX // 2] / amp.gain
+            half = e[:, side * nx // 2:(side + 1) * nx // 2] / amp.gain
             raw[:, sec.overscan[side]] = lvl[:, None]
             raw[:, sec.data[side]] = lvl[:, None]
             raw[sec.rows, sec.data[side]] += half
@@ -149,7 +150,7 @@ def make_exposure(
                 sat = (saturate or {}).get(name, (amp.saturation, amp.saturation))["AB".index(a)]
                 hdr.update({f"GAIN{a}": amp.gain, f"RDNOISE{a}": amp.readnoise, f"SATURAT{a}": sat})
             hdr.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0 + 0.01 * i, "CRVAL2": -30.0,
-                        "CRPIX1": NX / 2, "CRPIX2": NY / 2, "CD1_1": -7.3e-5, "CD1_2": 0.0, "CD2_1": 0.0,
+                        "CRPIX1": nx / 2, "CRPIX2": ny / 2, "CD1_1": -7.3e-5, "CD1_2": 0.0, "CD2_1": 0.0,
                         "CD2_2": 7.3e-5, "EQUINOX": 2000.0, "RADESYS": "ICRS"})
             raw = raws[name]
             for side in (0, 1):
