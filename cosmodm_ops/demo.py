@@ -37,6 +37,7 @@ def demo_env(var: Path = VAR) -> dict[str, str]:
         "COSMODM_RAW_SOURCE": str(var / "incoming"),
         "COSMODM_WORK_ROOT": str(var / "work"),
         "COSMODM_SITE": "local",
+        "COSMODM_MAX_CONCURRENT": "2",
         "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONPATH": str(REPO),
     })

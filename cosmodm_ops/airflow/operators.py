@@ -32,6 +32,8 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_PARTIAL", "BatchJobOperator", "TransferOperat
 
 EXIT_PARTIAL = 3
 EXIT_BAD_INPUT = 65
+#: argparse's exit code for a bad command line: deterministic, so never retried either.
+EXIT_USAGE = 2
 
 
 def _work_root(site_cfg: Any) -> Path:
@@ -159,8 +161,9 @@ class BatchJobOperator(BaseOperator):
         where = f"job {job} at site {self.site}: {state}" + (f", exit code {code}" if code is not None else "")
         if event.get("message"):
             where += f": {event['message']}"
-        if state == "failed" and code == EXIT_BAD_INPUT:
-            msg = f"{where} (bad input: not retried){self._diagnostics(context)}"
+        if state == "failed" and code in (EXIT_BAD_INPUT, EXIT_USAGE):
+            kind = "bad input" if code == EXIT_BAD_INPUT else "command-line usage error"
+            msg = f"{where} ({kind}: not retried){self._diagnostics(context)}"
             raise AirflowFailException(msg)
         if state == "cancelled":
             raise AirflowFailException(f"{where} (cancelled: not retried)")

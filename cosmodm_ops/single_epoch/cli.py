@@ -40,6 +40,7 @@ def register(sub: Any) -> None:
     run.add_argument("--survey", default=None, help="survey config (default: from the camera)")
     run.add_argument("--camera", default=None, help="camera config (default: from the file header)")
     run.add_argument("--site", default="local", help="site config (ramdisk path and limits)")
+    run.add_argument("--version", default=None, help="pipeline version tag of the products (default: the config's)")
     run.add_argument("--workdir", default=None, help="parent folder for the RAM-disk work area")
     run.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     run.set_defaults(func=cmd_run)
@@ -75,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             camera = camera_from_header(hdr, source, 0)
         survey = args.survey or DEFAULT_SURVEY[camera]
         try:
-            cfg = load_config(survey, camera=camera, site=args.site)
+            overrides = {"pipeline_version": args.version} if args.version else None
+            cfg = load_config(survey, camera=camera, site=args.site, overrides=overrides)
         except ConfigError as err:
             raise BadInputError(str(err)) from err
         return run_exposure(

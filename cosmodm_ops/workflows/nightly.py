@@ -191,7 +191,7 @@ def plan_jobs(plan: NightPlan, exposures: list[dict[str, Any]]) -> list[dict[str
         command = shlex.split(cfg.site.batch.python) + [
             "single-epoch", "run", "--exposure", str(raw), "--calib", str(inp / "calib"),
             "--refcat", str(refcat), "--out", str(out), "--site", plan.site,
-            "--survey", plan.survey, "--version", plan.version,
+            "--survey", plan.survey, "--version", plan.version, "--jobs", str(cfg.site.batch.cores),
         ]
         jobs.append({"expnum": int(exp["expnum"]), "band": exp["band"], "command": command, "out": str(out)})
     return jobs

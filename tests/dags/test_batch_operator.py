@@ -43,7 +43,7 @@ def test_partial_is_success_with_flag(op):
     assert op.execute_complete(_ctx(), _event("failed", 3))["partial"] is True
 
 
-@pytest.mark.parametrize("state,code", [("failed", 65), ("cancelled", None)])
+@pytest.mark.parametrize("state,code", [("failed", 65), ("failed", 2), ("cancelled", None)])
 def test_bad_input_and_cancel_fail_without_retry(op, state, code):
     with pytest.raises(AirflowFailException, match="not retried"):
         op.execute_complete(_ctx(), _event(state, code))
