@@ -64,6 +64,12 @@ read -r -a me < /proc/$$/stat
 date +%s.%N > "$d/$name.start"
 setsid bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
 j=$!
+# the pid file is believed as soon as it exists: wait until the job leads its own process group
+for _ in $(seq 500); do
+  read -r -a a < "/proc/$j/stat" 2>/dev/null || break
+  [ "${a[4]}" = "$j" ] && break
+  sleep 0.01
+done
 echo "$$ $j $boot ${me[21]}" > "$d/$name.pid.tmp" && mv -f -- "$d/$name.pid.tmp" "$d/$name.pid"
 trap 'kill -TERM -- "-$j" 2>/dev/null' TERM INT
 dog=
@@ -125,11 +131,11 @@ for id in "$@"; do
   f="$reg/$id/$id"
   if [ ! -e "$reg/$id" ]; then echo "$id|missing|||||||||$host"; continue; fi
   rc=; st=; en=; live=0; pid=0; tmo=0; can=0
+  [ -e "$f.pid" ] && pid=1
+  _alive "$f.pid" && live=1  # before reading .rc: the supervisor writes .rc, then exits
   [ -r "$f.rc" ] && rc=$(cat "$f.rc")
   [ -r "$f.start" ] && st=$(cat "$f.start")
   [ -r "$f.end" ] && en=$(cat "$f.end")
-  [ -e "$f.pid" ] && pid=1
-  _alive "$f.pid" && live=1
   [ -e "$f.timeout" ] && tmo=1
   [ -e "$f.cancelled" ] && can=1
   echo "$id|found|$rc|$live|$pid|$tmo|$can|$st|$en|$now|$host"
