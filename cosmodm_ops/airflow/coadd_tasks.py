@@ -6,8 +6,13 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-__all__ = ["plan_tile_task", "register_band_task", "gate_band_task", "calibration_command_task",
-           "register_calibration_task"]
+__all__ = [
+    "calibration_command_task",
+    "gate_band_task",
+    "plan_tile_task",
+    "register_band_task",
+    "register_calibration_task",
+]
 
 
 def plan_tile_task(params: dict[str, Any], partition_key: str | None) -> dict[str, Any]:
@@ -23,9 +28,24 @@ def register_band_task(plan: dict[str, Any], band: str, out: str, accounting: di
     from cosmodm_ops.workflows.coadd import register_band
 
     try:
-        return register_band(plan, band, out, accounting)
+        result = register_band(plan, band, out, accounting)
     except ValueError as err:
         raise AirflowFailException(f"tile {plan['tile']} band {band}: cannot register {out}: {err}") from err
+    _lineage(plan, result.pop("product_ids", []), f"{out}/manifest.json")
+    return result
+
+
+def _lineage(plan: dict[str, Any], product_ids: list[int], manifest: str) -> None:
+    """OpenLineage inputs/outputs of a registration (never fails the task)."""
+    import logging
+
+    from cosmodm_ops.airflow.lineage import report_manifest_lineage
+    from cosmodm_ops.workflows.coadd import TilePlan
+
+    try:
+        report_manifest_lineage(TilePlan(**plan).archive(), product_ids, manifest)
+    except Exception as err:  # noqa: BLE001 - lineage is reported, not required
+        logging.getLogger(__name__).warning("lineage not reported: %s", err)
 
 
 def gate_band_task(plan: dict[str, Any], band: str, registered: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +70,7 @@ def register_calibration_task(plan: dict[str, Any], accounting: dict[str, Any] |
     from cosmodm_ops.workflows.coadd import register_calibration
 
     result = register_calibration(plan, accounting)
+    _lineage(plan, result.pop("product_ids", []), f"{result.pop('out', '')}/manifest.json")
     if not result["accepted"]:
         raise AirflowSkipException(f"tile {plan['tile']} calibration quarantined: " + "; ".join(result["reasons"]))
     return result

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-__all__ = ["discover_task", "register_raw_task", "plan_jobs_task", "register_task", "qa_gate_task", "summary_task"]
+__all__ = ["discover_task", "plan_jobs_task", "qa_gate_task", "register_raw_task", "register_task", "summary_task"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def _label(expnum: int) -> None:
     """Label the mapped task instance by exposure number (rendered by map_index_template)."""
     try:
         get_current_context()["expnum"] = expnum  # type: ignore[typeddict-unknown-key]
-    except Exception:  # noqa: BLE001 - labelling is cosmetic
-        pass
+    except Exception as err:  # noqa: BLE001 - labelling is cosmetic
+        log.debug("cannot label the task instance: %s", err)
 
 
 def register_task(plan: dict[str, Any], expnum: int, band: str, out: str,
@@ -68,10 +68,23 @@ def register_task(plan: dict[str, Any], expnum: int, band: str, out: str,
         "try_number": ctx["ti"].try_number, **(accounting or {}),
     }
     try:
-        return register_exposure(_plan(plan), expnum, band, out, run_info)
+        result = register_exposure(_plan(plan), expnum, band, out, run_info)
     except ValueError as err:  # a manifest that does not match its files: bad data, no retry
         msg = f"exposure {expnum}: cannot register {out}: {err}"
         raise AirflowFailException(msg) from err
+    _lineage(plan, result.pop("product_ids", []), f"{out}/manifest.json")
+    return result
+
+
+def _lineage(plan: dict[str, Any], product_ids: list[int], manifest: str) -> None:
+    """OpenLineage inputs/outputs of a registration (never fails the task)."""
+    from cosmodm_ops.airflow.lineage import report_manifest_lineage
+    from cosmodm_ops.workflows.nightly import archive_for
+
+    try:
+        report_manifest_lineage(archive_for(_plan(plan)), product_ids, manifest)
+    except Exception as err:  # noqa: BLE001 - lineage is reported, not required
+        log.warning("lineage not reported: %s", err)
 
 
 def qa_gate_task(plan: dict[str, Any], expnum: int, registered: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from cosmodm_ops.airflow.triggers import BatchJobTrigger
 
-__all__ = ["BatchJobOperator", "TransferOperator", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_PARTIAL", "BatchJobOperator", "TransferOperator"]
 
 EXIT_PARTIAL = 3
 EXIT_BAD_INPUT = 65

@@ -11,7 +11,7 @@ from typing import Any
 
 from cosmodm_ops.config import SiteConfig, load_config
 
-__all__ = ["site_config", "sync_runner", "async_runner", "scheduler_for"]
+__all__ = ["async_runner", "scheduler_for", "site_config", "sync_runner"]
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -38,7 +38,7 @@ class SitePoller:
         Consecutive transport failures before every watcher gets the error.
     """
 
-    _instances: dict[tuple[Any, ...], SitePoller] = {}
+    _instances: ClassVar[dict[tuple[Any, ...], SitePoller]] = {}
 
     def __init__(self, scheduler: Any, runner_factory: Any, interval: float, max_failures: int = 8) -> None:
         self.scheduler = scheduler

@@ -38,7 +38,7 @@ from cosmodm_ops.astromatic import (
 from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
 from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK
 
-__all__ = ["CcdFailure", "prepare_ccd", "finish_ccd", "match_sky", "WCS_KEYS"]
+__all__ = ["WCS_KEYS", "CcdFailure", "finish_ccd", "match_sky", "prepare_ccd", "psf_model_fwhm"]
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,7 @@ def _read_detrended(spec: dict[str, Any]) -> dict[str, Any]:
         header[card.keyword] = (card.value, card.comment) if card.keyword not in ("HISTORY", "COMMENT") else None
     header = afits.Header([c for c in header.cards if c.value is not None or c.keyword in ("HISTORY", "COMMENT")])
     bunit = str(hdr.get("BUNIT", "")).strip().lower()
-    if "GAIN" in hdr and spec.get("units") == "electrons":
-        gain = 1.0
-    elif bunit in ("electrons", "e-", "electron"):
+    if "GAIN" in hdr and spec.get("units") == "electrons" or bunit in ("electrons", "e-", "electron"):
         gain = 1.0
     else:
         gains = [float(hdr[k]) for k in ("GAINA", "GAINB", "GAIN") if k in hdr]
@@ -330,11 +328,50 @@ def _write_catalog(src: Path, dst: Path, apcorr: float | None) -> None:
     os.replace(tmp, dst)
 
 
+def psf_model_fwhm(psf_path: str | os.PathLike[str]) -> float | None:
+    """FWHM (image pixels) of a PSFEx model at its polynomial origin (the CCD centre), from a Moffat fit
+    with free beta to the tabulated model; None if the model cannot be read or the fit fails.
+
+    The model is the pixel-sampled PSF as stars show it on the image (so the FWHM compares with
+    a fit to the stars themselves); ``PSF_SAMP`` converts model steps to image pixels.
+    """
+    from scipy.optimize import least_squares
+
+    try:
+        with fitsio.FITS(str(psf_path)) as f:
+            hdr = f[1].read_header()
+            cube = np.asarray(f[1].read()["PSF_MASK"][0], float)
+    except (OSError, ValueError, KeyError):
+        return None
+    stamp = cube[0] if cube.ndim == 3 else cube
+    samp = float(hdr.get("PSF_SAMP", 1.0))
+    ny, nx = stamp.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    peak = float(stamp.max())
+    if not np.isfinite(peak) or peak <= 0:
+        return None
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        amp, x0, y0, alpha, beta = p
+        r2 = ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha**2
+        return (amp * (1.0 + r2) ** (-beta) - stamp).ravel()
+
+    cy, cx = np.unravel_index(int(np.argmax(stamp)), stamp.shape)
+    try:
+        fit = least_squares(resid, [peak, cx, cy, 3.0, 3.0],
+                            bounds=([0, 0, 0, 0.3, 1.01], [np.inf, nx, ny, nx, 20.0]))
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    _, _, _, alpha, beta = fit.x
+    fwhm = 2.0 * alpha * math.sqrt(2.0 ** (1.0 / beta) - 1.0) * samp
+    return float(fwhm) if fit.success and np.isfinite(fwhm) and fwhm > 0 else None
+
+
 def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dict[str, Any], float | None]:
     """QA values of one CCD from its pass-2 catalog, PSF model and the reference catalog."""
     objs = read_ldac(cat)
     values: dict[str, Any] = {"sky_e": prep["sky_e"], "sky_noise_e": prep["sky_noise_e"],
-                              "masked_fraction": prep["masked_fraction"], "n_detections": int(len(objs))}
+                              "masked_fraction": prep["masked_fraction"], "n_detections": len(objs)}
     scale = prep["pixel_scale"]
     if len(objs) == 0:
         raise CcdFailure("no sources detected in pass 2")
@@ -343,11 +380,17 @@ def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dic
     pointlike = np.abs(objs["SPREAD_MODEL"]) < spec["spread_model_star_max"]
     stars = clean & pointlike & (snr > spec["star_snr_min"])
     values["n_stars"] = int(stars.sum())
-    # seeing: the PSFEx model's FWHM (pixels) x scale; falls back to the stars' median FWHM
-    psf_hdr = fitsio.read_header(prep["psf"], ext=1)
-    fwhm_px = float(psf_hdr.get("PSF_FWHM", np.nan))
+    # seeing: a Moffat fit to the PSFEx model at the CCD centre (PSFEx's own PSF_FWHM reads 20-25% high for
+    # Moffat PSFs); else PSF_FWHM; else the stars' median FWHM_IMAGE
+    fwhm_px = psf_model_fwhm(prep["psf"])
+    values["fwhm_method"] = "moffat fit to the PSFEx model"
+    if fwhm_px is None:
+        psf_hdr = fitsio.read_header(prep["psf"], ext=1)
+        fwhm_px = float(psf_hdr.get("PSF_FWHM", np.nan))
+        values["fwhm_method"] = "PSFEx PSF_FWHM"
     if not np.isfinite(fwhm_px) and stars.any():
         fwhm_px = float(np.median(objs["FWHM_IMAGE"][stars]))
+        values["fwhm_method"] = "median FWHM_IMAGE of stars"
     values["fwhm_arcsec"] = fwhm_px * scale if np.isfinite(fwhm_px) else None
     values["ellipticity"] = float(np.median(objs["ELLIPTICITY"][stars])) if stars.any() else None
     # aperture correction: largest aperture minus PSF magnitude for bright clean point sources
@@ -362,7 +405,7 @@ def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dic
     sel = clean & (snr > 10)
     i1, i2, dra, ddec = match_sky(objs["ALPHAWIN_J2000"][sel], objs["DELTAWIN_J2000"][sel], ref["ra"], ref["dec"],
                                   spec["match_radius_arcsec"])
-    values["astrom_matches"] = int(len(i1))
+    values["astrom_matches"] = len(i1)
     values["astrom_median_offset_mas"] = float(np.median(np.hypot(dra, ddec))) if len(i1) else None
     values["astrom_max_offset_mas"] = float(np.max(np.hypot(dra, ddec))) if len(i1) else None
     if len(i1) >= 3:

@@ -163,11 +163,19 @@ def relative_pixel_area(wcs: object, shape: tuple[int, int], step: int = 64) -> 
     dra_y = np.angle(np.exp(1j * (ray - ra0))) * cosd
     area = np.abs(dra_x * (decy - dec0) - dra_y * (decx - dec0))
     area /= np.median(area)
-    from scipy.interpolate import RegularGridInterpolator
-
-    interp = RegularGridInterpolator((gy.astype(float), gx.astype(float)), area)
-    fy, fx = np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float), indexing="ij")
-    return interp((fy, fx)).astype(np.float32)
+    # bilinear interpolation, separable: along x for every grid row, then along y (same values as a
+    # RegularGridInterpolator, at a fraction of its cost on a 2k x 4k CCD)
+    rows = np.empty((len(gy), nx), np.float64)
+    xs = np.arange(nx, dtype=float)
+    for i in range(len(gy)):
+        rows[i] = np.interp(xs, gx.astype(float), area[i])
+    ys = np.arange(ny, dtype=float)
+    i0 = np.clip(np.searchsorted(gy, ys, side="right") - 1, 0, len(gy) - 2) if len(gy) > 1 else np.zeros(ny, int)
+    if len(gy) == 1:
+        return np.broadcast_to(rows[0].astype(np.float32), (ny, nx)).copy()
+    t = ((ys - gy[i0]) / (gy[i0 + 1] - gy[i0])).astype(np.float32)[:, None]
+    r0 = rows[i0].astype(np.float32)
+    return (r0 + t * (rows[i0 + 1].astype(np.float32) - r0)).astype(np.float32)
 
 
 def detect_cosmic_rays(image: np.ndarray, sky: float, noise: float, *, nsigma: float = 6.0,
@@ -175,13 +183,39 @@ def detect_cosmic_rays(image: np.ndarray, sky: float, noise: float, *, nsigma: f
     """Boolean map of cosmic-ray hits (see module docstring); the input is not modified."""
     if noise <= 0:
         return np.zeros(image.shape, bool)
-    med = ndimage.median_filter(image, size=3, mode="nearest")
-    resid = image - med
-    above = image - sky
-    with np.errstate(invalid="ignore", divide="ignore"):
-        hit = (resid > nsigma * noise) & (resid > sharpness * above)
-    # a hit's direct neighbours usually carry charge too
-    return ndimage.binary_dilation(hit, iterations=1) & (image - sky > 3 * noise) | hit
+    img = np.asarray(image, np.float32)
+    ny, nx = img.shape
+    pad = np.pad(img, 1, mode="edge")  # = median_filter(mode="nearest") at the borders
+    # The 3x3 median is >= the smallest of the three row medians (six of the nine values are >= it), so
+    # pixels with (pixel - that bound) below both thresholds cannot be hits; the exact median is computed
+    # only for the few candidates left (star cores of bright stars and the hits themselves).
+    a, b, c = pad[:, :-2], pad[:, 1:-1], pad[:, 2:]
+    med3 = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    bound = np.minimum(np.minimum(med3[:-2], med3[1:-1]), med3[2:])
+    above = img - np.float32(sky)
+    with np.errstate(invalid="ignore"):
+        upper = img - bound
+        cand = (upper > nsigma * noise) & (upper > sharpness * above)
+    hit = np.zeros(img.shape, bool)
+    yy, xx = np.nonzero(cand)
+    if yy.size:
+        stack = np.stack([pad[yy + dy, xx + dx] for dy in range(3) for dx in range(3)], axis=1)
+        med = np.median(stack, axis=1)
+        resid = img[yy, xx] - med
+        with np.errstate(invalid="ignore"):
+            ok = (resid > nsigma * noise) & (resid > sharpness * above[yy, xx])
+        hit[yy[ok], xx[ok]] = True
+        yy, xx = yy[ok], xx[ok]
+    # a hit's direct neighbours usually carry charge too (4-connected, as ndimage.binary_dilation)
+    out = hit.copy()
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        y2, x2 = yy + dy, xx + dx
+        inside = (y2 >= 0) & (y2 < ny) & (x2 >= 0) & (x2 < nx)
+        y2, x2 = y2[inside], x2[inside]
+        with np.errstate(invalid="ignore"):
+            keep = above[y2, x2] > 3 * noise
+        out[y2[keep], x2[keep]] = True
+    return out
 
 
 def run(inputs: DetrendInputs, config: DetrendConfig | None = None) -> DetrendResult:

@@ -246,7 +246,9 @@ def run_exposure(
         if detrended:
             base_spec.update(image=staged["image"], weight=staged["weight"], mask=staged["mask"])
         else:
-            base_spec.update(raw=staged["raw"], calib=calib, camera=cfg.camera.model_dump(mode="json"))
+            # the calibration files were staged with the raw file: workers read the RAM-disk copies
+            base_spec.update(raw=staged["raw"], calib=calib, camera=cfg.camera.model_dump(mode="json"),
+                             calib_files={role: staged[role] for role, _ in inputs if role in staged and role != "raw"})
         refnpz = work / "refcat.npz"
         np.savez(refnpz, **{k: v for k, v in ref.items() if isinstance(v, np.ndarray)})
         base_spec["refcat_npz"] = str(refnpz)
@@ -411,15 +413,20 @@ def _run_scamp(work: Path, prep_ok: list[dict[str, Any]], ref: dict[str, Any], i
     mag = ref["mag"][inside] if ref["mag"] is not None else 18.0
     write_reference_ldac(refpath, ref["ra"][inside], ref["dec"][inside], ra_err_mas=ref["ra_err"][inside],
                          dec_err_mas=ref["dec_err"][inside], mag=mag, epoch=epoch)
-    # one catalog per exposure: concatenate the CCDs' LDAC pairs (IMHEAD + OBJECTS) in CCD order
-    hdus: list[Any] = [afits.PrimaryHDU()]
+    # one catalog per exposure: concatenate the CCDs' LDAC pairs (IMHEAD + OBJECTS) in CCD order, byte for
+    # byte: a round trip through astropy pads the IMHEAD card strings with NULs, and SCAMP 2.10 segfaults on them
     order = []
-    for p in sorted(prep_ok, key=lambda q: q["ccd"]):
-        with afits.open(p["pass1"]) as h:
-            hdus += [h[1].copy(), h[2].copy()]
-        order.append(p["ccd"])
     cat = work / f"exp{info.expnum}.ldac"
-    afits.HDUList(hdus).writeto(cat, overwrite=True)
+    with open(cat, "wb") as out:
+        for n, p in enumerate(sorted(prep_ok, key=lambda q: q["ccd"])):
+            with afits.open(p["pass1"]) as h:
+                spans = [h.fileinfo(i) for i in range(len(h))]
+            raw = Path(p["pass1"]).read_bytes()
+            first = 0 if n == 0 else 1  # the primary HDU once, from the first catalog
+            for info_i in spans[first:3]:
+                assert info_i is not None
+                out.write(raw[info_i["hdrLoc"]:info_i["datLoc"] + info_i["datSpan"]])
+        order = [p["ccd"] for p in sorted(prep_ok, key=lambda q: q["ccd"])]
     try:
         run_tool("scamp", scamp_args([cat], refpath, distort_degrees=cfg.single_epoch.scamp_distort_degrees),
                  cwd=work)

@@ -18,7 +18,7 @@ from cosmodm_ops.config import load_config
 from cosmodm_ops.model import validate_token
 from cosmodm_ops.workflows.nightly import _site_path, archive_settings, qa_verdict
 
-__all__ = ["TilePlan", "plan_tile", "register_band", "gate_band", "calibration_command", "register_calibration"]
+__all__ = ["TilePlan", "calibration_command", "gate_band", "plan_tile", "register_band", "register_calibration"]
 
 
 @dataclass
@@ -76,7 +76,7 @@ def register_band(plan: dict[str, Any], band: str, out: str, run_info: dict[str,
     """Products, lineage and QA of one band's coadd into the archive."""
     p = TilePlan(**plan)
     ids = p.archive().register_manifest(Path(out) / "manifest.json", _run_info(run_info))
-    return {"tile": p.tile, "band": band, "out": out, "products": len(ids)}
+    return {"tile": p.tile, "band": band, "out": out, "products": len(ids), "product_ids": list(ids)}
 
 
 def _run_info(info: dict[str, Any] | None) -> dict[str, Any]:
@@ -129,4 +129,5 @@ def register_calibration(plan: dict[str, Any], run_info: dict[str, Any] | None) 
     passed, reasons, summary = qa_verdict(out)
     if not passed:
         p.archive().quarantine({"survey": p.survey, "tile": p.tile, "version": p.version}, reasons)
-    return {"tile": p.tile, "products": len(ids), "accepted": passed, "reasons": reasons, "summary": summary}
+    return {"tile": p.tile, "out": str(out), "products": len(ids), "product_ids": list(ids), "accepted": passed,
+            "reasons": reasons, "summary": summary}

@@ -25,13 +25,13 @@ from cosmodm_ops.config import Config, load_config
 from cosmodm_ops.model import validate_night, validate_token
 
 __all__ = [
-    "NightPlan",
     "ExposureRef",
-    "resolve_night",
+    "NightPlan",
     "archive_settings",
     "discover_exposures",
     "plan_jobs",
     "qa_verdict",
+    "resolve_night",
     "transfer_items",
 ]
 
@@ -279,7 +279,7 @@ def register_exposure(plan: NightPlan, expnum: int, band: str, out: str,
     allowed = {"dag_id", "run_id", "task_id", "try_number", "batch_job_id", "site", "host", "start", "end",
                "state", "exit_code", "bytes_read", "bytes_written"}
     ids = archive.register_manifest(manifest, {k: v for k, v in info.items() if k in allowed and v is not None})
-    return {"expnum": int(expnum), "band": band, "out": str(out), "products": len(ids)}
+    return {"expnum": int(expnum), "band": band, "out": str(out), "products": len(ids), "product_ids": list(ids)}
 
 
 def _tiles_touched(plan: NightPlan, out: str) -> list[str]:
