@@ -169,7 +169,7 @@ def _guard(func):
         bad, transient = _codes()
         try:
             return func(args)
-        except _BadInput as err:
+        except (_BadInput, ValueError) as err:
             return _fail(str(err), bad)
         except (SubmitError, SchedulerError, TransportError) as err:
             detail = f": {err.stderr.strip()[-500:]}" if isinstance(err, SubmitError) and err.stderr else ""

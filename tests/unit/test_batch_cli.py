@@ -66,6 +66,7 @@ def test_script_prints_without_submitting(local, capsys):
     (["batch", "submit", "--site", "local"], "no command"),
     (["batch", "script", "--system", "sge", "--", "true"], "unknown batch system"),
     (["batch", "submit", "--site", "local", "--env", "NOEQUALS", "--", "true"], "KEY=VALUE"),
+    (["batch", "cancel", "--site", "local", "../x"], "not a job name"),
 ])
 def test_bad_input_exits_65(local, capsys, argv, needle):
     assert main(argv) == EXIT_BAD_INPUT

@@ -145,6 +145,20 @@ def test_lost_supervisor_is_node_fail(env):
     assert st.state is JobState.NODE_FAIL and "supervisor is gone" in st.reason
 
 
+def test_relative_workdir_and_bad_ids(env, monkeypatch):
+    sched, runner, _, tmp = env
+    monkeypatch.chdir(tmp)
+    job = sched.submit(runner, JobSpec(name="rel.t1", command=["pwd"], workdir="relwork"))
+    assert wait_final(sched, runner, job).state is JobState.COMPLETED
+    assert (tmp / "registry" / "rel.t1").resolve() == (tmp / "relwork" / ".cosmodm").resolve()
+    assert (tmp / "relwork" / ".cosmodm" / "rel.t1.out").read_text().strip() == str((tmp / "relwork").resolve())
+    for bad in ("../../etc/passwd", "", "a b"):
+        with pytest.raises(ValueError, match="not a job name"):
+            sched.status(runner, [bad])
+        with pytest.raises(ValueError, match="not a job name"):
+            sched.cancel(runner, bad)
+
+
 def test_job_products_keep_the_usual_umask(env):
     sched, runner, spec, tmp = env
     product = tmp / "product.txt"

@@ -29,6 +29,7 @@ same code drives "local" processes on a remote login node over SSH.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from cosmodm_ops.batch.base import CommandResult, CommandRunner, JobSpec, JobState, JobStatus, Scheduler
@@ -37,6 +38,7 @@ from cosmodm_ops.batch.script import log_dir, render
 
 __all__ = ["SUPERVISOR", "LocalScheduler", "parse_local_status"]
 
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REGISTRY = 'reg=${1:-${COSMODM_LOCAL_JOBS:-$HOME/.cosmodm/jobs}}; shift'
 
 # True when the pid file names a living supervisor of this boot (not a zombie, not a reused pid).
@@ -100,10 +102,11 @@ exit 0
 _SUBMIT = _ALIVE_FN + _REGISTRY + r'''
 set -eu
 name=$1; wd=$2; wall=$3; sup=$4
-d="$wd/.cosmodm"
 old_umask=$(umask)
 umask 077
-mkdir -p -- "$reg" "$d"
+mkdir -p -- "$reg" "$wd/.cosmodm"
+d=$(cd -- "$wd/.cosmodm" && pwd -P)  # absolute: the registry links to it
+find "$reg" -maxdepth 1 -type l -mtime +60 -delete 2>/dev/null || true  # forget jobs older than 60 days
 exec 9> "$reg/.$name.lock"
 flock -w 60 9
 if [ -e "$reg/$name/$name.pid" ] && [ ! -e "$reg/$name/$name.rc" ] && _alive "$reg/$name/$name.pid"; then
@@ -157,6 +160,14 @@ for _ in $(seq 100); do [ -e "$f.rc" ] && exit 0; sleep 0.05; done
 echo "job $id: killed, but its supervisor recorded no exit code" >&2
 exit 0
 '''
+
+
+def _checked_id(job_id: str) -> str:
+    """Local job ids are job names: refuse anything else (they become paths under the registry)."""
+    if not _JOB_NAME.match(str(job_id)):
+        msg = f"local job id {job_id!r} is not a job name ([A-Za-z0-9][A-Za-z0-9._-]*)"
+        raise ValueError(msg)
+    return str(job_id)
 
 
 def _float(text: str) -> float | None:
@@ -246,7 +257,7 @@ class LocalScheduler(Scheduler):
 
     def status_argv(self, job_ids: Sequence[str]) -> list[list[str]]:
         """One ``bash -c`` reading every job's files."""
-        return [["bash", "-c", _STATUS, "cosmodm-local-status", self._reg(), *job_ids]]
+        return [["bash", "-c", _STATUS, "cosmodm-local-status", self._reg(), *map(_checked_id, job_ids)]]
 
     def parse_status(self, outputs: Sequence[CommandResult], job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """See :func:`parse_local_status`."""
@@ -255,4 +266,4 @@ class LocalScheduler(Scheduler):
 
     def cancel_argv(self, job_id: str) -> list[str]:
         """Mark cancelled, SIGTERM the job's process group, SIGKILL after 5 s, wait for the exit code."""
-        return ["bash", "-c", _CANCEL, "cosmodm-local-cancel", self._reg(), job_id]
+        return ["bash", "-c", _CANCEL, "cosmodm-local-cancel", self._reg(), _checked_id(job_id)]
