@@ -67,7 +67,8 @@ date +%s.%N > "$d/$name.start"
 setsid bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
 j=$!
 # the pid file is believed as soon as it exists: wait until the job leads its own process group
-for _ in $(seq 500); do
+SECONDS=0
+while [ "$SECONDS" -lt 60 ]; do
   read -r -a a < "/proc/$j/stat" 2>/dev/null || break
   [ "${a[4]}" = "$j" ] && break
   sleep 0.01
@@ -119,11 +120,12 @@ printf '%s' "$sup" > "$d/$name.run"
 ln -sfn -- "$d" "$reg/$name"
 umask "$old_umask"  # the job's own products keep the usual permissions
 setsid bash "$d/$name.run" "$d" "$name" "$wall" < /dev/null >> "$d/$name.sup" 2>&1 9>&- &
-for _ in $(seq 1000); do
+SECONDS=0
+while [ "$SECONDS" -lt 90 ]; do  # generous: a loaded machine may take a while to fork
   [ -s "$d/$name.pid" ] && { echo "submitted $name"; exit 0; }
   sleep 0.01
 done
-echo "the supervisor of $name did not start (see $d/$name.sup)" >&2
+echo "the supervisor of $name did not start within 90 s (see $d/$name.sup)" >&2
 exit 1
 '''
 
@@ -136,9 +138,9 @@ for id in "$@"; do
   rc=; st=; en=; live=0; pid=0; tmo=0; can=0
   [ -e "$f.pid" ] && pid=1
   _alive "$f.pid" && live=1  # before reading .rc: the supervisor writes .rc, then exits
-  [ -r "$f.rc" ] && rc=$(cat "$f.rc")
-  [ -r "$f.start" ] && st=$(cat "$f.start")
-  [ -r "$f.end" ] && en=$(cat "$f.end")
+  [ -r "$f.rc" ] && read -r rc < "$f.rc"  # builtins only: no fork per job (hundreds of jobs per poll)
+  [ -r "$f.start" ] && read -r st < "$f.start"
+  [ -r "$f.end" ] && read -r en < "$f.end"
   [ -e "$f.timeout" ] && tmo=1
   [ -e "$f.cancelled" ] && can=1
   echo "$id|found|$rc|$live|$pid|$tmo|$can|$st|$en|$now|$host"
