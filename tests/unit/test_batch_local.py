@@ -114,6 +114,25 @@ def test_duplicate_submission_returns_the_live_job(env):
     assert third == first and (tmp / "work" / ".cosmodm" / "dup.t1.pid").read_text() != pid_before
 
 
+def test_concurrent_duplicate_submissions_start_one_job(env):
+    """Retries racing each other (a lost reply, two workers): the registry lock lets one job start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, runner, spec, tmp = env
+    marker = tmp / "race.txt"
+    s = spec("race.t1", ["bash", "-c", f"echo start >> {marker}; sleep 300"])
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: get_scheduler("local", registry=str(tmp / "registry")).submit(runner, s),
+                            range(8)))
+    assert ids == ["race.t1"] * 8
+    for _ in range(100):
+        if marker.exists():
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert marker.read_text() == "start\n"
+
+
 def test_status_from_a_fresh_scheduler_and_async_runner(env):
     sched, runner, spec, tmp = env
     a = sched.submit(runner, spec("a.t1", ["bash", "-c", "exit 65"]))
