@@ -48,12 +48,16 @@ def wait_final(sched, runner, job_id, limit=30.0):
 
 def test_success_logs_and_accounting(env):
     sched, runner, spec, tmp = env
-    job = sched.submit(runner, spec("ok.t1", ["bash", "-c", 'echo "out $GREETING"; echo err >&2'],
+    script = ('echo "out $GREETING"; echo err >&2; '
+              'python3 -c "b = bytearray(80 * 2**20); b[::4096] = b\'x\' * len(b[::4096])"')
+    job = sched.submit(runner, spec("ok.t1", ["bash", "-c", script],
                                     env={"GREETING": "hello world"}, ramdisk=str(tmp / "ram")))
     assert job == "ok.t1"
     st = wait_final(sched, runner, job)
     assert (st.state, st.exit_code) == (JobState.COMPLETED, 0)
     assert st.nodes == socket.gethostname() and st.elapsed_s is not None and st.elapsed_s >= 0
+    if Path("/usr/bin/time").exists():  # peak RSS of the job: the 80 MiB buffer, touched
+        assert 80 <= st.max_rss_mb < 400
     logs = tmp / "work" / ".cosmodm"
     assert (logs / "ok.t1.out").read_text() == "out hello world\n"
     assert (logs / "ok.t1.err").read_text() == "err\n"

@@ -13,8 +13,8 @@ everything lives in files:
 ``<name>.pid``
     ``<supervisor pid> <job pgid> <boot id> <supervisor start time in ticks>``: a pid is only
     believed alive on the same boot with the same start time (pids are reused)
-``<name>.out``, ``<name>.err``, ``<name>.start``, ``<name>.cancelled``
-    logs, start time, cancel marker
+``<name>.out``, ``<name>.err``, ``<name>.start``, ``<name>.cancelled``, ``<name>.rss``
+    logs, start time, cancel marker, peak RSS in KiB (GNU ``/usr/bin/time``, where installed)
 
 The **job id is the job name**. A registry folder (``$COSMODM_LOCAL_JOBS``, default
 ``~/.cosmodm/jobs``, resolved where the command runs) holds a symlink ``<name> ->
@@ -64,7 +64,11 @@ trap '' HUP
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo noboot)
 read -r -a me < /proc/$$/stat
 date +%s.%N > "$d/$name.start"
-setsid bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
+if [ -x /usr/bin/time ]; then  # GNU time records the peak RSS (KiB) of the job's processes
+  setsid /usr/bin/time -q -f %M -o "$d/$name.rss" bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
+else
+  setsid bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
+fi
 j=$!
 # the pid file is believed as soon as it exists: wait until the job leads its own process group
 SECONDS=0
@@ -114,7 +118,7 @@ if [ -e "$reg/$name/$name.pid" ] && [ ! -e "$reg/$name/$name.rc" ] && _alive "$r
   echo "live $name"
   exit 0
 fi
-for ext in rc pid start end timeout cancelled out err; do rm -f -- "$d/$name.$ext"; done
+for ext in rc pid start end timeout cancelled out err rss; do rm -f -- "$d/$name.$ext"; done
 cat > "$d/$name.sh.tmp" && mv -f -- "$d/$name.sh.tmp" "$d/$name.sh"
 printf '%s' "$sup" > "$d/$name.run"
 ln -sfn -- "$d" "$reg/$name"
@@ -134,16 +138,17 @@ _STATUS = _ALIVE_FN + _REGISTRY + r'''
 now=$(date +%s.%N); host=$(hostname)
 for id in "$@"; do
   f="$reg/$id/$id"
-  if [ ! -e "$reg/$id" ]; then echo "$id|missing|||||||||$host"; continue; fi
-  rc=; st=; en=; live=0; pid=0; tmo=0; can=0
+  if [ ! -e "$reg/$id" ]; then echo "$id|missing|||||||||$host|"; continue; fi
+  rc=; st=; en=; rss=; live=0; pid=0; tmo=0; can=0
   [ -e "$f.pid" ] && pid=1
   _alive "$f.pid" && live=1  # before reading .rc: the supervisor writes .rc, then exits
   [ -r "$f.rc" ] && read -r rc < "$f.rc"  # builtins only: no fork per job (hundreds of jobs per poll)
   [ -r "$f.start" ] && read -r st < "$f.start"
   [ -r "$f.end" ] && read -r en < "$f.end"
+  [ -r "$f.rss" ] && read -r rss < "$f.rss"
   [ -e "$f.timeout" ] && tmo=1
   [ -e "$f.cancelled" ] && can=1
-  echo "$id|found|$rc|$live|$pid|$tmo|$can|$st|$en|$now|$host"
+  echo "$id|found|$rc|$live|$pid|$tmo|$can|$st|$en|$now|$host|$rss"
 done
 '''
 
@@ -180,13 +185,17 @@ def _float(text: str) -> float | None:
 
 
 def parse_local_status(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-    """Translate the status script's lines (``id|found|rc|live|pidfile|timeout|cancelled|start|end|now|host``)."""
+    """Translate the status script's lines (``id|found|rc|live|pidfile|timeout|cancelled|start|end|now|host|rss``).
+
+    ``rss`` is the peak resident memory in KiB measured by GNU time (empty where it is not installed).
+    """
     seen: dict[str, JobStatus] = {}
     for line in text.splitlines():
         parts = line.split("|")
-        if len(parts) != 11:
+        if len(parts) != 12:
             continue
-        jid, found, rc_s, live, pidfile, tmo, can, start, end, now, host = parts
+        jid, found, rc_s, live, pidfile, tmo, can, start, end, now, host, rss_s = parts
+        rss_kib = _float(rss_s) if rc_s.strip() else None
         if found == "missing":
             seen[jid] = JobStatus(jid, JobState.UNKNOWN, reason="no such local job (registry has no entry)",
                                   raw_state="missing")
@@ -205,7 +214,7 @@ def parse_local_status(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus
                 state, raw = JobState.FAILED, "exited"
             reason = None if rc == 0 else (f"killed by signal {rc - 128}" if rc > 128 else None)
             seen[jid] = JobStatus(jid, state, exit_code=rc, elapsed_s=elapsed, nodes=host, reason=reason,
-                                  raw_state=raw)
+                                  raw_state=raw, max_rss_mb=None if rss_kib is None else rss_kib / 1024.0)
         elif live == "1":
             seen[jid] = JobStatus(jid, JobState.RUNNING, elapsed_s=elapsed, nodes=host, raw_state="running")
         elif pidfile == "0":
