@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 
 from cosmodm_ops.batch.base import CommandResult, JobSpec, SchedulerError, SubmitError
@@ -87,7 +86,3 @@ def parse_memory_mb(text: str | None, *, bare_unit: str = "") -> float | None:
         unit = ""
     return float(m.group(1)) * _MEM_UNIT.get(unit, 1.0)
 
-
-def quoted(argv: Sequence[str]) -> str:
-    """A command for messages (shlex-joined)."""
-    return shlex.join(argv)

@@ -13,8 +13,8 @@ everything lives in files:
 ``<name>.pid``
     ``<supervisor pid> <job pgid> <boot id> <supervisor start time in ticks>``: a pid is only
     believed alive on the same boot with the same start time (pids are reused)
-``<name>.out``, ``<name>.err``, ``<name>.start``, ``<name>.cancelled``
-    logs, start time, cancel marker
+``<name>.out``, ``<name>.err``, ``<name>.start``, ``<name>.cancelled``, ``<name>.rss``
+    logs, start time, cancel marker, peak RSS in KiB (GNU ``/usr/bin/time``, where installed)
 
 The **job id is the job name**. A registry folder (``$COSMODM_LOCAL_JOBS``, default
 ``~/.cosmodm/jobs``, resolved where the command runs) holds a symlink ``<name> ->
@@ -29,6 +29,7 @@ same code drives "local" processes on a remote login node over SSH.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from cosmodm_ops.batch.base import CommandResult, CommandRunner, JobSpec, JobState, JobStatus, Scheduler
@@ -37,6 +38,7 @@ from cosmodm_ops.batch.script import log_dir, render
 
 __all__ = ["SUPERVISOR", "LocalScheduler", "parse_local_status"]
 
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REGISTRY = 'reg=${1:-${COSMODM_LOCAL_JOBS:-$HOME/.cosmodm/jobs}}; shift'
 
 # True when the pid file names a living supervisor of this boot (not a zombie, not a reused pid).
@@ -62,8 +64,19 @@ trap '' HUP
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo noboot)
 read -r -a me < /proc/$$/stat
 date +%s.%N > "$d/$name.start"
-setsid bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
+if [ -x /usr/bin/time ]; then  # GNU time records the peak RSS (KiB) of the job's processes
+  setsid /usr/bin/time -q -f %M -o "$d/$name.rss" bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
+else
+  setsid bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
+fi
 j=$!
+# the pid file is believed as soon as it exists: wait until the job leads its own process group
+SECONDS=0
+while [ "$SECONDS" -lt 60 ]; do
+  read -r -a a < "/proc/$j/stat" 2>/dev/null || break
+  [ "${a[4]}" = "$j" ] && break
+  sleep 0.01
+done
 echo "$$ $j $boot ${me[21]}" > "$d/$name.pid.tmp" && mv -f -- "$d/$name.pid.tmp" "$d/$name.pid"
 trap 'kill -TERM -- "-$j" 2>/dev/null' TERM INT
 dog=
@@ -94,27 +107,29 @@ exit 0
 _SUBMIT = _ALIVE_FN + _REGISTRY + r'''
 set -eu
 name=$1; wd=$2; wall=$3; sup=$4
-d="$wd/.cosmodm"
 old_umask=$(umask)
 umask 077
-mkdir -p -- "$reg" "$d"
+mkdir -p -- "$reg" "$wd/.cosmodm"
+d=$(cd -- "$wd/.cosmodm" && pwd -P)  # absolute: the registry links to it
+find "$reg" -maxdepth 1 -type l -mtime +60 -delete 2>/dev/null || true  # forget jobs older than 60 days
 exec 9> "$reg/.$name.lock"
 flock -w 60 9
 if [ -e "$reg/$name/$name.pid" ] && [ ! -e "$reg/$name/$name.rc" ] && _alive "$reg/$name/$name.pid"; then
   echo "live $name"
   exit 0
 fi
-for ext in rc pid start end timeout cancelled out err; do rm -f -- "$d/$name.$ext"; done
+for ext in rc pid start end timeout cancelled out err rss; do rm -f -- "$d/$name.$ext"; done
 cat > "$d/$name.sh.tmp" && mv -f -- "$d/$name.sh.tmp" "$d/$name.sh"
 printf '%s' "$sup" > "$d/$name.run"
 ln -sfn -- "$d" "$reg/$name"
 umask "$old_umask"  # the job's own products keep the usual permissions
 setsid bash "$d/$name.run" "$d" "$name" "$wall" < /dev/null >> "$d/$name.sup" 2>&1 9>&- &
-for _ in $(seq 1000); do
+SECONDS=0
+while [ "$SECONDS" -lt 90 ]; do  # generous: a loaded machine may take a while to fork
   [ -s "$d/$name.pid" ] && { echo "submitted $name"; exit 0; }
   sleep 0.01
 done
-echo "the supervisor of $name did not start (see $d/$name.sup)" >&2
+echo "the supervisor of $name did not start within 90 s (see $d/$name.sup)" >&2
 exit 1
 '''
 
@@ -123,16 +138,17 @@ _STATUS = _ALIVE_FN + _REGISTRY + r'''
 now=$(date +%s.%N); host=$(hostname)
 for id in "$@"; do
   f="$reg/$id/$id"
-  if [ ! -e "$reg/$id" ]; then echo "$id|missing|||||||||$host"; continue; fi
-  rc=; st=; en=; live=0; pid=0; tmo=0; can=0
-  [ -r "$f.rc" ] && rc=$(cat "$f.rc")
-  [ -r "$f.start" ] && st=$(cat "$f.start")
-  [ -r "$f.end" ] && en=$(cat "$f.end")
+  if [ ! -e "$reg/$id" ]; then echo "$id|missing|||||||||$host|"; continue; fi
+  rc=; st=; en=; rss=; live=0; pid=0; tmo=0; can=0
   [ -e "$f.pid" ] && pid=1
-  _alive "$f.pid" && live=1
+  _alive "$f.pid" && live=1  # before reading .rc: the supervisor writes .rc, then exits
+  [ -r "$f.rc" ] && read -r rc < "$f.rc"  # builtins only: no fork per job (hundreds of jobs per poll)
+  [ -r "$f.start" ] && read -r st < "$f.start"
+  [ -r "$f.end" ] && read -r en < "$f.end"
+  [ -r "$f.rss" ] && read -r rss < "$f.rss"
   [ -e "$f.timeout" ] && tmo=1
   [ -e "$f.cancelled" ] && can=1
-  echo "$id|found|$rc|$live|$pid|$tmo|$can|$st|$en|$now|$host"
+  echo "$id|found|$rc|$live|$pid|$tmo|$can|$st|$en|$now|$host|$rss"
 done
 '''
 
@@ -153,6 +169,14 @@ exit 0
 '''
 
 
+def _checked_id(job_id: str) -> str:
+    """Local job ids are job names: refuse anything else (they become paths under the registry)."""
+    if not _JOB_NAME.match(str(job_id)):
+        msg = f"local job id {job_id!r} is not a job name ([A-Za-z0-9][A-Za-z0-9._-]*)"
+        raise ValueError(msg)
+    return str(job_id)
+
+
 def _float(text: str) -> float | None:
     try:
         return float(text)
@@ -161,13 +185,17 @@ def _float(text: str) -> float | None:
 
 
 def parse_local_status(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-    """Translate the status script's lines (``id|found|rc|live|pidfile|timeout|cancelled|start|end|now|host``)."""
+    """Translate the status script's lines (``id|found|rc|live|pidfile|timeout|cancelled|start|end|now|host|rss``).
+
+    ``rss`` is the peak resident memory in KiB measured by GNU time (empty where it is not installed).
+    """
     seen: dict[str, JobStatus] = {}
     for line in text.splitlines():
         parts = line.split("|")
-        if len(parts) != 11:
+        if len(parts) != 12:
             continue
-        jid, found, rc_s, live, pidfile, tmo, can, start, end, now, host = parts
+        jid, found, rc_s, live, pidfile, tmo, can, start, end, now, host, rss_s = parts
+        rss_kib = _float(rss_s) if rc_s.strip() else None
         if found == "missing":
             seen[jid] = JobStatus(jid, JobState.UNKNOWN, reason="no such local job (registry has no entry)",
                                   raw_state="missing")
@@ -186,7 +214,7 @@ def parse_local_status(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus
                 state, raw = JobState.FAILED, "exited"
             reason = None if rc == 0 else (f"killed by signal {rc - 128}" if rc > 128 else None)
             seen[jid] = JobStatus(jid, state, exit_code=rc, elapsed_s=elapsed, nodes=host, reason=reason,
-                                  raw_state=raw)
+                                  raw_state=raw, max_rss_mb=None if rss_kib is None else rss_kib / 1024.0)
         elif live == "1":
             seen[jid] = JobStatus(jid, JobState.RUNNING, elapsed_s=elapsed, nodes=host, raw_state="running")
         elif pidfile == "0":
@@ -240,7 +268,7 @@ class LocalScheduler(Scheduler):
 
     def status_argv(self, job_ids: Sequence[str]) -> list[list[str]]:
         """One ``bash -c`` reading every job's files."""
-        return [["bash", "-c", _STATUS, "cosmodm-local-status", self._reg(), *job_ids]]
+        return [["bash", "-c", _STATUS, "cosmodm-local-status", self._reg(), *map(_checked_id, job_ids)]]
 
     def parse_status(self, outputs: Sequence[CommandResult], job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """See :func:`parse_local_status`."""
@@ -249,4 +277,4 @@ class LocalScheduler(Scheduler):
 
     def cancel_argv(self, job_id: str) -> list[str]:
         """Mark cancelled, SIGTERM the job's process group, SIGKILL after 5 s, wait for the exit code."""
-        return ["bash", "-c", _CANCEL, "cosmodm-local-cancel", self._reg(), job_id]
+        return ["bash", "-c", _CANCEL, "cosmodm-local-cancel", self._reg(), _checked_id(job_id)]

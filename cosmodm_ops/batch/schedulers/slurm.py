@@ -243,7 +243,7 @@ class SlurmScheduler(Scheduler):
         return [["sacct", "-P", "-n", "-j", ",".join(str(j) for j in job_ids), "-o", _SACCT_FIELDS]]
 
     def parse_status(self, outputs: Sequence[CommandResult], job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """sacct or squeue output (told apart by the command that ran: 7 or 6 fields a line)."""
+        """sacct output, or squeue output once the scheduler has switched (``accounting is False``)."""
         res = outputs[0]
         check_ran(self.name, "status", res)
         if self.accounting is False:
