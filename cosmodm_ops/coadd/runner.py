@@ -68,6 +68,7 @@ __all__ = [
     "InputFile",
     "NoInputsError",
     "calibrate_tile",
+    "chi_mean",
     "run_band",
 ]
 
@@ -249,10 +250,10 @@ def _plain_header(header: Any) -> Any:
     return out
 
 
-def _write_plain(path: Path, data: np.ndarray, header: Any) -> Path:
+def _write_plain(path: Path, data: np.ndarray, header: Any, dtype: Any = np.float32) -> Path:
     from astropy.io import fits as afits
 
-    afits.PrimaryHDU(np.ascontiguousarray(data, dtype=np.float32), header=_plain_header(header)).writeto(
+    afits.PrimaryHDU(np.ascontiguousarray(data, dtype=dtype), header=_plain_header(header)).writeto(
         path, overwrite=True, output_verify="silentfix")
     return path
 
@@ -681,5 +682,408 @@ def run_band(
     return 0
 
 
-def calibrate_tile(*args: Any, **kwargs: Any) -> int:  # pragma: no cover - replaced below
-    raise NotImplementedError
+# ---------------------------------------------------------------------------------------------
+# the multi-band calibration of a tile
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Band:
+    band: str
+    folder: Path
+    image: Path
+    weight: Path
+    inputs: list[ManifestInput]
+    tags: dict[str, Any]
+
+
+def _band_coadds(coadds: Sequence[Path], bands: Sequence[str], tile: str) -> dict[str, _Band]:
+    """The homogenized coadd of each band from the band jobs' folders (checksums verified)."""
+    from cosmodm_ops.fits import file_sha256
+    from cosmodm_ops.manifest import read_manifest
+
+    folders: list[Path] = []
+    for c in coadds:
+        c = Path(c)
+        if (c / "manifest.json").exists():
+            folders.append(c)
+        else:
+            folders += [c / b for b in bands if (c / b / "manifest.json").exists()]
+    found: dict[str, _Band] = {}
+    for f in folders:
+        m = read_manifest(f / "manifest.json")
+        band = m.tags.get("band")
+        if band not in bands or m.tags.get("tile") != tile:
+            continue
+        prods = {p.kind: p for p in m.products}
+        if "coadd_homog" not in prods or "coadd_homog_weight" not in prods:
+            msg = f"{f / 'manifest.json'}: no coadd_homog / coadd_homog_weight product (run `cosmodm coadd run`)"
+            raise CoaddBadInput(msg)
+        ins = []
+        for kind in ("coadd_homog", "coadd_homog_weight"):
+            p = prods[kind]
+            path = (f / p.path).resolve()
+            if not path.exists() or file_sha256(path) != p.sha256:
+                msg = f"{path}: missing or its sha256 differs from {f / 'manifest.json'}"
+                raise CoaddBadInput(msg)
+            ins.append(ManifestInput(role=kind, path=str(path), sha256=p.sha256, size=p.size, tags=p.tags))
+        found[band] = _Band(band, f, Path(ins[0].path), Path(ins[1].path), ins, prods["coadd_homog"].tags)
+    missing = [b for b in bands if b not in found]
+    if missing:
+        msg = (f"tile {tile}: no coadd of band(s) {missing} under {[str(c) for c in coadds]} "
+               f"(expected <dir>/<band>/manifest.json from `cosmodm coadd run`)")
+        raise CoaddBadInput(msg)
+    return found
+
+
+def chi_mean(images: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.ndarray:
+    """The CHI-MEAN detection image of several bands (Drlica-Wagner et al. 2018).
+
+    ``chi = sqrt(sum_b f_b^2 w_b)`` is, for pure noise, chi-distributed with ``n`` degrees of
+    freedom (``n`` bands with weight > 0 at the pixel); it is shifted by that distribution's
+    mean ``mu_n = sqrt(2) Gamma((n+1)/2) / Gamma(n/2)`` and divided by its standard deviation
+    ``sqrt(n - mu_n^2)``, so sky pixels have mean 0 and unit variance whatever ``n``.
+    Pixels no band covers are 0.
+    """
+    from scipy.special import gammaln
+
+    chi2 = np.zeros(images[0].shape, np.float64)
+    nb = np.zeros(images[0].shape, np.int32)
+    for img, w in zip(images, weights, strict=True):
+        good = (w > 0) & np.isfinite(img)
+        chi2 += np.where(good, np.asarray(img, np.float64) ** 2 * np.where(good, w, 0.0), 0.0)
+        nb += good
+    out = np.zeros_like(chi2)
+    for k in range(1, len(images) + 1):
+        sel = nb == k
+        mu = math.sqrt(2.0) * math.exp(gammaln((k + 1) / 2.0) - gammaln(k / 2.0))
+        out[sel] = (np.sqrt(chi2[sel]) - mu) / math.sqrt(k - mu * mu)
+    return out.astype(np.float32)
+
+
+def _bin(img: np.ndarray, max_side: int = 2000) -> np.ndarray:
+    f = max(1, math.ceil(max(img.shape) / max_side))
+    if f == 1:
+        return img
+    ny, nx = (img.shape[0] // f) * f, (img.shape[1] // f) * f
+    return img[:ny, :nx].reshape(ny // f, f, nx // f, f).mean(axis=(1, 3))
+
+
+def _apcorr(cat: np.ndarray, spread_max: float) -> float | None:
+    pointlike = np.abs(cat["SPREAD_MODEL"]) < spread_max
+    bright = (cat["FLAGS"] == 0) & pointlike & (cat["SNR_WIN"] > 20) & (cat["MAG_PSF"] < 90) & \
+        (cat["MAG_APER"][:, -1] < 90)
+    if bright.sum() < 3:
+        return None
+    return float(np.median(cat["MAG_APER"][:, -1][bright] - cat["MAG_PSF"][bright]))
+
+
+#: Diameters (pixels) of SExtractor's PHOT_APERTURES (the defaults of :func:`sextractor_args`).
+_APERTURES = (7.0, 12.0, 20.0)
+
+
+def _moffat_to_total(beta: float | None, fwhm_px: float) -> float:
+    """Magnitude correction from the largest aperture to total flux for a Moffat PSF (0 without beta).
+
+    The flux of a Moffat inside radius R is ``1 - (1 + R^2/alpha^2)^(1-beta)``: with beta 2.5
+    and a 4.5-pixel FWHM, 5% of the light falls outside a 20-pixel aperture.
+    """
+    if beta is None or beta <= 1:
+        return 0.0
+    alpha = fwhm_px / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    r = max(_APERTURES) / 2.0
+    inside = 1.0 - (1.0 + (r / alpha) ** 2) ** (1.0 - beta)
+    return float(2.5 * math.log10(inside))
+
+
+def _write_catalog(src: Path, dst: Path, dzp: float, apcorr: float, magzero: float) -> Path:
+    """The dual-image catalog with calibrated magnitudes: ``dzp`` added to every MAG_*, ``apcorr`` to MAG_PSF."""
+    from astropy.io import fits as afits
+
+    with afits.open(src) as hdul:
+        for hdu in hdul:
+            if hdu.name != "LDAC_OBJECTS":
+                continue
+            for col in hdu.columns.names:
+                if col.startswith("MAG_") and len(hdu.data):
+                    m = hdu.data[col]
+                    ok = m < 90
+                    m[ok] = m[ok] + dzp + (apcorr if col == "MAG_PSF" else 0.0)
+            hdu.header["MAGZERO"] = (magzero + dzp, "[mag] calibrated zeropoint")
+            hdu.header["DZP"] = (dzp, "[mag] locus correction in MAG_*")
+            hdu.header["APCORR"] = (apcorr, "[mag] aperture corr. in MAG_PSF")
+        tmp = dst.with_name(f".{dst.name}.part")
+        hdul.writeto(tmp, overwrite=True)
+    os.replace(tmp, dst)
+    return dst
+
+
+def _read_refcat_j(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(ra, dec, mag_J) of a photometric reference catalog, or None without a J column."""
+    import fitsio
+
+    try:
+        data = fitsio.read(str(path), ext=1)
+    except (OSError, ValueError) as err:
+        msg = f"{path} HDU 1: cannot read the photometric reference catalog: {err}"
+        raise CoaddBadInput(msg) from err
+    names = {n.lower(): n for n in data.dtype.names}
+    if "ra" not in names or "dec" not in names:
+        msg = f"{path} HDU 1: columns 'ra' and 'dec' are needed (have {list(names)})"
+        raise CoaddBadInput(msg)
+    jcol = names.get("mag_j") or names.get("j") or names.get("jmag")
+    if jcol is None:
+        return None
+    j = np.asarray(data[jcol], float)
+    j[~np.isfinite(j) | (j > 90) | (j <= 0)] = np.nan
+    return np.asarray(data[names["ra"]], float), np.asarray(data[names["dec"]], float), j
+
+
+def calibrate_tile(
+    tile: Tile,
+    bands: Sequence[str],
+    coadds: Sequence[str | os.PathLike[str]],
+    cfg: Config,
+    out: str | os.PathLike[str],
+    *,
+    refcat: str | os.PathLike[str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+) -> int:
+    """Detection image, dual-image catalogs and the stellar-locus calibration of one tile.
+
+    Stages (each logged with its time):
+
+    1. **read**: every band's PSF-homogenized coadd and weight from the band jobs' folders
+       (``coadds``: band folders, or their parent with ``<band>/``), checked against their manifests;
+    2. **detection**: the CHI-MEAN image (:func:`chi_mean`) of ``coadd.detection_bands``
+       (those present; all bands when none is);
+    3. **psf**: SExtractor + PSFEx on each band's homogenized coadd (the model for MAG_PSF and
+       SPREAD_MODEL);
+    4. **catalogs**: SExtractor in dual-image mode (detection image, band image) per band;
+    5. **locus**: stars (SPREAD_MODEL and S/N cuts in the first detection band, good in g, r, i, z),
+       MAG_PSF with each band's aperture correction, J from ``refcat`` (``mag_J``) when
+       given, :func:`cosmodm_ops.coadd.locus.fit_locus`; per band ``ZP = coadd.magzero + dzp``;
+    6. **products**: calibrated catalogs (every MAG_* + dzp), the detection image, the locus
+       plot and a pseudo-colour PNG in an HTML report, ``qa.json``, ``manifest.json``.
+
+    Without g, r, i and z (or with too few stars) there is no locus fit: the catalogs keep
+    the relative zeropoint ``coadd.magzero`` and the QA says why.
+
+    Returns
+    -------
+    int
+        0 (QA verdicts are in qa.json).
+    """
+    from cosmodm_ops.astromatic import psfex_args, read_ldac, run_tool, sextractor_args
+    from cosmodm_ops.coadd.locus import LocusError, fit_locus, match_reference, plot_locus
+    from cosmodm_ops.coadd.swarp import color_png
+    from cosmodm_ops.fits import write_image
+
+    label = f"calibrate {tile.name}"
+    bands = list(dict.fromkeys(bands))
+    start_iso = _now()
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = _Stages(label)
+    co = cfg.coadd
+    se = cfg.single_epoch
+    with stage("read"):
+        found = _band_coadds([Path(c) for c in coadds], bands, tile.name)
+    det_bands = [b for b in co.detection_bands if b in found] or list(bands)
+    log.info("%s: bands %s, detection from %s", label, ",".join(bands), "+".join(det_bands))
+    root = workdir or cfg.site.ramdisk.path
+    with _workdir(root, f"calibrate-{tile.name}") as work:
+        plain: dict[str, dict[str, Path]] = {}
+        arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        header = None
+        fwhm_px: dict[str, float] = {}
+        satur: dict[str, float] = {}
+        psf_beta: dict[str, float | None] = {}
+        with stage("decompress"):
+            for b in bands:
+                img, hdr = _read_image(found[b].image)
+                wt, _ = _read_image(found[b].weight)
+                if header is None:
+                    header = hdr
+                elif img.shape != arrays[bands[0]][0].shape:
+                    msg = f"tile {tile.name}: coadd of band {b} has shape {img.shape}, band {bands[0]} " \
+                          f"{arrays[bands[0]][0].shape}: not the same tile grid"
+                    raise CoaddBadInput(msg)
+                arrays[b] = (img, wt)
+                # no saturation on a coadd (SExtractor refuses 1e30): ten times the brightest pixel
+                satur[b] = float(max(10.0 * np.nanmax(img[wt > 0]) if (wt > 0).any() else 0.0, 1e6))
+                fwhm_px[b] = float(hdr.get("PSF_FWHM", 1.0)) / tile.pixel_scale
+                psf_beta[b] = float(hdr["PSF_BETA"]) if "PSF_BETA" in hdr else None
+                plain[b] = {"image": _write_plain(work / f"{b}.fits", img, hdr),
+                            "weight": _write_plain(work / f"{b}.weight.fits", wt, hdr),
+                            "flag": _write_plain(work / f"{b}.flag.fits", (wt <= 0), hdr, np.int32)}
+        with stage("detection"):
+            det = chi_mean([arrays[b][0] for b in det_bands], [arrays[b][1] for b in det_bands])
+            det_w = np.ones(det.shape, np.float32)
+            for b in det_bands:
+                det_w[arrays[b][1] <= 0] = 0.0
+            det_p = _write_plain(work / "det.fits", det, header)
+            det_wp = _write_plain(work / "det.weight.fits", det_w, header)
+        psfs: dict[str, Path] = {}
+        with stage("psf"):
+            for b in bands:
+                cat1 = work / f"{b}.pass1.ldac"
+                run_tool("sextractor", sextractor_args(
+                    plain[b]["image"], cat1, weight=plain[b]["weight"], flag=plain[b]["flag"],
+                    params="single_epoch_pass1.param", gain=0.0, saturate=satur[b], pixel_scale=tile.pixel_scale,
+                    seeing_arcsec=fwhm_px[b] * tile.pixel_scale, detect_thresh=se.detect_thresh,
+                    detect_minarea=se.detect_minarea, mag_zeropoint=co.magzero), cwd=work)
+                n_cand = len(read_ldac(cat1, columns=["FLAGS"]))
+                degrees = se.psfvar_degrees if n_cand >= 200 else 0
+                run_tool("psfex", psfex_args(cat1, psf_size=se.psf_size, psfvar_degrees=degrees, outdir=work),
+                         cwd=work)
+                psfs[b] = work / f"{b}.pass1.psf"
+                if not psfs[b].exists():
+                    msg = f"tile {tile.name} band {b}: PSFEx wrote no model (too few stars on the coadd?)"
+                    raise CoaddBadInput(msg)
+        cats: dict[str, np.ndarray] = {}
+        raw_cats: dict[str, Path] = {}
+        with stage("catalogs"):
+            for b in bands:
+                cat = work / f"{b}.dual.ldac"
+                run_tool("sextractor", sextractor_args(
+                    f"{det_p},{plain[b]['image']}", cat, weight=f"{det_wp},{plain[b]['weight']}",
+                    flag=plain[b]["flag"], params=se.sextractor_params, psf=psfs[b], gain=0.0, saturate=satur[b],
+                    pixel_scale=tile.pixel_scale, seeing_arcsec=fwhm_px[b] * tile.pixel_scale,
+                    detect_thresh=se.detect_thresh, detect_minarea=se.detect_minarea, mag_zeropoint=co.magzero,
+                    extra={"WEIGHT_TYPE": "MAP_WEIGHT,MAP_WEIGHT"}), cwd=work)
+                cats[b] = read_ldac(cat)
+                raw_cats[b] = cat
+            sizes = {b: len(c) for b, c in cats.items()}
+            if len(set(sizes.values())) != 1:
+                msg = f"tile {tile.name}: dual-image catalogs differ in length {sizes}: detection image mismatch"
+                raise CoaddBadInput(msg)
+        # 5. stellar locus
+        loc_res = None
+        locus_reason = None
+        # MAG_PSF -> the largest aperture (measured on the stars) -> total (the homogenized PSF is a known Moffat)
+        apcorr = {b: (_apcorr(cats[b], se.spread_model_star_max) or 0.0) + _moffat_to_total(psf_beta[b], fwhm_px[b])
+                  for b in bands}
+        dzp = dict.fromkeys(bands, 0.0)
+        n_with_j = 0
+        with stage("locus"):
+            griz = ("g", "r", "i", "z")
+            if not all(b in cats for b in griz):
+                locus_reason = f"stellar-locus fit needs g, r, i and z; have {','.join(bands)}"
+            else:
+                ref = cats[det_bands[0]] if det_bands[0] in cats else cats["r"]
+                star = (np.abs(ref["SPREAD_MODEL"]) < se.spread_model_star_max) & \
+                    (1.0857 / np.maximum(ref["MAGERR_PSF"], 1e-6) >= co.star_snr_min)
+                for b in griz:
+                    star &= (cats[b]["MAG_PSF"] < 90) & (cats[b]["FLAGS"] <= 3)
+                mags = {b: cats[b]["MAG_PSF"][star].astype(float) + apcorr[b] for b in griz}
+                errs = {b: np.maximum(cats[b]["MAGERR_PSF"][star].astype(float), 0.005) for b in griz}
+                ra = ref["ALPHAWIN_J2000"][star].astype(float)
+                dec = ref["DELTAWIN_J2000"][star].astype(float)
+                if refcat is not None:
+                    refj = _read_refcat_j(refcat)
+                    if refj is None:
+                        locus_reason = f"{refcat}: no mag_J column: calibration relative to r only"
+                    else:
+                        mags["J"] = match_reference(ra, dec, *refj, radius_arcsec=co.match_radius_arcsec)
+                        errs["J"] = np.full(len(ra), 0.03)
+                        n_with_j = int(np.isfinite(mags["J"]).sum())
+                try:
+                    loc_res = fit_locus(mags, errs, anchor="J")
+                except LocusError as err:
+                    locus_reason = f"no stellar-locus fit: {err}"
+                else:
+                    dzp.update(loc_res.zeropoints)
+                    if not loc_res.absolute and locus_reason is None:
+                        locus_reason = f"only {n_with_j} stars with J: zeropoints relative to r"
+            if locus_reason:
+                log.warning("%s: %s", label, locus_reason)
+        zps = {b: co.magzero + dzp[b] for b in bands}
+        # 6. products
+        with stage("products"):
+            tags = Tags(survey=cfg.survey.name, camera=cfg.camera.name, stage=Stage.COADD,
+                        version=cfg.pipeline_version, kind=ProductKind.COADD_CATALOG, tile=tile.name, band=bands[0])
+            products: list[ManifestProduct] = []
+            for b in bands:
+                dst = _write_catalog(raw_cats[b], out / f"{tile.name}_{b}_cat.fits", dzp[b], apcorr[b], co.magzero)
+                products.append(_product(dst, out, ProductKind.COADD_CATALOG, tags.with_(band=b)))
+            det_hdr = _plain_header(header)
+            det_hdr["DETBANDS"] = ("+".join(det_bands), "bands of the CHI-MEAN image")
+            det_out = write_image(out / f"{tile.name}_det_coadd.fits.fz", det, det_hdr, compress=True)
+            products.append(_product(det_out, out, ProductKind.COADD, tags.with_(band="det")))
+            plots: list[tuple[str, Path]] = []
+            if loc_res is not None:
+                plots.append(("Stellar locus after calibration", plot_locus(
+                    loc_res, out / f"{tile.name}_locus.png", title=f"{tile.name}: stellar locus")))
+            rgb = [b for b in ("i", "r", "g") if b in arrays]
+            if len(rgb) < 3:
+                rgb = (list(reversed(bands)) * 3)[:3]
+            flux = {b: _bin(arrays[b][0] * 10 ** (-0.4 * dzp[b])) for b in set(rgb)}
+            png = color_png(flux[rgb[0]], flux[rgb[1]], flux[rgb[2]], out / f"{tile.name}_color.png")
+            plots.append((f"Pseudo-colour image ({', '.join(rgb)} as red, green, blue)", png))
+
+    # QA
+    with stage("qa"):
+        checks: list[dict[str, Any]] = []
+        if loc_res is not None:
+            for plane, value in loc_res.scatter.items():
+                checks.append(_check(f"locus_scatter_{plane.replace(' vs ', '_').replace('-', '')}", value,
+                                     cfg.qa.max_locus_scatter_mag))
+            checks.append(_check("n_locus_stars", float(loc_res.n_used), 20.0, upper=False))
+            checks.append(_check("locus_absolute", float(loc_res.absolute), None, reason=locus_reason))
+        else:
+            checks.append(_check("n_locus_stars", None, 20.0, upper=False, reason=locus_reason))
+        for b in bands:
+            checks.append(_check(f"zeropoint_{b}", zps[b], None))
+            checks.append(_check(f"n_objects_{b}", float(sizes[b]), None))
+        summary: dict[str, Any] = {
+            "tile": tile.name, "bands": ",".join(bands), "detection_bands": ",".join(det_bands),
+            "n_objects": sizes[bands[0]], "magzero": co.magzero, "locus_reason": locus_reason,
+            "locus_absolute": loc_res.absolute if loc_res is not None else False,
+            "n_locus_stars": loc_res.n_used if loc_res is not None else 0, "n_with_j": n_with_j,
+        }
+        for b in bands:
+            summary[f"zeropoint_{b}"] = zps[b]
+            summary[f"dzp_{b}"] = dzp[b]
+            summary[f"apcorr_{b}"] = apcorr[b]
+            if loc_res is not None and b in loc_res.errors:
+                summary[f"dzp_err_{b}"] = loc_res.errors[b]
+        if loc_res is not None:
+            summary.update({f"locus_scatter {k}": v for k, v in loc_res.scatter.items()})
+        summary["verdict"] = "fail" if any(c["verdict"] == "fail" for c in checks) else "pass"
+        qa_doc = {"tile": tile.name, "bands": bands, "summary": summary, "checks": checks,
+                  "zeropoints": zps, "dzp": dzp, "apcorr": apcorr,
+                  "locus": None if loc_res is None else {"zeropoints": loc_res.zeropoints, "errors": loc_res.errors,
+                                                         "colour_shifts": loc_res.colour_shifts,
+                                                         "scatter": loc_res.scatter, "absolute": loc_res.absolute,
+                                                         "n_stars": loc_res.n_stars, "n_used": loc_res.n_used,
+                                                         "n_with_j": loc_res.n_with_j,
+                                                         "converged": loc_res.converged}}
+        qa_path = _write_json(out / "qa.json", qa_doc)
+        report = _write_report(out / f"{tile.name}_report.html", f"Tile {tile.name}: catalogs and calibration",
+                               summary, checks, plots,
+                               [("Zeropoints", ["band", "zeropoint", "dzp", "aperture correction", "objects"],
+                                 [[b, zps[b], dzp[b], apcorr[b], sizes[b]] for b in bands])])
+        qa_tags = Tags(survey=cfg.survey.name, camera=cfg.camera.name, stage=Stage.QA, version=cfg.pipeline_version,
+                       kind=ProductKind.QA, tile=tile.name)
+        products.append(_product(qa_path, out, ProductKind.QA, qa_tags))
+        products.append(_product(report, out, ProductKind.REPORT, qa_tags))
+    minputs = [i for b in bands for i in found[b].inputs]
+    if refcat is not None:
+        from cosmodm_ops.fits import file_sha256
+
+        rp = Path(refcat).resolve()
+        minputs.append(ManifestInput(role="refcat", path=str(rp), sha256=file_sha256(rp), size=rp.stat().st_size))
+    stage.timings["total"] = round(time.perf_counter() - t_start, 4)
+    manifest = Manifest(
+        job={"name": f"calibrate-{tile.name}", "site": cfg.site.name, "host": socket.gethostname(),
+             "start": start_iso, "end": _now(), "state": "done", "exit_code": 0},
+        tags={"survey": cfg.survey.name, "camera": cfg.camera.name, "stage": "coadd",
+              "version": cfg.pipeline_version, "tile": tile.name},
+        products=products, inputs=minputs, versions=_versions(), config_hash=config_hash(cfg),
+        timings=dict(stage.timings),
+        bytes={"read": int(sum(m.size for m in minputs)), "output": int(sum(p.size for p in products))},
+    )
+    write_manifest(manifest, out / "manifest.json")
+    log.info("%s: done in %.1f s: zeropoints %s; QA %s", label, time.perf_counter() - t_start,
+             ", ".join(f"{b} {zps[b]:.3f}" for b in bands), summary["verdict"])
+    return 0
