@@ -480,7 +480,8 @@ def run_band(
     rep = None
     photcal_note = None
     with stage("photcal"):
-        settings = photcal.PhotcalSettings.from_config(cfg, min_stars=co.min_stars_per_image)
+        settings = photcal.PhotcalSettings.from_config(cfg, min_stars=co.min_stars_per_image,
+                                                       floor_mag=co.photcal_floor_mag)
         try:
             res = photcal.run(tables, settings, names)
         except photcal.PhotcalError as err:

@@ -241,6 +241,10 @@ class CoaddConfig(_Strict):
     min_stars_per_image: int = Field(
         default=5, ge=1, description="Relative calibration: images with fewer matched stars are left out."
     )
+    photcal_floor_mag: float = Field(
+        default=0.0, ge=0.0,
+        description="Systematic error per star measurement (mag) added to MAGERR for the relative-calibration weights.",
+    )
     psf_target_scale: float = Field(
         default=1.2, ge=1.0,
         description="Homogenized PSF FWHM = this x the median input FWHM (a broader target is matched reliably).",

@@ -23,13 +23,17 @@ pytestmark = pytest.mark.astromatic
 
 STEM = "legacypipe/c4d_170316_062107_{}_z_ls9.N2.fits"
 TILE = "CUT630780"
-#: expnum, flux factor, shift (dx, dy) in pixels; the last exposure is quarantined
-EXPOSURES = [(900001, 1.00, 0, 0), (900002, 0.80, 3, 2), (900003, 1.30, 5, 4), (900004, 1.10, 1, 1)]
+#: expnum, flux factor, shift (dx, dy) in pixels; 900004 is quarantined; in 900005 the brightest star is 15% brighter
+EXPOSURES = [(900001, 1.00, 0, 0), (900002, 0.80, 3, 2), (900003, 1.30, 5, 4), (900004, 1.10, 1, 1),
+             (900005, 0.90, 0, 0)]
 QUARANTINED = 900004
+NONGREY = 900005
 CROP = (240, 236)  # ny, nx
 
 
-def _make_exposure(folder: Path, expnum: int, factor: float, dx: int, dy: int, seed: int) -> dict[str, Path]:
+def _make_exposure(folder: Path, expnum: int, factor: float, dx: int, dy: int, seed: int,
+                   boost: tuple[float, float, float] | None = None) -> dict[str, Path]:
+    """One exposure; ``boost=(x, y, f)`` multiplies the light above the sky within 12 pixels of (x, y) by f."""
     from astropy.io import fits
 
     rng = np.random.default_rng(seed)
@@ -46,7 +50,14 @@ def _make_exposure(folder: Path, expnum: int, factor: float, dx: int, dy: int, s
             hdr = hdul[1].header.copy()
             data = hdul[1].data
             if kind == "ooi":
-                data = ((data + noise) * factor).astype(np.float32)
+                data = data + noise
+                if boost is not None:
+                    bx, by, bf = boost
+                    yy, xx = np.mgrid[0 : data.shape[0], 0 : data.shape[1]]
+                    near = np.hypot(xx - bx, yy - by) <= 12
+                    sky = np.median(data[w > 0])
+                    data = np.where(near, sky + (data - sky) * bf, data)
+                data = (data * factor).astype(np.float32)
             elif kind == "oow":
                 data = (data / 2.0 / factor**2).astype(np.float32)  # the variance doubled by the added noise
             hdr["CRPIX1"] = hdr["CRPIX1"] - dx
@@ -82,8 +93,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     archive = Archive(f"sqlite:///{tmp / 'archive.db'}", tmp / "archive")
     archive.init()
     se_dirs = {}
+    boost = None
     for k, (expnum, factor, dx, dy) in enumerate(EXPOSURES):
-        files = _make_exposure(tmp, expnum, factor, dx, dy, seed=k)
+        if expnum == NONGREY:  # the brightest star of the first exposure (0-based pixels)
+            stars = _input_stars({"se": se_dirs}, EXPOSURES[0][0])
+            first = stars[np.argmin(stars["MAG_PSF"])]
+            boost = (float(first["XWIN_IMAGE"]) - 1, float(first["YWIN_IMAGE"]) - 1, 1.15)
+        files = _make_exposure(tmp, expnum, factor, dx, dy, seed=k, boost=boost if expnum == NONGREY else None)
         se = tmp / f"se{expnum}"
         argv = ["single-epoch", "run", "--detrended", str(files["ooi"]), "--weight", str(files["oow"]),
                 "--mask", str(files["ood"]), "--refcat", str(ref), "--out", str(se), "--jobs", "1",
@@ -95,7 +111,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tiling, ra, dec = _tile_yaml(tmp)
     out = tmp / "coadd"
     base = ["--survey", "des", "--version", "v1", "--tiling", str(tiling), "--db", archive.db_url,
-            "--root", str(archive.root), "--set", "coadd.min_stars_per_image=2"]
+            "--root", str(archive.root), "--set", "coadd.min_stars_per_image=2",
+            "--set", "coadd.photcal_floor_mag=0.01"]
     code = main(["coadd", "run", "--tile", TILE, "--band", "z", "--out", str(out), *base])
     return {"tmp": tmp, "archive": archive, "out": out, "code": code, "se": se_dirs, "tiling": tiling,
             "base": base, "ra": ra, "dec": dec}
@@ -123,13 +140,19 @@ def test_run_succeeds_and_excludes_the_quarantined_exposure(world: dict):
 
     assert world["code"] == EXIT_OK
     m = read_manifest(world["out"] / "manifest.json")
-    expnums = {i.tags["expnum"] for i in m.inputs}
-    assert expnums == {900001, 900002, 900003}
-    assert {i.role for i in m.inputs} == {"image", "weight", "psf", "catalog"}
+    used = {i.tags["expnum"] for i in m.inputs if not i.role.startswith("rejected_")}
+    assert used == {900001, 900002, 900003}
+    # the non-grey exposure was looked at (its catalog) and removed; its image was not coadded
+    assert {(i.tags["expnum"], i.role) for i in m.inputs if i.role.startswith("rejected_")} == {
+        (NONGREY, "rejected_catalog")}
     qa = json.loads((world["out"] / "qa.json").read_text())
     assert [s["name"] for s in qa["skipped"]] == ["00900004_c33"]
     assert "quarantined: test: a bad exposure" in qa["skipped"][0]["reason"]
     assert qa["summary"]["n_used"] == 3 and qa["summary"]["verdict"] == "pass"
+    (removed,) = qa["removed"]
+    assert removed["name"] == f"{NONGREY:08d}_c33"
+    assert "repeatability" in removed["reason"] and "> 30 mmag" in removed["reason"]
+    assert [im["used"] for im in qa["images"]] == [True, True, True, False]
     assert {c["name"]: c["verdict"] for c in qa["checks"]}["repeatability_mmag"] == "pass"
     assert set(m.timings) >= {"stars", "photcal", "psf", "homogenize", "swarp", "swarp_homog", "qa", "total"}
 
@@ -152,7 +175,7 @@ def test_manifest_checksums_match_files(world: dict):
 def test_relative_zeropoints_recover_the_flux_factors(world: dict):
     """zp_k = 2.5 log10(f_k) - apcorr_k + const: each image's MAG_PSF carries its own aperture correction."""
     qa = json.loads((world["out"] / "qa.json").read_text())
-    zp = np.array([im["zeropoint"] for im in qa["images"]])
+    zp = np.array([im["zeropoint"] for im in qa["images"]])[:3]
     ap = np.array([json.loads((world["se"][e] / "qa.json").read_text())["ccds"][0]["values"]["apcorr_mag"]
                    for e, *_ in EXPOSURES[:3]])
     truth = 2.5 * np.log10([f for _, f, *_ in EXPOSURES[:3]]) - ap
@@ -225,6 +248,8 @@ def test_registered_coadd_links_to_its_inputs(world: dict):
     up = archive.lineage(coadd["id"], direction="up", depth=1)
     linked = {(up["products"][e["input_id"]]["expnum"], e["role"]) for e in up["edges"] if e["input_id"]}
     assert linked == {(e, r) for e in (900001, 900002, 900003) for r in ("image", "weight", "catalog")}
+    (odd,) = archive.find(survey="des", expnum=NONGREY, kind="image")
+    assert archive.lineage(odd["id"], direction="down", depth=1)["edges"] == []
     up_h = archive.lineage(homog["id"], direction="up", depth=1)
     assert {e["role"] for e in up_h["edges"]} == {"image", "weight", "psf", "catalog"}
     # and downwards: an input image knows the coadds made from it
