@@ -36,6 +36,7 @@ its docstring.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import html
 import json
@@ -334,6 +335,25 @@ def _product(path: Path, out: Path, kind: ProductKind, tags: Tags,
                            sha256=file_sha256(path), size=path.stat().st_size, inputs=inputs)
 
 
+def _scratch_root(root: str | os.PathLike[str], need: int, max_fraction: float, fallback: Path) -> Path:
+    """``root`` when ``need`` more bytes keep its filesystem under ``max_fraction`` full, else ``fallback/.scratch``.
+
+    A whole tile (hundreds of CCDs) does not fit a RAM disk: its scratch then goes to the
+    output filesystem, with a warning.
+    """
+    base = Path(root)
+    probe = base
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    if usage.total - usage.free + need <= max_fraction * usage.total:
+        return base
+    alt = fallback / ".scratch"
+    log.warning("scratch of %.1f GB would fill %s beyond %.0f%%: using %s instead", need / 1e9, probe,
+                100 * max_fraction, alt)
+    return alt
+
+
 @contextmanager
 def _workdir(root: str | os.PathLike[str] | None, label: str) -> Iterator[Path]:
     base = Path(root) if root else None
@@ -344,6 +364,9 @@ def _workdir(root: str | os.PathLike[str] | None, label: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        if base is not None and base.name == ".scratch":
+            with contextlib.suppress(OSError):
+                base.rmdir()  # only when empty
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,7 +543,9 @@ def run_band(
         log.info("%s: input PSF FWHM %.3f-%.3f arcsec (median %.3f); target Moffat FWHM %.3f arcsec, beta %g",
                  label, fwhm_in.min(), fwhm_in.max(), np.median(fwhm_in), target_arcsec, co.moffat_beta)
 
-    root = workdir or cfg.site.ramdisk.path
+    # scratch: homogenized copies and SWarp's resampled images, about 4 x 8 bytes per input pixel
+    need = sum(32 * info[i]["shape"][0] * info[i]["shape"][1] for i in used) + 16 * tile.npix**2
+    root = _scratch_root(workdir or cfg.site.ramdisk.path, need, cfg.site.ramdisk.max_fraction, out)
     samples: list[dict[str, float]] = []
     with _workdir(root, f"coadd-{tile.name}-{band}") as work:
         # 4. sky and PSF homogenization of every used image
@@ -891,7 +916,9 @@ def calibrate_tile(
         found = _band_coadds([Path(c) for c in coadds], bands, tile.name)
     det_bands = [b for b in co.detection_bands if b in found] or list(bands)
     log.info("%s: bands %s, detection from %s", label, ",".join(bands), "+".join(det_bands))
-    root = workdir or cfg.site.ramdisk.path
+    # scratch: per band image, weight and flag plain (12 bytes a pixel), the detection image and its weight
+    root = _scratch_root(workdir or cfg.site.ramdisk.path, (12 * len(bands) + 8) * tile.npix**2,
+                         cfg.site.ramdisk.max_fraction, out)
     with _workdir(root, f"calibrate-{tile.name}") as work:
         plain: dict[str, dict[str, Path]] = {}
         arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}

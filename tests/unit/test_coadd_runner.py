@@ -65,3 +65,12 @@ def test_the_workflow_commands_parse():
     b = p.parse_args(["coadd", "calibrate", "--tile", "T", "--bands", "g,r,i,z", "--coadds", "/w/coadd/T",
                       "--survey", "demo", "--version", "v1", "--out", "/w/coadd/T/calibrated", "--refcat", "/r.fits"])
     assert b.coadds == ["/w/coadd/T"] and b.bands == "g,r,i,z" and b.refcat == "/r.fits"
+
+
+def test_scratch_moves_off_a_full_ramdisk(tmp_path, caplog):
+    from cosmodm_ops.coadd.runner import _scratch_root
+
+    assert _scratch_root(tmp_path / "ram" / "x", 1, 0.99, tmp_path / "out") == tmp_path / "ram" / "x"
+    with caplog.at_level("WARNING"):
+        alt = _scratch_root(tmp_path / "ram", 10**18, 0.5, tmp_path / "out")
+    assert alt == tmp_path / "out" / ".scratch" and "would fill" in caplog.text
