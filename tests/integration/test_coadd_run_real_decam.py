@@ -274,3 +274,22 @@ def test_no_inputs_is_bad_input(world: dict, tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert "no accepted inputs" in err and TILE in err and "band g" in err
     assert not (tmp_path / "g" / "manifest.json").exists()
+
+
+def test_the_tile_workflow_files_and_gates_the_band(world: dict, monkeypatch: pytest.MonkeyPatch):
+    """What the tile_coadd DAG's register and qa_gate tasks do with this job's output folder."""
+    from cosmodm_ops.workflows.coadd import TilePlan, calibration_command, gate_band, register_band
+
+    archive = world["archive"]
+    monkeypatch.setenv("COSMODM_DB", archive.db_url)
+    monkeypatch.setenv("COSMODM_ARCHIVE_ROOT", str(archive.root))
+    from dataclasses import asdict
+
+    plan = asdict(TilePlan(tile=TILE, bands=["z"], survey="des", site="local", version="v1"))
+    registered = register_band(plan, "z", str(world["out"]), {"dag_id": "tile_coadd", "run_id": "r1"})
+    assert registered["products"] == 6
+    verdict = gate_band(plan, "z", registered)
+    assert verdict["accepted"] and verdict["reasons"] == []
+    assert verdict["summary"]["n_used"] == 3 and verdict["summary"]["band"] == "z"
+    assert not archive.is_quarantined({"survey": "des", "tile": TILE, "band": "z", "version": "v1"})
+    assert calibration_command(plan) is None  # one band: nothing to calibrate across bands
