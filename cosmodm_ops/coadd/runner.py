@@ -806,6 +806,30 @@ def _apcorr(cat: np.ndarray, spread_max: float) -> float | None:
 _APERTURES = (7.0, 12.0, 20.0)
 
 
+def _plot_spread_model(cat: np.ndarray, dzp: float, star_max: float, path: Path, title: str) -> Path:
+    """SPREAD_MODEL against calibrated MAG_AUTO, with the star/galaxy cut."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = cat["MAG_AUTO"] < 90
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        ax.plot(cat["MAG_AUTO"][ok] + dzp, cat["SPREAD_MODEL"][ok], ".", ms=3, color="C0", rasterized=True)
+        ax.axhspan(-star_max, star_max, color="C3", alpha=0.15, label=f"|SPREAD_MODEL| < {star_max:g}: stars")
+        ax.set_ylim(-0.02, 0.06)
+        ax.set_xlabel("MAG_AUTO (calibrated)")
+        ax.set_ylabel("SPREAD_MODEL")
+        ax.set_title(f"{title}: {int(ok.sum())} objects", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def _moffat_to_total(beta: float | None, fwhm_px: float) -> float:
     """Magnitude correction from the largest aperture to total flux for a Moffat PSF (0 without beta).
 
@@ -1042,6 +1066,10 @@ def calibrate_tile(
             if loc_res is not None:
                 plots.append(("Stellar locus after calibration", plot_locus(
                     loc_res, out / f"{tile.name}_locus.png", title=f"{tile.name}: stellar locus")))
+            ref_band = det_bands[0] if det_bands[0] in cats else bands[0]
+            plots.append((f"SPREAD_MODEL against MAG_AUTO ({ref_band})", _plot_spread_model(
+                cats[ref_band], dzp[ref_band], se.spread_model_star_max, out / f"{tile.name}_spread_model.png",
+                f"{tile.name} {ref_band}")))
             rgb = [b for b in ("i", "r", "g") if b in arrays]
             if len(rgb) < 3:
                 rgb = (list(reversed(bands)) * 3)[:3]
