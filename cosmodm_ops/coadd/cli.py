@@ -4,6 +4,7 @@ One tile and band, inputs from the archive (``COSMODM_DB`` / ``COSMODM_ARCHIVE_R
 ``--db`` / ``--root``)::
 
     cosmodm coadd run --tile T --band B --survey S --version V --out DIR [--site S] [--tiling NAME|FILE]
+    cosmodm coadd run ... --manifests se1/manifest.json se2/manifest.json ...   # without an archive
 
 The multi-band calibration of a tile, from the band jobs' output folders::
 
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cmd_calibrate", "cmd_run", "gather_inputs", "register"]
+__all__ = ["cmd_calibrate", "cmd_run", "gather_inputs", "inputs_from_manifests", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ def register(sub: Any) -> None:
     run = gsub.add_parser("run", help="coadd one band of a tile from the archive's accepted single-epoch images")
     common(run)
     run.add_argument("--band", required=True, help="band")
+    run.add_argument("--manifests", nargs="+", default=None, metavar="MANIFEST",
+                     help="take the inputs from these single-epoch manifests instead of the archive "
+                          "(no quarantine records: the caller's choice)")
     run.add_argument("--db", help="archive database URL (default: $COSMODM_DB)")
     run.add_argument("--root", help="archive root (default: $COSMODM_ARCHIVE_ROOT)")
     run.set_defaults(func=cmd_run)
@@ -151,6 +155,46 @@ def gather_inputs(archive: Any, tile: Any, *, survey: str, band: str, version: s
     return inputs, skipped
 
 
+def inputs_from_manifests(manifests: list[Path], tile: Any, *, band: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The CCD images of a band overlapping the tile, from single-epoch job manifests.
+
+    Every CCD with an image, weight, PSF and catalog product whose files match the
+    manifest's sha256 is used; CCDs the job failed have no products and do not appear.
+    """
+    from cosmodm_ops.coadd.runner import CoaddBadInput, CoaddInput, InputFile, _image_hdu_header, _wcs
+    from cosmodm_ops.coadd.tiling import ccd_corners
+    from cosmodm_ops.fits import file_sha256
+    from cosmodm_ops.manifest import read_manifest
+
+    inputs, skipped = [], []
+    for mpath in manifests:
+        m = read_manifest(mpath)
+        by_ccd: dict[tuple[int, int], dict[str, Any]] = {}
+        for p in m.products:
+            t = p.tags
+            if t.get("band") != band or t.get("ccd") is None or p.kind not in ("image", "weight", "psf", "catalog",
+                                                                                  "mask"):
+                continue
+            by_ccd.setdefault((int(t["expnum"]), int(t["ccd"])), {})[p.kind] = p
+        for (expnum, ccd), prods in sorted(by_ccd.items()):
+            name = f"{expnum:08d}_c{ccd:02d}"
+            missing = [k for k in ("image", "weight", "psf", "catalog") if k not in prods]
+            if missing:
+                skipped.append({"name": name, "reason": f"{mpath}: no {', '.join(missing)} product"})
+                continue
+            files = {}
+            for kind, p in prods.items():
+                path = (mpath.parent / p.path).resolve()
+                if not path.is_file() or file_sha256(path) != p.sha256:
+                    msg = f"{path}: missing, or its sha256 differs from {mpath}"
+                    raise CoaddBadInput(msg)
+                files[kind] = InputFile(kind, path, p.sha256, p.size, dict(p.tags))
+            hdr = _image_hdu_header(files["image"].path)
+            if tile.overlaps(*ccd_corners(_wcs(hdr), int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))):
+                inputs.append(CoaddInput(name=name, expnum=expnum, ccd=ccd, files=files))
+    return inputs, skipped
+
+
 def _archive(args: argparse.Namespace, cfg: Any) -> Any:
     from cosmodm_ops.archive import Archive
 
@@ -181,9 +225,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         validate_token("band", args.band)
         cfg, tile = _config_and_tile(args)
-        archive = _archive(args, cfg)
-        inputs, skipped = gather_inputs(archive, tile, survey=cfg.survey.name, band=args.band,
-                                        version=cfg.pipeline_version)
+        if args.manifests:
+            inputs, skipped = inputs_from_manifests([Path(m) for m in args.manifests], tile, band=args.band)
+        else:
+            archive = _archive(args, cfg)
+            inputs, skipped = gather_inputs(archive, tile, survey=cfg.survey.name, band=args.band,
+                                            version=cfg.pipeline_version)
         return run_band(tile, args.band, inputs, cfg, args.out, workdir=args.workdir, skipped=skipped)
     except ArchiveUnavailable as err:
         print(f"cosmodm coadd run: transient failure (retry may succeed): {err}", file=sys.stderr)

@@ -293,3 +293,23 @@ def test_the_tile_workflow_files_and_gates_the_band(world: dict, monkeypatch: py
     assert verdict["summary"]["n_used"] == 3 and verdict["summary"]["band"] == "z"
     assert not archive.is_quarantined({"survey": "des", "tile": TILE, "band": "z", "version": "v1"})
     assert calibration_command(plan) is None  # one band: nothing to calibrate across bands
+
+
+def test_run_from_manifests_matches_the_archive_run(world: dict, tmp_path: Path):
+    from cosmodm_ops.manifest import read_manifest
+
+    base = [a for a in world["base"] if a not in ("--db", world["archive"].db_url, "--root", str(world["archive"].root))]
+    manifests = [str(world["se"][e] / "manifest.json") for e in (900001, 900002, 900003)]
+    out = tmp_path / "m"
+    assert main(["coadd", "run", "--tile", TILE, "--band", "z", "--out", str(out), *base,
+                 "--manifests", *manifests]) == EXIT_OK
+    a = json.loads((world["out"] / "qa.json").read_text())
+    b = json.loads((out / "qa.json").read_text())
+    za = {im["name"]: im["zeropoint"] for im in a["images"] if im["used"]}
+    zb = {im["name"]: im["zeropoint"] for im in b["images"]}
+    assert set(zb) == set(za)
+    ma, mb = np.mean(list(za.values())), np.mean(list(zb.values()))  # gauge: the mean of the images used
+    for k, v in za.items():
+        assert zb[k] - mb == pytest.approx(v - ma, abs=2e-3)
+    shas = {i.sha256 for i in read_manifest(out / "manifest.json").inputs}
+    assert shas <= {i.sha256 for i in read_manifest(world["out"] / "manifest.json").inputs}
