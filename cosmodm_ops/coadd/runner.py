@@ -470,7 +470,15 @@ def run_band(
         Nothing to coadd, or inputs that cannot be calibrated (exit 65).
     """
     from cosmodm_ops.coadd import photcal
-    from cosmodm_ops.coadd.psfhomog import cell_kernels, homogenize, moffat_psf, psf_at, psf_fwhm, read_psfex
+    from cosmodm_ops.coadd.psfhomog import (
+        PSFHomogError,
+        cell_kernels,
+        homogenize,
+        moffat_psf,
+        psf_at,
+        psf_fwhm,
+        read_psfex,
+    )
     from cosmodm_ops.coadd.swarp import SwarpError, SwarpInput, flux_scales, run_swarp
 
     label = f"coadd {tile.name} {band}"
@@ -516,7 +524,7 @@ def run_band(
             zp_err = np.zeros(1)
             passed = True
         else:
-            zp, zp_err, rep, passed = res.zeropoints, res.errors, res.repeatability, res.passed
+            zp, zp_err, rep, passed = res.zeropoints.copy(), res.errors.copy(), res.repeatability, res.passed
             removed = [{"name": r.name, "reason": r.reason, "iteration": r.iteration} for r in res.removed]
             for r in removed:
                 log.warning("%s: image %s removed: %s", label, r["name"], r["reason"])
@@ -534,10 +542,22 @@ def run_band(
             hdr = _image_hdu_header(inp.files["image"].path)
             w = _wcs(hdr)
             ny, nx = int(hdr["NAXIS2"]), int(hdr["NAXIS1"])
-            model = read_psfex(inp.files["psf"].path)
-            scale = _pixel_scale(w)
-            fw = psf_fwhm(psf_at(model, (nx + 1) / 2.0, (ny + 1) / 2.0)) * scale
+            try:
+                model = read_psfex(inp.files["psf"].path)
+                scale = _pixel_scale(w)
+                fw = psf_fwhm(psf_at(model, (nx + 1) / 2.0, (ny + 1) / 2.0)) * scale
+            except PSFHomogError as err:  # this image cannot be homogenized: leave it out of both coadds
+                reason = f"PSF model unusable: {err}"
+                log.warning("%s: image %s removed: %s", label, inp.name, reason)
+                removed.append({"name": inp.name, "reason": reason, "iteration": 0})
+                zp[i] = np.nan
+                continue
             info[i] = {"wcs": w, "shape": (ny, nx), "model": model, "scale": scale, "fwhm": fw}
+        used = [i for i in used if i in info]
+        if not used:
+            msg = f"tile {tile.name} band {band}: no input image has a usable PSF model"
+            raise CoaddBadInput(msg)
+        fscale = flux_scales(np.asarray(zp) + SE_MAGZERO, co.magzero)
         fwhm_in = np.array([info[i]["fwhm"] for i in used])
         target_arcsec = float(co.psf_target_scale * np.median(fwhm_in))
         log.info("%s: input PSF FWHM %.3f-%.3f arcsec (median %.3f); target Moffat FWHM %.3f arcsec, beta %g",
