@@ -1154,7 +1154,7 @@ def calibrate_tile(
         job={"name": f"calibrate-{tile.name}", "site": cfg.site.name, "host": socket.gethostname(),
              "start": start_iso, "end": _now(), "state": "done", "exit_code": 0},
         tags={"survey": cfg.survey.name, "camera": cfg.camera.name, "stage": "coadd",
-              "version": cfg.pipeline_version, "tile": tile.name},
+              "version": cfg.pipeline_version, "tile": tile.name, "band": None},  # QA rows: the tile, no band
         products=products, inputs=minputs, versions=_versions(), config_hash=config_hash(cfg),
         timings=dict(stage.timings),
         bytes={"read": int(sum(m.size for m in minputs)), "output": int(sum(p.size for p in products))},

@@ -163,7 +163,8 @@ def test_products_manifest_and_archive(run: dict):
     assert {up["products"][e["input_id"]]["band"] for e in up["edges"] if e["input_id"]} == set(OFFSETS)
     near = archive.cone(RA0, DEC0, 0.01)
     assert near and all(r["tile"] == TILE for r in near)
-    assert archive.qa_results(tile=TILE, check_name="locus_scatter_gr_ri")[0]["verdict"] == "pass"
+    (row,) = archive.qa_results(tile=TILE, check_name="locus_scatter_gr_ri")
+    assert row["verdict"] == "pass" and row["band"] is None and row["scope"] == "tile"
 
 
 def test_two_bands_give_catalogs_without_a_locus_fit(run: dict, tmp_path: Path):
