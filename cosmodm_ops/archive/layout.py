@@ -40,6 +40,8 @@ EXTENSIONS: dict[ProductKind, str] = {
     ProductKind.HEAD: ".head",
     ProductKind.COADD: ".fits.fz",
     ProductKind.COADD_WEIGHT: ".fits.fz",
+    ProductKind.COADD_HOMOG: ".fits.fz",
+    ProductKind.COADD_HOMOG_WEIGHT: ".fits.fz",
     ProductKind.COADD_CATALOG: ".fits",
     ProductKind.MANIFEST: ".json",
     ProductKind.QA: ".json",

@@ -129,6 +129,10 @@ def read_psfex(path: str | Path) -> PSFExModel:
         col = next(c for c in hdu.get_colnames() if c.lower() == "psf_mask")
         data = np.asarray(hdu.read(columns=[col])[col], dtype=np.float64)
     basis = data.reshape(data.shape[-3:]) if data.ndim >= 3 else data[None]
+    if int(hdr.get("POLNAXIS", 2)) == 0:
+        # a constant PSF (PSFVAR_DEGREES 0, e.g. few stars): no polynomial keywords at all
+        hdr = {"POLZERO1": 0.0, "POLZERO2": 0.0, "POLSCAL1": 1.0, "POLSCAL2": 1.0, "POLDEG1": 0,
+               "PSF_SAMP": hdr.get("PSF_SAMP", 1.0), "PSF_FWHM": hdr.get("PSF_FWHM", math.nan)}
     try:
         return PSFExModel(
             basis=basis,

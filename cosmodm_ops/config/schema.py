@@ -238,6 +238,18 @@ class CoaddConfig(_Strict):
     detection_bands: list[str] = Field(default_factory=lambda: ["r", "i"], description="Bands of the chi2 image.")
     star_snr_min: float = Field(default=20.0, gt=0, description="S/N cut for calibration stars.")
     match_radius_arcsec: float = Field(default=1.0, gt=0, description="Star matching radius.")
+    min_stars_per_image: int = Field(
+        default=5, ge=1, description="Relative calibration: images with fewer matched stars are left out."
+    )
+    photcal_floor_mag: float = Field(
+        default=0.0, ge=0.0,
+        description="Systematic error per star measurement (mag) added to MAGERR for the relative-calibration weights.",
+    )
+    psf_target_scale: float = Field(
+        default=1.2, ge=1.0,
+        description="Homogenized PSF FWHM = this x the median input FWHM (a broader target is matched reliably).",
+    )
+    magzero: float = Field(default=30.0, description="Zeropoint (mag) of the coadd pixel values.")
 
 
 class Config(_Strict):

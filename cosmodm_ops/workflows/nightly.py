@@ -211,7 +211,7 @@ def qa_verdict(out_dir: str | os.PathLike[str]) -> tuple[bool, list[str], dict[s
         if str(check.get("verdict", "")).lower() in {"fail", "failed"}:
             value, threshold = check.get("value"), check.get("threshold")
             reasons.append(f"{check.get('name')}={_fmt(value)} (threshold {_fmt(threshold)})")
-    return not reasons, reasons, qa.get("exposure", {})
+    return not reasons, reasons, qa.get("exposure") or qa.get("summary") or {}  # coadd qa.json: "summary"
 
 
 def _fmt(value: Any) -> str:
