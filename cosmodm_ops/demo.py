@@ -3,8 +3,10 @@
 1. simulate a decam-mini night (5 exposures in g and r, one cloudy) into ``var/demo/incoming/<night>``;
 2. run ``nightly_ingest`` through Airflow (``airflow dags test``: SQLite metadata DB, the local
    batch runner, local transfer) with the archive under ``var/demo/archive`` (SQLite);
-3. print one JSON line ``{"night", "exposures", "accepted", "quarantined", "archive", "db", "report"}``
-   and how to open the Airflow UI on it.
+3. run ``tile_coadd`` (``airflow dags test``) on the tile the night covered best, in every band it has
+   (``COSMODM_DEMO_COADD=0`` skips it);
+4. print one JSON line ``{"night", "exposures", "accepted", "quarantined", "failed", "archive", "db", "report",
+   "coadds"}`` and how to open the Airflow UI on it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def _run(argv: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProc
     return subprocess.run(argv, env=env, check=True, cwd=REPO, **kw)
 
 
+def _coadd_counts(tile: str, bands: list[str], db: str, root: str) -> list[dict]:
+    """Per band of a tile: the archived coadd (path) and whether QA quarantined it."""
+    from cosmodm_ops.archive import Archive
+
+    archive = Archive(db, root)
+    out = []
+    for band in bands:
+        found = archive.find(survey="demo", tile=tile, band=band, kind="coadd")
+        out.append({"tile": tile, "band": band, "coadd": str(Path(root) / found[-1]["path"]) if found else None,
+                    "quarantined": archive.is_quarantined({"survey": "demo", "tile": tile, "band": band})})
+    return out
+
+
 def main() -> int:
     env = demo_env()
     venv_bin = Path(sys.executable).parent
@@ -61,11 +76,22 @@ def main() -> int:
     _run([str(venv_bin / "cosmodm"), "archive", "init"], env)
     _run([str(venv_bin / "airflow"), "db", "migrate"], env, stdout=subprocess.DEVNULL)
     conf = json.dumps({"night": NIGHT, "site": "local", "survey": "demo", "version": "v1"})
-    _run([str(venv_bin / "airflow"), "dags", "test", "nightly_ingest", "--conf", conf], env)
-    from cosmodm_ops.workflows.nightly import night_counts
+    _run([str(venv_bin / "airflow"), "dags", "test", "nightly_ingest", "--conf", conf], env, stdout=sys.stderr)
+    from cosmodm_ops.workflows.nightly import accepted_tiles, night_counts
 
-    counts = night_counts(NIGHT, env["COSMODM_DB"], env["COSMODM_ARCHIVE_ROOT"])
-    print(json.dumps({"night": NIGHT, **counts, "archive": env["COSMODM_ARCHIVE_ROOT"], "db": env["COSMODM_DB"]}))
+    db, root = env["COSMODM_DB"], env["COSMODM_ARCHIVE_ROOT"]
+    counts = night_counts(NIGHT, db, root)
+    coadds = []
+    if os.environ.get("COSMODM_DEMO_COADD", "1") != "0":
+        # the tile_coadd DAG on the tile the night covered best, in every band it has
+        tiles = accepted_tiles(NIGHT, db, root)
+        if tiles:
+            tile, bands = max(tiles.items(), key=lambda kv: (len(kv[1]), sum(kv[1].values()), kv[0]))
+            tconf = json.dumps({"tile": tile, "bands": sorted(bands), "site": "local", "survey": "demo",
+                                "version": "v1"})
+            _run([str(venv_bin / "airflow"), "dags", "test", "tile_coadd", "--conf", tconf], env, stdout=sys.stderr)
+            coadds = _coadd_counts(tile, sorted(bands), db, root)
+    print(json.dumps({"night": NIGHT, **counts, "archive": root, "db": db, "coadds": coadds}))
     print(f"Open the Airflow UI on this run:  AIRFLOW_HOME={env['AIRFLOW_HOME']} "
           f"AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} {venv_bin / 'airflow'} standalone   "
           "(then http://localhost:8080; password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)",

@@ -516,12 +516,16 @@ def run_band(
         try:
             res = photcal.run(tables, settings, names)
         except photcal.PhotcalError as err:
-            if n != 1:
+            exposures = {inp.expnum for inp in inputs}
+            if len(exposures) != 1:
                 msg = f"tile {tile.name} band {band}: relative calibration impossible: {err}"
                 raise CoaddBadInput(msg) from err
-            photcal_note = f"one input image: nothing to calibrate against ({err})"
-            zp = np.zeros(1)
-            zp_err = np.zeros(1)
+            # the CCDs of one exposure do not overlap, and share the exposure's zeropoint: nothing to solve
+            photcal_note = (f"{n} input image(s) from one exposure ({next(iter(exposures))}): no overlaps to "
+                            f"calibrate against; the exposure's own zeropoint holds ({err})")
+            log.warning("%s: %s", label, photcal_note)
+            zp = np.zeros(n)
+            zp_err = np.zeros(n)
             passed = True
         else:
             zp, zp_err, rep, passed = res.zeropoints.copy(), res.errors.copy(), res.repeatability, res.passed

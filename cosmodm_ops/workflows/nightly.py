@@ -324,17 +324,50 @@ def gate_exposure(plan: NightPlan, expnum: int, registered: dict[str, Any]) -> d
 
 
 def night_counts(night: str, db_url: str, root: str, survey: str = "demo") -> dict[str, Any]:
-    """Exposures, accepted and quarantined of a night, from the archive; plus the report path."""
+    """Exposures, accepted, quarantined and failed of a night, from the archive; plus the report path.
+
+    Accepted = single-epoch images archived and no quarantine; failed = neither processed nor
+    quarantined (the job failed: the night's Airflow run says why).
+    """
     from cosmodm_ops.archive import Archive
 
     archive = Archive(db_url, root)
     raws = archive.find(survey=survey, night=night, kind="raw", stage="raw")
     expnums = sorted({int(r["expnum"]) for r in raws})
-    quarantined = [e for e in expnums if archive.is_quarantined({"survey": survey, "night": night, "expnum": e})]
+    quarantined = {e for e in expnums if archive.is_quarantined({"survey": survey, "night": night, "expnum": e})}
+    processed = {int(p["expnum"]) for p in archive.find(survey=survey, night=night, kind="image")}
+    accepted = [e for e in expnums if e in processed and e not in quarantined]
     reports = archive.find(survey=survey, night=night, kind="report", stage="qa")
     report = str(Path(root) / reports[-1]["path"]) if reports else None
-    return {"exposures": len(expnums), "accepted": len(expnums) - len(quarantined),
-            "quarantined": len(quarantined), "report": report}
+    return {"exposures": len(expnums), "accepted": len(accepted), "quarantined": len(quarantined),
+            "failed": len(expnums) - len(accepted) - len(quarantined), "report": report}
+
+
+def accepted_tiles(night: str, db_url: str, root: str, survey: str = "demo") -> dict[str, dict[str, int]]:
+    """Tiles the night's accepted images touch: ``{tile: {band: number of CCD images}}``."""
+    from astropy.io import fits as afits
+    from astropy.wcs import WCS
+
+    from cosmodm_ops.archive import Archive
+    from cosmodm_ops.archive.layout import resolve_under
+    from cosmodm_ops.coadd.tiling import ccd_corners, load_tiling
+
+    archive = Archive(db_url, root)
+    cfg = load_config(survey)
+    tiling = load_tiling(cfg.survey.tiling)
+    out: dict[str, dict[str, int]] = {}
+    for img in archive.find(survey=survey, night=night, kind="image"):
+        if archive.is_quarantined({"survey": survey, "night": night, "expnum": int(img["expnum"])}):
+            continue
+        with afits.open(resolve_under(archive.root, img["path"])) as hdul:
+            hdu = next(h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) == 2)
+            ny, nx = hdu.data.shape
+            wcs = WCS(hdu.header)
+        ra, dec = ccd_corners(wcs, nx, ny)
+        for tile in tiling.tiles_touching(ra, dec):
+            bands = out.setdefault(tile.name, {})
+            bands[img["band"]] = bands.get(img["band"], 0) + 1
+    return out
 
 
 def night_summary(plan: NightPlan, exposures: list[dict[str, Any]]) -> dict[str, Any]:
