@@ -30,10 +30,9 @@ import asyncio
 import logging
 import selectors
 import shlex
-import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from cosmodm_ops.batch.base import CommandResult, TransportError
 
@@ -208,7 +207,7 @@ class SSHRunner:
                 channel = client.get_transport().open_session(timeout=30)
             except TransportError:
                 raise
-            except (paramiko.SSHException, EOFError, OSError, socket.timeout) as err:
+            except (TimeoutError, paramiko.SSHException, EOFError, OSError) as err:
                 self.close()
                 if attempt >= self.max_reconnects:
                     msg = f"cannot open an SSH session to {self.where} after {attempt + 1} attempt(s): {err}"
@@ -268,11 +267,11 @@ class SSHRunner:
         if client is not None:
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
+            except Exception as err:  # noqa: BLE001 - closing a broken connection
+                log.debug("closing the SSH connection to %s: %s", self.where, err)
             self.hook.client = None
 
-    def __enter__(self) -> SSHRunner:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -303,7 +302,7 @@ class AsyncSSHRunner:
         Seconds for TCP connect, handshake and login.
     """
 
-    _shared: dict[tuple[str, int, str], AsyncSSHRunner] = {}
+    _shared: ClassVar[dict[tuple[str, int, str], AsyncSSHRunner]] = {}
 
     def __init__(self, host: str, port: int = 22, username: str | None = None, key_file: str | None = None,
                  host_key: str | None = None, verify_host_key: bool = True, *, max_reconnects: int = 3,
@@ -385,8 +384,8 @@ class AsyncSSHRunner:
         if conn is not None:
             try:
                 conn.abort()
-            except Exception:  # noqa: BLE001 - the loop of a stale connection may be gone
-                pass
+            except Exception as err:  # noqa: BLE001 - the loop of a stale connection may be gone
+                log.debug("aborting a stale SSH connection to %s: %s", self.where, err)
 
     async def _connection(self) -> Any:
         import asyncssh
@@ -474,7 +473,7 @@ class AsyncSSHRunner:
                         await asyncio.sleep(0.05 * min(busy, 10))
                         continue
                     error: Exception = err
-                except (asyncssh.Error, OSError, asyncio.TimeoutError) as err:
+                except (TimeoutError, asyncssh.Error, OSError) as err:
                     error = err
                 else:
                     break
@@ -494,7 +493,7 @@ class AsyncSSHRunner:
                 stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
                 # Hold the session slot until the server has closed the channel too.
                 await asyncio.wait_for(process.wait_closed(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.close()
                 msg = f"SSH command {argv[0]!r} on {self.where} timed out after {timeout:.0f} s"
                 raise TransportError(msg) from None
@@ -516,5 +515,5 @@ class AsyncSSHRunner:
             conn.close()
             try:
                 await conn.wait_closed()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as err:  # noqa: BLE001 - closing a broken connection
+                log.debug("closing the SSH connection to %s: %s", self.where, err)

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.ssh
 pytest.importorskip("asyncssh")
 pytest.importorskip("airflow.providers.ssh")
 
-from cosmodm_ops.batch.base import TransportError  # noqa: E402
-from cosmodm_ops.batch.ssh import AsyncSSHRunner, HostKeyError, SSHRunner  # noqa: E402
+from cosmodm_ops.batch.base import TransportError
+from cosmodm_ops.batch.ssh import AsyncSSHRunner, HostKeyError, SSHRunner
 
 # Another server's ed25519 key: a well-formed pin that is not the fixture's.
 WRONG_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtrtT3k7o1g3v3g5uFz8r0g8pUj6c1m2xHqzq6q5cWb"
