@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.ssh, pytest.mark.slurm]
 pytest.importorskip("asyncssh")
 pytest.importorskip("airflow.providers.ssh")
 
-from cosmodm_ops.batch import JobSpec, JobState, JobStatus, get_scheduler  # noqa: E402
-from cosmodm_ops.batch.ssh import AsyncSSHRunner, SSHRunner  # noqa: E402
+from cosmodm_ops.batch import JobSpec, JobState, JobStatus, get_scheduler
+from cosmodm_ops.batch.ssh import AsyncSSHRunner, SSHRunner
 
 CONN_ID = "cosmodm_test_slurm"
 
