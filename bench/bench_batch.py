@@ -254,15 +254,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cluster.start()
         work.mkdir()
         shutil.chown(work, sshd.user, sshd.user)
-        known = tmp / "anchor_known_hosts"
-        known.write_text(f"[{sshd.host}]:{sshd.port} {sshd.host_key}\n")
-        known.chmod(0o644)
-        anchor_conn = sshd.airflow_conn(verify=False)
-        # providers-ssh's async hook pins host_key as "host key" (no [host]:port form), which
-        # asyncssh does not match on a non-22 port: give it a known_hosts file (still verified).
-        anchor_conn["extra"]["known_hosts"] = str(known)
         env = {**os.environ, f"AIRFLOW_CONN_{CONN_OURS.upper()}": sshd.airflow_conn_json(),
-               f"AIRFLOW_CONN_{CONN_ANCHOR.upper()}": json.dumps(anchor_conn),
+               f"AIRFLOW_CONN_{CONN_ANCHOR.upper()}": sshd.airflow_conn_json(),  # same server, pinned key
                "PYTHONPATH": str(REPO), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
         os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")})
         for mode in ("ours", "anchor"):
