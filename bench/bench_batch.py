@@ -65,7 +65,13 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
     mode = spec["mode"]
     counters = {"commands": 0, "connects": 0}
     if mode == "ours":
+        import asyncssh  # noqa: F401 - imported up front, as the anchor's trigger module does
+
+        from cosmodm_ops.airflow import sites
         from cosmodm_ops.airflow.triggers import BatchJobTrigger
+        from cosmodm_ops.batch import ssh  # noqa: F401
+
+        sites.scheduler_for("slurm")  # import the scheduler module before measuring
 
         triggers = [BatchJobTrigger(job_id=j["job_id"], scheduler="slurm", ssh_conn_id=CONN_OURS, site="bench",
                                     poll_interval=spec["poll"]) for j in spec["jobs"]]
@@ -118,11 +124,14 @@ async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
         counters["connects"] = sum(r.connects for r in AsyncSSHRunner._shared.values())
     return {"noticed": noticed, "states": states, "t_ready": t_ready, "rss_base_mb": rss0,
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "cpu_s": time.process_time() - cpu0, "max_loop_stall_s": max(lags, default=0.0), **counters}
+            "n": len(spec["jobs"]), "cpu_s": time.process_time() - cpu0, "max_loop_stall_s": max(lags, default=0.0), **counters}
 
 
 def watch_main(spec_path: str) -> None:
     """Entry point of the triggerer process (``--watch SPEC``)."""
+    import logging
+
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     spec = json.loads(Path(spec_path).read_text())
     result = asyncio.run(_watch(spec))
     Path(spec["out"]).write_text(json.dumps(result))
@@ -208,7 +217,9 @@ def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, work: str, e
         "remote_commands": res["commands"], "commands_per_s": round(res["commands"] / watch_s, 3),
         "commands_per_s_per_job": round(res["commands"] / watch_s / n, 5),
         "triggerer_rss_base_mb": round(res["rss_base_mb"], 1), "triggerer_rss_peak_mb": round(res["rss_peak_mb"], 1),
-        "triggerer_cpu_s": round(res["cpu_s"], 2), "max_loop_stall_s": round(res["max_loop_stall_s"], 3),
+        "triggerer_rss_per_job_kb": round((res["rss_peak_mb"] - res["rss_base_mb"]) * 1024 / n, 1),
+        "triggerer_cpu_s": round(res["cpu_s"], 2),
+        "triggerer_cpu_ms_per_job_s": round(res["cpu_s"] * 1000 / (n * watch_s), 3), "max_loop_stall_s": round(res["max_loop_stall_s"], 3),
         "latency_median_s": round(statistics.median(lat), 2) if lat else None,
         "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None,
         "latency_max_s": round(lat[-1], 2) if lat else None,
@@ -240,6 +251,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("bench_batch: skipped (needs root to start a private sshd and Slurm)")
         return {"skipped": "needs root"}
     sys.path.insert(0, str(REPO))
+    import logging
+
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     from tests.fixtures.services import SSHD, SlurmCluster
 
     tmp = Path(f"/tmp/cosmodm-bench-batch-{secrets.token_hex(3)}")
