@@ -1,0 +1,17 @@
+#!/bin/bash
+# CosmoDM-Ops batch job nightly_ingest.manual__2026-11-25T22_00_00.single_epoch.m3.t2 (local): rendered by cosmodm_ops.batch; resubmit rather than edit
+set -euo pipefail
+export COSMODM_JOB_NAME=nightly_ingest.manual__2026-11-25T22_00_00.single_epoch.m3.t2
+export COSMODM_SITE=example-hpc
+export OMP_NUM_THREADS=8
+export TRICKY='a b'"'"'c"$d\e'
+cd -- /scratch/cosmodm/work/jobs
+COSMODM_RAMDISK=/dev/shm/cosmodm/nightly_ingest.manual__2026-11-25T22_00_00.single_epoch.m3.t2
+export COSMODM_RAMDISK
+mkdir -p -- "$COSMODM_RAMDISK"
+trap 'rm -rf -- "$COSMODM_RAMDISK"' EXIT
+set +e
+cosmodm single-epoch run --exposure /data/raw/c4d_261125_220102_ori.fits.fz --out /scratch/cosmodm/work/00001234 --note 'it'"'"'s a "test"; $HOME `x`'
+rc=$?
+if [ "$rc" -ne 0 ]; then echo "cosmodm: command exited with code $rc" >&2; fi
+exit "$rc"
