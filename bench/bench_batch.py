@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    str(work), env, tmp)
     finally:
         cluster.stop()
-        sshd.stop()
+        sshd.cleanup()
         shutil.rmtree(work, ignore_errors=True)
     if "ours" in results and "anchor" in results:
         print(_table(results))
