@@ -140,7 +140,7 @@ def watch_main(spec_path: str) -> None:
 # --------------------------------------------------------------------------- the driver
 def _job_command(go: str, end_dir: str, sleep_s: int, job_dir: str | None) -> list[str]:
     """Wait for the go file, sleep, record the end time; the anchor's also writes an exit-code file."""
-    body = (f"while [ ! -e {shlex.quote(go)} ]; do sleep 0.5; done; sleep {int(sleep_s)}; "
+    body = (f"while [ ! -e {shlex.quote(go)} ]; do sleep 1; done; sleep {int(sleep_s)}; "
             f'date +%s.%N > {shlex.quote(end_dir)}/"$SLURM_JOB_ID"')
     if job_dir is None:
         return ["bash", "-c", body]
@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--sleep", type=int, default=60, help="seconds each job sleeps (the ideal makespan)")
     p.add_argument("--poll", type=float, default=5.0, help="poll interval of ours (the anchor's is 5 s)")
     p.add_argument("--only", choices=["ours", "anchor"], help="run one phase")
+    p.add_argument("--keep", action="store_true", help="keep the temp folder (daemon logs, sshd log)")
     p.add_argument("--watch", help=argparse.SUPPRESS)
     args = p.parse_args(argv if argv is not None else [])
     if args.watch:
@@ -281,6 +282,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cluster.stop()
         sshd.cleanup()
         shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     if "ours" in results and "anchor" in results:
         print(_table(results))
         o, a = results["ours"], results["anchor"]
@@ -289,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "commands_anchor_over_ours": round(a["remote_commands"] / max(1, o["remote_commands"]), 1),
             "cpu_anchor_over_ours": round(a["triggerer_cpu_s"] / max(1e-3, o["triggerer_cpu_s"]), 1),
         }
-    results.update({"n_jobs": args.jobs, "sleep_s": args.sleep, "poll_s": args.poll, "workdir": str(tmp)})
+    results.update({"n_jobs": args.jobs, "sleep_s": args.sleep, "poll_s": args.poll,
+                    "workdir": str(tmp) if args.keep else None})
     print(json.dumps(results))
     return results
 
