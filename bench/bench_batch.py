@@ -16,8 +16,8 @@ anchor
     provider's wrapper, and watched by the REAL ``SSHRemoteJobTrigger`` (one connection per job,
     two remote commands per poll: exit-code check and log size, every 5 s).
 
-Jobs wait for a "go" file so that all N start together once the watchers are up; each writes its
-end time, so "job end -> noticed" is measured on one clock. The triggerer runs as a separate
+Jobs queue in a DOWN partition that comes UP once the watchers run, so all N start together
+(no busy waiting); each writes its end time, so "job end -> noticed" is measured on one clock. The triggerer runs as a separate
 process per phase (its RSS and CPU are its own). Printed per phase: SSH logins (sshd log), sshd
 drops ("past MaxStartups"), remote commands (counted in the triggerer), commands/s and per job,
 triggerer RSS (baseline and peak) and CPU seconds, worst event-loop stall, end -> noticed
@@ -138,10 +138,9 @@ def watch_main(spec_path: str) -> None:
 
 
 # --------------------------------------------------------------------------- the driver
-def _job_command(go: str, end_dir: str, sleep_s: int, job_dir: str | None) -> list[str]:
-    """Wait for the go file, sleep, record the end time; the anchor's also writes an exit-code file."""
-    body = (f"while [ ! -e {shlex.quote(go)} ]; do sleep 1; done; sleep {int(sleep_s)}; "
-            f'date +%s.%N > {shlex.quote(end_dir)}/"$SLURM_JOB_ID"')
+def _job_command(end_dir: str, sleep_s: int, job_dir: str | None) -> list[str]:
+    """Sleep, then record the end time; the anchor's also writes an exit-code file."""
+    body = f'sleep {int(sleep_s)}; date +%s.%N > {shlex.quote(end_dir)}/"$SLURM_JOB_ID"'
     if job_dir is None:
         return ["bash", "-c", body]
     q = shlex.quote(job_dir)
@@ -150,24 +149,26 @@ def _job_command(go: str, end_dir: str, sleep_s: int, job_dir: str | None) -> li
                           f"echo $rc > {q}/exit_code.tmp && mv {q}/exit_code.tmp {q}/exit_code; exit $rc")]
 
 
-def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, work: str, env: dict[str, str],
-           tmp: Path) -> dict[str, Any]:
+def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, cluster: Any, work: str,
+           env: dict[str, str], tmp: Path) -> dict[str, Any]:
     from cosmodm_ops.batch import JobSpec, get_scheduler
     from cosmodm_ops.batch.ssh import SSHRunner
 
     scheduler = get_scheduler("slurm")
     base = f"{work}/{mode}"
-    go, end_dir = f"{base}/go", f"{base}/end"
+    end_dir = f"{base}/end"
     with SSHRunner.from_airflow_connection(CONN_OURS) as admin:
         admin.run(["mkdir", "-p", end_dir])
     logins0, drops0 = sshd.logins(), sshd.count("past MaxStartups")
+    # Jobs queue in a DOWN partition and all start when it comes UP, once the watchers run.
+    cluster.run("scontrol", "update", "PartitionName=debug", "State=DOWN")
     t0 = time.time()
     jobs = []
     shared = SSHRunner.from_airflow_connection(CONN_OURS) if mode == "ours" else None
     for i in range(n):
         name = f"bench-{mode}-{i:04d}-{secrets.token_hex(2)}"
         job_dir = None if mode == "ours" else f"{base}/jobs/{name}"
-        spec = JobSpec(name=name, command=_job_command(go, end_dir, sleep_s, job_dir), workdir=base,
+        spec = JobSpec(name=name, command=_job_command(end_dir, sleep_s, job_dir), workdir=base,
                        memory_gb=0.1, walltime_min=max(5, sleep_s // 60 * 3))
         if shared is not None:
             job_id = scheduler.submit(shared, spec)
@@ -190,7 +191,7 @@ def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, work: str, e
         if line.strip() == "READY":
             break
     with SSHRunner.from_airflow_connection(CONN_OURS) as admin:
-        admin.run(["touch", go])
+        cluster.run("scontrol", "update", "PartitionName=debug", "State=UP")
         t_go = time.time()
         watcher.wait(timeout=sleep_s * 4 + 600)
         ends_raw = admin.run(["bash", "-c", f'for f in {shlex.quote(end_dir)}/*; do echo "${{f##*/}} $(cat "$f")"; done'])
@@ -210,7 +211,7 @@ def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, work: str, e
     return {
         "jobs": n, "completed": ok, "submit_s": round(submit_s, 1),
         "logins_submit": logins_submit,
-        "logins_watch": sshd.logins() - logins0 - logins_submit - 1,  # minus the admin login of "go"
+        "logins_watch": sshd.logins() - logins0 - logins_submit - 1,  # minus the admin login (end times)
         "logins_total": sshd.logins() - logins0 - 1,
         "ssh_connections_triggerer": res["connects"],
         "sshd_drops": sshd.count("past MaxStartups") - drops0,
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.only and mode != args.only:
                 continue
             results[mode] = _phase(mode, args.jobs, args.sleep, args.poll if mode == "ours" else 5.0, sshd,
-                                   str(work), env, tmp)
+                                   cluster, str(work), env, tmp)
     finally:
         cluster.stop()
         sshd.cleanup()

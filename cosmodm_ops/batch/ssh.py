@@ -379,7 +379,10 @@ class AsyncSSHRunner:
             return asyncssh.import_known_hosts(f"[{self.host}]:{self.port} {entry}\n{self.host} {entry}\n")
         return ()  # asyncssh default: ~/.ssh/known_hosts if readable, else nothing is trusted
 
-    def _drop(self) -> None:
+    def _drop(self, failed: Any = None) -> None:
+        """Forget (abort) the connection; with ``failed``, only if it is still the current one."""
+        if failed is not None and self._conn is not failed:
+            return  # another command already replaced the broken connection
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -460,6 +463,7 @@ class AsyncSSHRunner:
         busy = 0
         async with self._sessions:
             while True:
+                conn = None
                 try:
                     conn = await self._connection()
                     process = await conn.create_process(command, encoding="utf-8", errors="replace")
@@ -478,7 +482,8 @@ class AsyncSSHRunner:
                 else:
                     break
                 # Nothing started yet: reconnecting and re-sending is safe.
-                self._drop()
+                if conn is not None:
+                    self._drop(conn)
                 if attempt >= self.max_reconnects:
                     msg = (f"cannot reach {self.where} over SSH after {attempt + 1} attempt(s): "
                            f"{type(error).__name__}: {error}")
@@ -498,7 +503,7 @@ class AsyncSSHRunner:
                 msg = f"SSH command {argv[0]!r} on {self.where} timed out after {timeout:.0f} s"
                 raise TransportError(msg) from None
             except (asyncssh.Error, OSError) as err:
-                self._drop()
+                self._drop(conn)
                 msg = (f"SSH connection to {self.where} lost while running {argv[0]!r} (not re-sent): "
                        f"{type(err).__name__}: {err}")
                 raise TransportError(msg) from None

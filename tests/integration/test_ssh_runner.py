@@ -84,6 +84,18 @@ def test_sync_timeout_is_a_transport_error(conn_id):
         runner.run(["sleep", "5"], timeout=0.5)
 
 
+def test_sync_reconnects_after_sshd_restart(sshd, conn_id):
+    runner = SSHRunner.from_airflow_connection(conn_id)
+    try:
+        assert runner.run(["echo", "a"]).stdout == "a\n"
+        sshd.restart()  # the open session dies with the server
+        assert runner.run(["echo", "b"]).stdout == "b\n"
+    finally:
+        sshd.start()
+        runner.close()
+    assert runner.connects == 2
+
+
 def test_sync_wrong_host_key_refused(sshd, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     conn = sshd.airflow_conn()
