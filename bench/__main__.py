@@ -2,7 +2,8 @@
 
 Each benchmark measures its named anchors in the same run (ccdproc, fpack, a memory copy,
 the Cramer-Rao bound) and prints a table and one JSON line; this runner adds a final JSON
-line with every result, and exits non-zero if a benchmark raised.
+line with every result, and exits non-zero if a benchmark raised. Options after ``--`` go to
+the named benchmarks, e.g. ``python -m bench batch -- --jobs 500 --sleep 120``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).resolve().parent
+    extra: list[str] = []
+    if "--" in argv:  # options after "--" go to every named benchmark's main(argv)
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
     names = argv or sorted(p.stem for p in here.glob("bench_*.py"))
     results: dict[str, object] = {}
     failed = []
@@ -24,7 +29,7 @@ def main(argv: list[str]) -> int:
         print(f"\n=== {name} ===", flush=True)
         try:
             module = importlib.import_module(f"bench.{name}")
-            results[name] = module.main()
+            results[name] = module.main(extra) if extra else module.main()
         except Exception:  # noqa: BLE001 - report every benchmark, then fail
             traceback.print_exc()
             failed.append(name)

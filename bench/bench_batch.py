@@ -1,0 +1,303 @@
+"""Watching many Slurm jobs over SSH: our shared poller vs providers-ssh's per-job trigger (the anchor).
+
+``python -m bench batch`` (or ``python -m bench.bench_batch --jobs 500 --sleep 120``) starts the
+same private sshd (sshd's DEFAULT ``MaxStartups 10:30:100``) and one-node Slurm with accounting
+as the ``ssh``/``slurm`` test tiers (``tests/fixtures/services.py``; root needed), then runs two
+phases on the same machine in the same run, each with N concurrent ``sleep`` jobs:
+
+ours
+    Submission through ONE :class:`~cosmodm_ops.batch.ssh.SSHRunner` (``SlurmScheduler.submit``,
+    idempotent lookup included); N :class:`~cosmodm_ops.airflow.triggers.BatchJobTrigger` in one
+    "triggerer" process, sharing one :class:`SitePoller` (one batched ``sacct`` per interval)
+    over one :class:`AsyncSSHRunner` connection.
+anchor
+    providers-ssh's ``SSHRemoteJobOperator`` pattern: every job submitted over its OWN SSH login
+    (the operator's ``execute``), its command wrapped to write an exit-code file like the
+    provider's wrapper, and watched by the REAL ``SSHRemoteJobTrigger`` (one connection per job,
+    two remote commands per poll: exit-code check and log size, every 5 s).
+
+Jobs queue in a DOWN partition that comes UP once the watchers run, so all N start together
+(no busy waiting); each writes its end time, so "job end -> noticed" is measured on one clock. The triggerer runs as a separate
+process per phase (its RSS and CPU are its own). Printed per phase: SSH logins (sshd log), sshd
+drops ("past MaxStartups"), remote commands (counted in the triggerer), commands/s and per job,
+triggerer RSS (baseline and peak) and CPU seconds, worst event-loop stall, end -> noticed
+latency (median, p95, max) and makespan over the ideal ``--sleep`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pwd
+import resource
+import secrets
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CONN_OURS = "bench_batch_ssh"
+CONN_ANCHOR = "bench_batch_anchor"
+
+
+# --------------------------------------------------------------------------- the triggerer side
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def _lag_monitor(stop: asyncio.Event, out: list[float]) -> None:
+    """Worst delay of a 0.1 s sleep: how long the event loop was blocked."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(0.1)
+        out.append(time.perf_counter() - t - 0.1)
+
+
+async def _watch(spec: dict[str, Any]) -> dict[str, Any]:
+    mode = spec["mode"]
+    counters = {"commands": 0, "connects": 0}
+    if mode == "ours":
+        import asyncssh  # noqa: F401 - imported up front, as the anchor's trigger module does
+
+        from cosmodm_ops.airflow import sites
+        from cosmodm_ops.airflow.triggers import BatchJobTrigger
+        from cosmodm_ops.batch import ssh  # noqa: F401
+
+        sites.scheduler_for("slurm")  # import the scheduler module before measuring
+
+        triggers = [BatchJobTrigger(job_id=j["job_id"], scheduler="slurm", ssh_conn_id=CONN_OURS, site="bench",
+                                    poll_interval=spec["poll"]) for j in spec["jobs"]]
+    else:
+        from airflow.providers.ssh.triggers.ssh_remote_job import SSHRemoteJobTrigger
+
+        run_command, connect = SSHRemoteJobTrigger._run_command, SSHRemoteJobTrigger._connect
+
+        async def counted_run(self, conn, command):
+            counters["commands"] += 1
+            return await run_command(self, conn, command)
+
+        async def counted_connect(self):
+            conn = await connect(self)
+            counters["connects"] += 1
+            return conn
+
+        SSHRemoteJobTrigger._run_command = counted_run
+        SSHRemoteJobTrigger._connect = counted_connect
+        triggers = [SSHRemoteJobTrigger(ssh_conn_id=CONN_ANCHOR, remote_host=None, job_id=j["job_id"],
+                                        job_dir=j["job_dir"], log_file=f"{j['job_dir']}/stdout.log",
+                                        exit_code_file=f"{j['job_dir']}/exit_code", remote_os="posix",
+                                        poll_interval=spec["poll"]) for j in spec["jobs"]]
+    noticed: dict[str, float] = {}
+    states: dict[str, str] = {}
+
+    async def one(trigger: Any, job_id: str) -> None:
+        async for event in trigger.run():
+            noticed[job_id] = time.time()
+            payload = event.payload
+            states[job_id] = str(payload.get("state") or payload.get("status"))
+            return
+
+    rss0 = _rss_mb()
+    cpu0 = time.process_time()
+    stop = asyncio.Event()
+    lags: list[float] = []
+    monitor = asyncio.create_task(_lag_monitor(stop, lags))
+    tasks = [asyncio.create_task(one(t, j["job_id"])) for t, j in zip(triggers, spec["jobs"], strict=True)]
+    await asyncio.sleep(2.0)  # every trigger has started (connected, registered)
+    print("READY", flush=True)
+    t_ready = time.time()
+    await asyncio.gather(*tasks)
+    stop.set()
+    await monitor
+    if mode == "ours":
+        from cosmodm_ops.batch.ssh import AsyncSSHRunner
+
+        counters["commands"] = sum(r.commands for r in AsyncSSHRunner._shared.values())
+        counters["connects"] = sum(r.connects for r in AsyncSSHRunner._shared.values())
+    return {"noticed": noticed, "states": states, "t_ready": t_ready, "rss_base_mb": rss0,
+            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "n": len(spec["jobs"]), "cpu_s": time.process_time() - cpu0, "max_loop_stall_s": max(lags, default=0.0), **counters}
+
+
+def watch_main(spec_path: str) -> None:
+    """Entry point of the triggerer process (``--watch SPEC``)."""
+    import logging
+
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    spec = json.loads(Path(spec_path).read_text())
+    result = asyncio.run(_watch(spec))
+    Path(spec["out"]).write_text(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- the driver
+def _job_command(end_dir: str, sleep_s: int, job_dir: str | None) -> list[str]:
+    """Sleep, then record the end time; the anchor's also writes an exit-code file."""
+    body = f'sleep {int(sleep_s)}; date +%s.%N > {shlex.quote(end_dir)}/"$SLURM_JOB_ID"'
+    if job_dir is None:
+        return ["bash", "-c", body]
+    q = shlex.quote(job_dir)
+    # The provider's wrapper pattern: output to stdout.log, then exit code via a temp file + rename.
+    return ["bash", "-c", (f"mkdir -p {q}; {{ {body}; }} > {q}/stdout.log 2>&1; rc=$?; "
+                          f"echo $rc > {q}/exit_code.tmp && mv {q}/exit_code.tmp {q}/exit_code; exit $rc")]
+
+
+def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, cluster: Any, work: str,
+           env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    from cosmodm_ops.batch import JobSpec, get_scheduler
+    from cosmodm_ops.batch.ssh import SSHRunner
+
+    scheduler = get_scheduler("slurm")
+    base = f"{work}/{mode}"
+    end_dir = f"{base}/end"
+    with SSHRunner.from_airflow_connection(CONN_OURS) as admin:
+        admin.run(["mkdir", "-p", end_dir])
+    logins0, drops0 = sshd.logins(), sshd.count("past MaxStartups")
+    # Jobs queue in a DOWN partition and all start when it comes UP, once the watchers run.
+    cluster.run("scontrol", "update", "PartitionName=debug", "State=DOWN")
+    t0 = time.time()
+    jobs = []
+    shared = SSHRunner.from_airflow_connection(CONN_OURS) if mode == "ours" else None
+    for i in range(n):
+        name = f"bench-{mode}-{i:04d}-{secrets.token_hex(2)}"
+        job_dir = None if mode == "ours" else f"{base}/jobs/{name}"
+        spec = JobSpec(name=name, command=_job_command(end_dir, sleep_s, job_dir), workdir=base,
+                       memory_gb=0.1, walltime_min=max(5, sleep_s // 60 * 3))
+        if shared is not None:
+            job_id = scheduler.submit(shared, spec)
+        else:
+            with SSHRunner.from_airflow_connection(CONN_OURS) as own:  # the operator's own login
+                job_id = scheduler.submit(own, spec)
+        jobs.append({"job_id": job_id, "name": name, "job_dir": job_dir})
+    if shared is not None:
+        shared.close()
+    submit_s = time.time() - t0
+    logins_submit = sshd.logins() - logins0
+
+    spec_path, out_path = tmp / f"{mode}.spec.json", tmp / f"{mode}.out.json"
+    spec_path.write_text(json.dumps({"mode": mode, "jobs": jobs, "poll": poll, "out": str(out_path)}))
+    watcher = subprocess.Popen([sys.executable, "-m", "bench.bench_batch", "--watch", str(spec_path)], cwd=REPO,
+                               env=env, stdout=subprocess.PIPE, stderr=open(tmp / f"{mode}.stderr", "w"),  # noqa: SIM115
+                               text=True)
+    assert watcher.stdout is not None
+    for line in watcher.stdout:
+        if line.strip() == "READY":
+            break
+    with SSHRunner.from_airflow_connection(CONN_OURS) as admin:
+        cluster.run("scontrol", "update", "PartitionName=debug", "State=UP")
+        t_go = time.time()
+        watcher.wait(timeout=sleep_s * 4 + 600)
+        ends_raw = admin.run(["bash", "-c", f'for f in {shlex.quote(end_dir)}/*; do echo "${{f##*/}} $(cat "$f")"; done'])
+    if watcher.returncode != 0:
+        msg = f"{mode} watcher failed ({watcher.returncode}): {(tmp / f'{mode}.stderr').read_text()[-3000:]}"
+        raise RuntimeError(msg)
+    res = json.loads(out_path.read_text())
+    ends = {}
+    for line in ends_raw.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            ends[parts[0]] = float(parts[1])
+    lat = sorted(res["noticed"][j["job_id"]] - ends[j["job_id"]] for j in jobs
+                 if j["job_id"] in ends and j["job_id"] in res["noticed"])
+    watch_s = max(res["noticed"].values()) - t_go
+    ok = sum(1 for s in res["states"].values() if s in ("completed", "success"))
+    return {
+        "jobs": n, "completed": ok, "submit_s": round(submit_s, 1),
+        "logins_submit": logins_submit,
+        "logins_watch": sshd.logins() - logins0 - logins_submit - 1,  # minus the admin login (end times)
+        "logins_total": sshd.logins() - logins0 - 1,
+        "ssh_connections_triggerer": res["connects"],
+        "sshd_drops": sshd.count("past MaxStartups") - drops0,
+        "remote_commands": res["commands"], "commands_per_s": round(res["commands"] / watch_s, 3),
+        "commands_per_s_per_job": round(res["commands"] / watch_s / n, 5),
+        "triggerer_rss_base_mb": round(res["rss_base_mb"], 1), "triggerer_rss_peak_mb": round(res["rss_peak_mb"], 1),
+        "triggerer_rss_per_job_kb": round((res["rss_peak_mb"] - res["rss_base_mb"]) * 1024 / n, 1),
+        "triggerer_cpu_s": round(res["cpu_s"], 2),
+        "triggerer_cpu_ms_per_job_s": round(res["cpu_s"] * 1000 / (n * watch_s), 3), "max_loop_stall_s": round(res["max_loop_stall_s"], 3),
+        "latency_median_s": round(statistics.median(lat), 2) if lat else None,
+        "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None,
+        "latency_max_s": round(lat[-1], 2) if lat else None,
+        "makespan_over_ideal": round(watch_s / sleep_s, 3),
+    }
+
+
+def _table(results: dict[str, dict[str, Any]]) -> str:
+    keys = [k for k in results["ours"] if k in results["anchor"]]
+    width = max(map(len, keys))
+    lines = [f"{'':{width}}  {'ours':>12}  {'anchor':>12}"]
+    lines += [f"{k:{width}}  {results['ours'][k]!s:>12}  {results['anchor'][k]!s:>12}" for k in keys]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run both phases; print a table and one JSON line; return the figures."""
+    p = argparse.ArgumentParser(prog="bench_batch", description=__doc__.split("\n")[0])
+    p.add_argument("--jobs", type=int, default=50, help="concurrent jobs per phase (default 50; try 500)")
+    p.add_argument("--sleep", type=int, default=60, help="seconds each job sleeps (the ideal makespan)")
+    p.add_argument("--poll", type=float, default=5.0, help="poll interval of ours (the anchor's is 5 s)")
+    p.add_argument("--only", choices=["ours", "anchor"], help="run one phase")
+    p.add_argument("--keep", action="store_true", help="keep the temp folder (daemon logs, sshd log)")
+    p.add_argument("--watch", help=argparse.SUPPRESS)
+    args = p.parse_args(argv if argv is not None else [])
+    if args.watch:
+        watch_main(args.watch)
+        return {}
+    if os.geteuid() != 0:
+        print("bench_batch: skipped (needs root to start a private sshd and Slurm)")
+        return {"skipped": "needs root"}
+    sys.path.insert(0, str(REPO))
+    import logging
+
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    from tests.fixtures.services import SSHD, SlurmCluster
+
+    tmp = Path(f"/tmp/cosmodm-bench-batch-{secrets.token_hex(3)}")
+    tmp.mkdir(mode=0o755)
+    sshd = SSHD.create(tmp / "sshd")
+    sshd.start()
+    cluster = SlurmCluster.create(tmp / "slurm", cpus=args.jobs + 8)
+    home = Path(pwd.getpwnam(sshd.user).pw_dir)
+    work = home / f"bench-batch-{secrets.token_hex(3)}"
+    results: dict[str, Any] = {}
+    try:
+        cluster.start()
+        work.mkdir()
+        shutil.chown(work, sshd.user, sshd.user)
+        env = {**os.environ, f"AIRFLOW_CONN_{CONN_OURS.upper()}": sshd.airflow_conn_json(),
+               f"AIRFLOW_CONN_{CONN_ANCHOR.upper()}": sshd.airflow_conn_json(),  # same server, pinned key
+               "PYTHONPATH": str(REPO), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")})
+        for mode in ("ours", "anchor"):
+            if args.only and mode != args.only:
+                continue
+            results[mode] = _phase(mode, args.jobs, args.sleep, args.poll if mode == "ours" else 5.0, sshd,
+                                   cluster, str(work), env, tmp)
+    finally:
+        cluster.stop()
+        sshd.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if "ours" in results and "anchor" in results:
+        print(_table(results))
+        o, a = results["ours"], results["anchor"]
+        results["ratios"] = {
+            "logins_anchor_over_ours": round(a["logins_total"] / max(1, o["logins_total"]), 1),
+            "commands_anchor_over_ours": round(a["remote_commands"] / max(1, o["remote_commands"]), 1),
+            "cpu_anchor_over_ours": round(a["triggerer_cpu_s"] / max(1e-3, o["triggerer_cpu_s"]), 1),
+        }
+    results.update({"n_jobs": args.jobs, "sleep_s": args.sleep, "poll_s": args.poll,
+                    "workdir": str(tmp) if args.keep else None})
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
