@@ -89,7 +89,7 @@ class _AtomicFits:
 
 
 #: Absolute quantization steps of the compressed (large-camera) calibration images.
-CALIB_STEPS = {"bias": 0.01, "flat": 1e-4, "starflat": 1e-5}
+CALIB_STEPS = {"bias": 0.05, "flat": 4e-4, "starflat": 2e-5}
 
 
 def write_calibs(folder: Path, fp: FocalPlane, bands: Sequence[str],
@@ -98,7 +98,7 @@ def write_calibs(folder: Path, fp: FocalPlane, bands: Sequence[str],
 
     Each CCD's signatures are computed once per band and streamed into every file. With
     ``compress`` the float images are RICE-compressed with the absolute quantization steps of
-    :data:`CALIB_STEPS` (errors below 1e-4 of the flat) and the bad-pixel map losslessly.
+    :data:`CALIB_STEPS` (errors at most half a step: 2e-4 of the flat) and the bad-pixel map losslessly.
     """
     folder = Path(folder)
     names = ["bias", "bpm"] + [f"{kind}_{b}" for b in bands for kind in ("flat", "starflat")]
