@@ -88,8 +88,9 @@ class _AtomicFits:
                     os.unlink(tmp)
 
 
-#: Absolute quantization steps of the compressed (large-camera) calibration images.
-CALIB_STEPS = {"bias": 0.05, "flat": 4e-4, "starflat": 2e-5}
+#: Absolute quantization steps of the compressed (large-camera) flats; the bias is compressed losslessly
+#: (GZIP_2 in tiles of rows: its pattern repeats from row to row).
+CALIB_STEPS = {"flat": 4e-4, "starflat": 2e-5}
 
 
 def write_calibs(folder: Path, fp: FocalPlane, bands: Sequence[str],
@@ -108,7 +109,9 @@ def write_calibs(folder: Path, fp: FocalPlane, bands: Sequence[str],
         hdr = [{"name": "CCDNUM", "value": ccd.ccdnum}, {"name": "DETPOS", "value": ccd.name}]
         hdr += [{"name": k, "value": v} for k, v in extra.items()]
         kw: dict[str, object] = {}
-        if compress:
+        if compress and step == 0.0:
+            kw = {"compress": "GZIP_2", "qlevel": 0, "tile_dims": [min(256, data.shape[0]), data.shape[1]]}
+        elif compress:
             kw = {"compress": "RICE", "tile_dims": [1, data.shape[1]]}
             if step is not None:
                 kw.update(qlevel=-step, qmethod="SUBTRACTIVE_DITHER_1", dither_seed=1 + ccd.ccdnum % 10000)
@@ -122,7 +125,7 @@ def write_calibs(folder: Path, fp: FocalPlane, bands: Sequence[str],
             for i, band in enumerate(bands):
                 sig = signature(c, band)
                 if i == 0:
-                    put(out["bias"], sig.bias_e, c, CALIB_STEPS["bias"], BUNIT="electrons", OBSTYPE="zero")
+                    put(out["bias"], sig.bias_e, c, 0.0, BUNIT="electrons", OBSTYPE="zero")
                     put(out["bpm"], sig.bpm(), c, None, OBSTYPE="bpm")
                 put(out[f"flat_{band}"], sig.dome_flat, c, CALIB_STEPS["flat"], BAND=band, OBSTYPE="dome flat")
                 put(out[f"starflat_{band}"], sig.illum, c, CALIB_STEPS["starflat"], BAND=band,

@@ -453,3 +453,23 @@ def test_refcats_cover_every_exposure_with_margin(night: dict) -> None:
     assert np.median(astro["ra_error"][bright]) < 0.2
     dd = (astro["dec"] - stars["dec"]) * 3.6e6
     assert np.std(dd / astro["dec_error"]) == pytest.approx(1.0, abs=0.1)
+
+
+def test_compressed_calibs_round_trip(cfg, tmp_path) -> None:
+    """Large cameras get compressed calibrations: bias and bpm exact, flats within half a quantization step."""
+    from cosmodm_ops.sim.writer import CALIB_STEPS, write_calibs
+
+    plan = plan_night(cfg, "2026-11-23", 1, ["g"], seed=2)
+    sig = signature_source(plan)
+    fp = plan.focal_plane
+    write_calibs(tmp_path, fp, ["g"], sig, compress=True)
+    for ccd in fp.ccds:
+        s = sig(ccd, "g")
+        with fitsio.FITS(str(tmp_path / "bias.fits")) as f:
+            assert f[ccd.name].is_compressed()
+            assert np.array_equal(f[ccd.name].read(), s.bias_e)
+        assert np.array_equal(fitsio.read(tmp_path / "bpm.fits", ext=ccd.name), s.bpm())
+        flat = fitsio.read(tmp_path / "flat_g.fits", ext=ccd.name)
+        assert np.abs(flat - s.dome_flat).max() <= 0.5 * CALIB_STEPS["flat"] * 1.01
+        star = fitsio.read(tmp_path / "starflat_g.fits", ext=ccd.name)
+        assert np.abs(star - s.illum).max() <= 0.5 * CALIB_STEPS["starflat"] * 1.01
