@@ -25,6 +25,11 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "relative zeropoints: CRLB ratio, 300-image tile, 100k-image survey",
         ("crlb_ratio", "tile_ms", "survey_100k_s", "survey_100k_peak_gb"),
     ),
+    "sim": (
+        "cosmodm_ops.sim.bench:sim_decam",
+        "simulate one full DECam exposure (62 CCDs; target <= 60 s on 2 cores) and compare raw compression with fpack",
+        ("exposure_s", "exposure_cpu_s", "ccd_ratio_ours", "ccd_ratio_fpack", "ratio_ours_over_fpack"),
+    ),
     "psfhomog": (
         "cosmodm_ops.coadd.benchmarks:psfhomog",
         "PSF homogenization of one 2048 x 4096 CCD",

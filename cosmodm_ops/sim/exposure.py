@@ -197,7 +197,8 @@ def _ccd_signal(fp: FocalPlane, ccd: CcdInfo, spec: ExposureSpec, sig: CcdSignat
     return e
 
 
-def _raw_ccd(fp: FocalPlane, ccd: CcdInfo, spec: ExposureSpec, sig: CcdSignature, signal: np.ndarray,
+def _raw_ccd(fp: FocalPlane, ccd: CcdInfo, spec: ExposureSpec, amp_offsets_adu: tuple[float, float],
+             signal: np.ndarray,
              xtalk_add: np.ndarray | None, seed: int) -> np.ndarray:
     """The raw CCD (uint16, raw shape) from its signal (ADU above overscan) and crosstalk (ADU)."""
     cam = fp.camera
@@ -214,7 +215,7 @@ def _raw_ccd(fp: FocalPlane, ccd: CcdInfo, spec: ExposureSpec, sig: CcdSignature
         slice(sec.data[1].start, nx_raw),  # data | overscan | prescan of the right amplifier
     )
     for i, cols in enumerate(col_sets):
-        level = (cam.bias_level_adu + sig.amp_offsets_adu[i] + spec.overscan_offset_adu
+        level = (cam.bias_level_adu + amp_offsets_adu[i] + spec.overscan_offset_adu
                  + 2.5 * np.sin(2 * math.pi * 0.7 * row / ny_raw + phase[i])).astype(np.float32)
         width = cols.stop - cols.start
         block = rng.standard_normal((ny_raw, width), dtype=np.float32)
@@ -227,7 +228,7 @@ def _raw_ccd(fp: FocalPlane, ccd: CcdInfo, spec: ExposureSpec, sig: CcdSignature
     region = raw[sec.rows, sec.data[0].start:sec.data[1].stop]
     # the data pixels already carry read noise from the signal: replace the noise block by the level
     for i in range(2):
-        level = (cam.bias_level_adu + sig.amp_offsets_adu[i] + spec.overscan_offset_adu
+        level = (cam.bias_level_adu + amp_offsets_adu[i] + spec.overscan_offset_adu
                  + 2.5 * np.sin(2 * math.pi * 0.7 * row[sec.rows] / ny_raw + phase[i])).astype(np.float32)
         part = slice(i * half, (i + 1) * half)
         region[:, part] = level[:, None] + np.where(satmask[:, part], signal[:, part], data[:, part])
@@ -300,8 +301,12 @@ def simulate_exposure(
     mags = cat.mags[spec.band].astype(float)
     flux = spec.exptime * 10.0 ** (-0.4 * (mags - spec.zeropoint))
 
+    offsets: dict[int, tuple[float, float]] = {}
+
     def pass1(ccd: CcdInfo) -> np.ndarray:
-        return _ccd_signal(fp, ccd, spec, signature(ccd, spec.band), cat, xi, eta, flux, seed)
+        sig = signature(ccd, spec.band)  # computed once per CCD (large cameras do not cache it)
+        offsets[ccd.ccdnum] = sig.amp_offsets_adu
+        return _ccd_signal(fp, ccd, spec, sig, cat, xi, eta, flux, seed)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         signals = dict(zip((c.ccdnum for c in fp.ccds), pool.map(pass1, fp.ccds)))
@@ -324,7 +329,7 @@ def simulate_exposure(
                     if t.mirrored:
                         src = src[:, ::-1]
                     add[:, i * half:(i + 1) * half] += np.float32(t.coeff) * src
-            raw = _raw_ccd(fp, ccd, spec, signature(ccd, spec.band), signals[ccd.ccdnum], add, seed)
+            raw = _raw_ccd(fp, ccd, spec, offsets[ccd.ccdnum], signals[ccd.ccdnum], add, seed)
             return ccd.name, raw, _ccd_header(fp, ccd, spec)
 
         return list(pool.map(pass2, fp.ccds))
