@@ -357,14 +357,16 @@ def detrend_raw_ccd(ccd: RawCcd, calib: RawCalib, config: DetrendConfig | None =
         _interpolate_rows(image, bad, fill=np.float32(sky))
     if cfg.find_cosmic_rays:
         cr = detect_cosmic_rays(image, sky, noise, nsigma=cfg.cr_nsigma, sharpness=cfg.cr_sharpness)
-        # next to saturated, bleed or bad pixels the 3x3 median is not a fair reference: no hits there
-        no_cr = (mask & (MASK_BITS["SATURATED"] | MASK_BITS["BLEED"] | MASK_BITS["BADPIX"])) != 0
+        # within 2 pixels of saturated or bleed pixels (the steep flanks of a saturated star) the 3x3 median
+        # is not a fair reference: no hits there (bad columns are interpolated, so hits next to them count)
+        no_cr = (mask & (MASK_BITS["SATURATED"] | MASK_BITS["BLEED"])) != 0
+        cr &= (mask & MASK_BITS["BADPIX"]) == 0
         yy, xx = np.nonzero(cr)
-        if yy.size:
-            pad = np.pad(no_cr, 1)
+        if yy.size and no_cr.any():
+            pad = np.pad(no_cr, 2)
             near = np.zeros(yy.size, bool)
-            for dy in range(3):
-                for dx in range(3):
+            for dy in range(5):
+                for dx in range(5):
                     near |= pad[yy + dy, xx + dx]
             cr[yy[near], xx[near]] = False
         mask[cr] |= MASK_BITS["CR"]
