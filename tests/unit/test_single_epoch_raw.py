@@ -237,3 +237,24 @@ def test_cli_exits_65_on_unknown_camera_and_on_truncated_raw(tmp_path: Path, cap
     assert main(argv) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert str(full.raw) in err and "HDU" in err
+
+
+def test_decam_camera_tables_give_62_ccds_and_the_real_crosstalk_terms():
+    from cosmodm_ops.config import load_config
+    from tests.support import real_file
+
+    real_file("obs_decam/DECam_xtalk_20130606.txt")
+    cam = load_config("des", camera="decam").camera
+    ccds = R.camera_ccds(cam)
+    assert len(ccds) == 62 and ccds[0] == ("S29", 1) and ("N31", 62) in ccds
+    terms = R.crosstalk_terms(cam)
+    assert len(terms) == 249
+    cross = [t for t in terms if t.victim[0] != t.source[0]]
+    nonlin = [t for t in terms if t.nl_poly]
+    assert len(cross) == 126 and nonlin and all(t.victim[0] == t.source[0] for t in nonlin)
+    t = next(t for t in terms if t.victim == (25, "B") and t.source == (25, "A"))
+    assert t.coeff == 1.34e-4 and t.nl_onset == pytest.approx(40781.54)
+    # linear below the onset, the file's polynomial in the source signal above it
+    below, above = R.crosstalk_signal(np.array([1000.0, 42000.0], np.float32), t)
+    assert below == pytest.approx(0.134)
+    assert above == pytest.approx(1.537540e-04 * 42000 - 6.980507e-08 * 42000**2 + 5.963848e-12 * 42000**3, rel=1e-5)
