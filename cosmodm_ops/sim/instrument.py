@@ -70,29 +70,42 @@ def _fp_coords(fp: FocalPlane, ccd: CcdInfo, step: int = 1) -> tuple[np.ndarray,
     xi0, eta0 = fp.offset_deg(ccd)
     xs = xi0 + (np.arange(0, cam.ccd_nx, step) - (cam.ccd_nx - 1) / 2.0) * s
     ys = eta0 + (np.arange(0, cam.ccd_ny, step) - (cam.ccd_ny - 1) / 2.0) * s
-    return xs[None, :], ys[:, None]
+    return xs[None, :].astype(np.float32), ys[:, None].astype(np.float32)
 
 
 def _smooth_terms(fp: FocalPlane, ccd: CcdInfo, band: str, seed: int, step: int = 1
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth parts of F (vignetting x CCD QE x band gradient) and of L, float64 on a grid."""
+    """Smooth parts of F (vignetting x CCD QE x band gradient) and of L, float32 on a grid."""
     x, y = _fp_coords(fp, ccd, step)
-    rmax = fp.radius_deg()
-    rho2 = (x * x + y * y) / (rmax * rmax)
+    rmax = np.float32(fp.radius_deg())
+    x, y = x / rmax, y / rmax
+    rho2 = x * x + y * y
     b = BAND_INDEX.get(band, 7)
     rng_ccd = np.random.default_rng([seed, 11, ccd.ccdnum])
     qe = 1.0 + rng_ccd.uniform(-0.04, 0.04)
     rng_band = np.random.default_rng([seed, 13, ccd.ccdnum, b])
     qe_band = 1.0 + rng_band.uniform(-0.01, 0.01)
     gx, gy = np.random.default_rng([seed, 17, b]).uniform(-0.015, 0.015, 2)
-    f_smooth = qe * qe_band * (1.0 - 0.04 * rho2) * (1.0 + gx * x / rmax)
+    f_smooth = np.float32(qe * qe_band) * (np.float32(1.0) - np.float32(0.04) * rho2)
+    f_smooth *= np.float32(1.0) + np.float32(gx) * x
     la, lx, ly = np.random.default_rng([seed, 19, b]).uniform([0.01, -0.02, -0.02], [0.03, 0.02, 0.02])
-    illum = 1.0 + la * (rho2 - 0.5) + lx * x / rmax + ly * y / rmax + gy * 0.0
+    illum = np.float32(la) * rho2
+    illum += (np.float32(1.0 - 0.5 * la) + np.float32(lx) * x) + np.float32(ly + 0.0 * gy) * y
     return f_smooth, illum
 
 
+_NORM: dict[tuple[int, str, int], float] = {}
+
+
 def _normalisation(fp: FocalPlane, band: str, seed: int) -> float:
-    """Median of the smooth F x L over the focal plane (coarse grid)."""
+    """Median of the smooth F x L over the focal plane (coarse grid; remembered per focal plane)."""
+    key = (id(fp), band, seed)
+    if key not in _NORM:
+        _NORM[key] = _normalisation_uncached(fp, band, seed)
+    return _NORM[key]
+
+
+def _normalisation_uncached(fp: FocalPlane, band: str, seed: int) -> float:
     step = max(1, min(fp.camera.ccd_nx, fp.camera.ccd_ny) // 32)
     vals = []
     for c in fp.ccds:
@@ -113,10 +126,11 @@ def ccd_signature(fp: FocalPlane, ccd: CcdInfo, band: str, seed: int) -> CcdSign
     step = np.where(np.arange(nx) < half, 0.0, rng.uniform(-1.5, 1.5))
     bias_e = (cols[None, :] + step[None, :] + rows[:, None]).astype(np.float32)
     # true response: pixel-to-pixel QE (same in every band), smooth terms per band
-    pix = rng.normal(1.0, 0.008, (ny, nx)).astype(np.float32)
+    flat_true = rng.standard_normal((ny, nx), dtype=np.float32)
+    flat_true *= np.float32(0.008)
+    flat_true += np.float32(1.0)
     f_smooth, illum = _smooth_terms(fp, ccd, band, seed)
-    norm = _normalisation(fp, band, seed)
-    flat_true = (pix * (f_smooth / norm)).astype(np.float32)
+    flat_true *= f_smooth * np.float32(1.0 / _normalisation(fp, band, seed))
     # bad columns: 1-3 hot segments
     bad = []
     for _ in range(int(rng.integers(1, 4))):
@@ -124,7 +138,7 @@ def ccd_signature(fp: FocalPlane, ccd: CcdInfo, band: str, seed: int) -> CcdSign
         y0 = int(rng.integers(0, ny // 2)) if rng.random() < 0.5 else 0
         bad.append((x, y0, ny, float(rng.uniform(300.0, 3000.0))))
     offsets = (float(rng.uniform(-120, 120)), float(rng.uniform(-120, 120)))
-    return CcdSignature(bias_e, flat_true, illum.astype(np.float32), bad, offsets)
+    return CcdSignature(bias_e, flat_true, np.ascontiguousarray(np.broadcast_to(illum, (ny, nx))), bad, offsets)
 
 
 def airmass_from(rng: np.random.Generator) -> float:

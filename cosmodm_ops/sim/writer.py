@@ -58,36 +58,75 @@ def write_raw(path: Path, primary: dict[str, object], hdus: Sequence[tuple[str, 
     return write_images(path, list(hdus), compress=True, primary_header=primary)
 
 
+class _AtomicFits:
+    """Several FITS files written side by side under temporary names, renamed together on success."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.tmps: list[str] = []
+        self.files: list[fitsio.FITS] = []
+
+    def __enter__(self) -> list[fitsio.FITS]:
+        for p in self.paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+            os.close(fd)
+            os.unlink(tmp)
+            self.tmps.append(tmp)
+            self.files.append(fitsio.FITS(tmp, "rw", clobber=True))
+        return self.files
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for f in self.files:
+            f.close()
+        if exc_type is None:
+            for tmp, p in zip(self.tmps, self.paths):
+                os.replace(tmp, p)
+        else:
+            for tmp in self.tmps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+
+
+#: Absolute quantization steps of the compressed (large-camera) calibration images.
+CALIB_STEPS = {"bias": 0.01, "flat": 1e-4, "starflat": 1e-5}
+
+
 def write_calibs(folder: Path, fp: FocalPlane, bands: Sequence[str],
                  signature: Callable[[CcdInfo, str], CcdSignature], compress: bool = False) -> list[Path]:
-    """bias.fits, bpm.fits, flat_<band>.fits, starflat_<band>.fits (one HDU per CCD, trimmed frame)."""
+    """bias.fits, bpm.fits, flat_<band>.fits, starflat_<band>.fits (one HDU per CCD, trimmed frame).
+
+    Each CCD's signatures are computed once per band and streamed into every file. With
+    ``compress`` the float images are RICE-compressed with the absolute quantization steps of
+    :data:`CALIB_STEPS` (errors below 1e-4 of the flat) and the bad-pixel map losslessly.
+    """
     folder = Path(folder)
-    paths = []
+    names = ["bias", "bpm"] + [f"{kind}_{b}" for b in bands for kind in ("flat", "starflat")]
+    paths = [folder / f"{n}.fits" for n in names]
 
-    def hdr(ccd: CcdInfo, **extra: object) -> dict[str, object]:
-        return {"CCDNUM": ccd.ccdnum, "DETPOS": ccd.name, **extra}
+    def put(f: fitsio.FITS, data: np.ndarray, ccd: CcdInfo, step: float | None, **extra: object) -> None:
+        hdr = [{"name": "CCDNUM", "value": ccd.ccdnum}, {"name": "DETPOS", "value": ccd.name}]
+        hdr += [{"name": k, "value": v} for k, v in extra.items()]
+        kw: dict[str, object] = {}
+        if compress:
+            kw = {"compress": "RICE", "tile_dims": [1, data.shape[1]]}
+            if step is not None:
+                kw.update(qlevel=-step, qmethod="SUBTRACTIVE_DITHER_1", dither_seed=1 + ccd.ccdnum % 10000)
+        f.write_image(data, extname=ccd.name, header=hdr, **kw)
 
-    first = bands[0]
-    paths.append(write_images(
-        folder / "bias.fits",
-        [(c.name, signature(c, first).bias_e, hdr(c, BUNIT="electrons", OBSTYPE="zero")) for c in fp.ccds],
-        compress=compress, qlevel=16.0,
-    ))
-    paths.append(write_images(
-        folder / "bpm.fits", [(c.name, signature(c, first).bpm(), hdr(c, OBSTYPE="bpm")) for c in fp.ccds],
-        compress=compress,
-    ))
-    for band in bands:
-        paths.append(write_images(
-            folder / f"flat_{band}.fits",
-            [(c.name, signature(c, band).dome_flat, hdr(c, BAND=band, OBSTYPE="dome flat")) for c in fp.ccds],
-            compress=compress, qlevel=16.0,
-        ))
-        paths.append(write_images(
-            folder / f"starflat_{band}.fits",
-            [(c.name, signature(c, band).illum, hdr(c, BAND=band, OBSTYPE="star flat")) for c in fp.ccds],
-            compress=compress, qlevel=16.0,
-        ))
+    with _AtomicFits(paths) as files:
+        for f in files:  # an empty primary HDU: every CCD is an extension
+            f.write_image(None)
+        out = dict(zip(names, files))
+        for c in fp.ccds:
+            for i, band in enumerate(bands):
+                sig = signature(c, band)
+                if i == 0:
+                    put(out["bias"], sig.bias_e, c, CALIB_STEPS["bias"], BUNIT="electrons", OBSTYPE="zero")
+                    put(out["bpm"], sig.bpm(), c, None, OBSTYPE="bpm")
+                put(out[f"flat_{band}"], sig.dome_flat, c, CALIB_STEPS["flat"], BAND=band, OBSTYPE="dome flat")
+                put(out[f"starflat_{band}"], sig.illum, c, CALIB_STEPS["starflat"], BAND=band,
+                    OBSTYPE="star flat")
     return paths
 
 
