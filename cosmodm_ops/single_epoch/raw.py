@@ -498,7 +498,8 @@ def raw_exposure_plan(raw: str | os.PathLike[str], calib: str | os.PathLike[str]
                 try:
                     f[i][-1:, -1:]  # a truncated file fails here, not in a worker
                 except (OSError, ValueError) as err:
-                    msg = f"{path} HDU {i} ({extname}): pixel data truncated or corrupt: {err}"
+                    first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                    msg = f"{path} HDU {i} ({extname}): pixel data truncated or corrupt ({first_line})"
                     raise BadInputError(msg) from err
                 if first is None:
                     first = hdr
