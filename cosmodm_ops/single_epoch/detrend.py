@@ -4,14 +4,16 @@ Conventions
 -----------
 * Images are float32 in electrons, shape (ny, nx), after camera ingest (overscan
   subtracted, trimmed, multiplied by the gain, amplifiers assembled).
-* ``bias`` is in electrons (residual 2-D bias after overscan); ``flat`` and
-  ``starflat`` are dimensionless with median 1; the flat-fielded image is
-  ``(image - bias) / (flat * starflat)``.
-* Pixel area: images are not remapped, so a sky-flat image has pixels that cover
-  unequal solid angles. ``pixel_area`` (relative area, median 1, from the WCS
-  Jacobian: :func:`relative_pixel_area`) is divided out *only* when the star flat
-  does not already include it (``config.divide_pixel_area``); the simulator's star
-  flat carries the zeropoint flatness, so by default the area term is applied.
+* ``bias`` is in electrons (residual 2-D bias after overscan); ``flat`` (the dome
+  flat) and ``starflat`` are dimensionless with median 1; the detrended image is
+  ``(image - bias) / flat * starflat * pixel_area`` (the star flat is the
+  zeropoint-flatness correction: the dome flat carries an illumination error L and
+  ``starflat = L``; the raw format's contract).
+* Pixel area: images are not remapped, so after a dome flat the sky is flat but a
+  pixel covering a larger solid angle holds a point source's light in fewer pixels:
+  point-source fluxes are low by the relative area. ``pixel_area`` (relative area,
+  median 1, from the WCS Jacobian: :func:`relative_pixel_area`) multiplies the image
+  unless the star flat already includes it (``config.correct_pixel_area``).
 * Weight: inverse variance per pixel in e-^-2, from the sky level, read noise and
   flat: ``var = (sky_raw + rn^2) / F^2`` with ``sky_raw = sky * F`` the sky in the raw
   frame; 0 where a pixel is masked as bad, saturated, bleed or edge.
@@ -60,8 +62,8 @@ class DetrendConfig:
         Minimum (pixel - median3x3) / (pixel - sky) for a cosmic-ray hit.
     find_cosmic_rays : bool
         Run the cosmic-ray finder (else leave them to SExtractor's flags).
-    divide_pixel_area : bool
-        Divide by the relative pixel area when ``pixel_area`` is given.
+    correct_pixel_area : bool
+        Multiply by the relative pixel area when ``pixel_area`` is given (off when the star flat includes it).
     """
 
     edge_pixels: int = 2
@@ -69,7 +71,7 @@ class DetrendConfig:
     cr_nsigma: float = 6.0
     cr_sharpness: float = 0.6
     find_cosmic_rays: bool = True
-    divide_pixel_area: bool = True
+    correct_pixel_area: bool = True
 
 
 @dataclass(frozen=True)
@@ -242,11 +244,11 @@ def run(inputs: DetrendInputs, config: DetrendConfig | None = None) -> DetrendRe
         flat_total = flat_total * inputs.flat
         history.append("cosmodm detrend: divided by dome flat")
     if inputs.starflat is not None:
-        flat_total = flat_total * inputs.starflat
-        history.append("cosmodm detrend: divided by star flat (zeropoint flatness)")
-    if inputs.pixel_area is not None and cfg.divide_pixel_area:
-        flat_total = flat_total * inputs.pixel_area
-        history.append("cosmodm detrend: divided by relative pixel area from the WCS")
+        flat_total = flat_total / np.where(inputs.starflat > 0.05, inputs.starflat, 1.0)
+        history.append("cosmodm detrend: multiplied by the star flat (zeropoint flatness)")
+    if inputs.pixel_area is not None and cfg.correct_pixel_area:
+        flat_total = flat_total / inputs.pixel_area
+        history.append("cosmodm detrend: multiplied by the relative pixel area from the WCS")
     bad_flat = ~np.isfinite(flat_total) | (flat_total <= 0.05)
     safe_flat = np.where(bad_flat, 1.0, flat_total).astype(np.float32)
     image /= safe_flat

@@ -251,7 +251,7 @@ def detrend_raw_ccd(ccd: RawCcd, calib: RawCalib, config: DetrendConfig | None =
     if calib.starflat is not None:
         divisor = divisor / np.where(calib.starflat > 0.05, calib.starflat, 1.0).astype(np.float32)
         history.append("cosmodm detrend: multiplied by the star flat (zeropoint flatness)")
-    if calib.pixel_area is not None and cfg.divide_pixel_area:
+    if calib.pixel_area is not None and cfg.correct_pixel_area:
         divisor = divisor / calib.pixel_area.astype(np.float32)
         history.append("cosmodm detrend: multiplied by the relative pixel area from the WCS")
     divisor = np.where(bad_flat, 1.0, divisor).astype(np.float32)

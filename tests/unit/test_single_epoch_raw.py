@@ -258,3 +258,21 @@ def test_decam_camera_tables_give_62_ccds_and_the_real_crosstalk_terms():
     below, above = R.crosstalk_signal(np.array([1000.0, 42000.0], np.float32), t)
     assert below == pytest.approx(0.134)
     assert above == pytest.approx(1.537540e-04 * 42000 - 6.980507e-08 * 42000**2 + 5.963848e-12 * 42000**3, rel=1e-5)
+
+
+def test_star_flat_and_pixel_area_multiply_the_flat_fielded_image(tmp_path: Path):
+    exp = make_exposure(tmp_path, seed=1, noise=False, crosstalk=False, starflat=False)
+    with fitsio.FITS(str(exp.raw)) as f:
+        raw = f["N2"].read()
+    sec = R._sections(exp.cfg.camera, "N2")
+    ny, nx = exp.bias["N2"].shape
+    flat = np.ones((ny, nx), np.float32)
+    area = np.ones((ny, nx), np.float32)
+    area[:, nx // 2:] = 1.02
+    starflat = np.full((ny, nx), 0.97, np.float32)
+    ccd = R.RawCcd(raw=raw, sec=sec, gain=(4.44, 4.21), readnoise=(6.6, 6.5), saturation=(45500, 43300))
+    base = R.detrend_raw_ccd(ccd, R.RawCalib(bias=exp.bias["N2"], flat=flat))
+    both = R.detrend_raw_ccd(ccd, R.RawCalib(bias=exp.bias["N2"], flat=flat, starflat=starflat, pixel_area=area))
+    ratio = np.median(both.image[:, 10:50] / base.image[:, 10:50]), np.median(both.image[:, -50:-10] / base.image[:,
+                                                                                                           -50:-10])
+    assert ratio == pytest.approx((0.97, 0.97 * 1.02), rel=1e-5)
