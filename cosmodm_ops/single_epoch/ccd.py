@@ -38,7 +38,7 @@ from cosmodm_ops.astromatic import (
 from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
 from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK
 
-__all__ = ["WCS_KEYS", "CcdFailure", "finish_ccd", "match_sky", "prepare_ccd", "psf_model_fwhm"]
+__all__ = ["WCS_KEYS", "CcdFailure", "finish_ccd", "match_sky", "prepare_ccd", "psf_model_fwhm", "psf_model_moffat"]
 
 log = logging.getLogger(__name__)
 
@@ -328,12 +328,16 @@ def _write_catalog(src: Path, dst: Path, apcorr: float | None) -> None:
     os.replace(tmp, dst)
 
 
-def psf_model_fwhm(psf_path: str | os.PathLike[str]) -> float | None:
-    """FWHM (image pixels) of a PSFEx model at its polynomial origin (the CCD centre), from a Moffat fit
-    with free beta to the tabulated model; None if the model cannot be read or the fit fails.
+def psf_model_moffat(psf_path: str | os.PathLike[str]) -> tuple[float, float, float] | None:
+    """Moffat fit (free beta) to a PSFEx model at its polynomial origin (the CCD centre).
 
     The model is the pixel-sampled PSF as stars show it on the image (so the FWHM compares with
     a fit to the stars themselves); ``PSF_SAMP`` converts model steps to image pixels.
+
+    Returns
+    -------
+    (fwhm, alpha, beta) or None
+        FWHM and Moffat alpha in image pixels, and beta; None if the model cannot be read or the fit fails.
     """
     from scipy.optimize import least_squares
 
@@ -364,7 +368,22 @@ def psf_model_fwhm(psf_path: str | os.PathLike[str]) -> float | None:
         return None
     _, _, _, alpha, beta = fit.x
     fwhm = 2.0 * alpha * math.sqrt(2.0 ** (1.0 / beta) - 1.0) * samp
-    return float(fwhm) if fit.success and np.isfinite(fwhm) and fwhm > 0 else None
+    if not (fit.success and np.isfinite(fwhm) and fwhm > 0):
+        return None
+    return float(fwhm), float(alpha * samp), float(beta)
+
+
+def psf_model_fwhm(psf_path: str | os.PathLike[str]) -> float | None:
+    """FWHM (image pixels) of a PSFEx model from :func:`psf_model_moffat`; None where the fit fails."""
+    fit = psf_model_moffat(psf_path)
+    return fit[0] if fit else None
+
+
+def _largest_aperture_px() -> float:
+    """Diameter (pixels) of the largest SExtractor aperture (the last MAG_APER column)."""
+    import inspect
+
+    return float(max(inspect.signature(sextractor_args).parameters["phot_apertures"].default))
 
 
 def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dict[str, Any], float | None]:
@@ -382,7 +401,8 @@ def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dic
     values["n_stars"] = int(stars.sum())
     # seeing: a Moffat fit to the PSFEx model at the CCD centre (PSFEx's own PSF_FWHM reads 20-25% high for
     # Moffat PSFs); else PSF_FWHM; else the stars' median FWHM_IMAGE
-    fwhm_px = psf_model_fwhm(prep["psf"])
+    moffat = psf_model_moffat(prep["psf"])
+    fwhm_px = moffat[0] if moffat else None
     values["fwhm_method"] = "moffat fit to the PSFEx model"
     if fwhm_px is None:
         psf_hdr = fitsio.read_header(prep["psf"], ext=1)
@@ -397,6 +417,16 @@ def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dic
     bright = clean & pointlike & (snr > 20) & (objs["MAG_PSF"] < 90) & (objs["MAG_APER"][:, -1] < 90)
     apcorr = float(np.median(objs["MAG_APER"][:, -1][bright] - objs["MAG_PSF"][bright])) if bright.sum() >= 3 \
         else None
+    if apcorr is not None and moffat is not None:
+        # the largest aperture misses the PSF's wings (1.4% for a Moffat beta 3 of FWHM 1" in a 5.3" aperture):
+        # extend to total flux with the Moffat fitted to the PSF model, EE(r) = 1 - (1 + r^2/alpha^2)^(1-beta)
+        _, alpha_px, beta = moffat
+        r_ap = 0.5 * _largest_aperture_px()
+        ee = 1.0 - (1.0 + (r_ap / alpha_px) ** 2) ** (1.0 - beta)
+        if 0.5 < ee <= 1.0:
+            values["apcorr_aperture_mag"] = apcorr
+            values["apcorr_to_total_mag"] = 2.5 * math.log10(ee)
+            apcorr += values["apcorr_to_total_mag"]
     values["apcorr_mag"] = apcorr
     if apcorr is None:
         values["apcorr_mag_reason"] = f"only {int(bright.sum())} bright point sources (need 3)"
@@ -408,7 +438,14 @@ def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dic
     values["astrom_matches"] = len(i1)
     values["astrom_median_offset_mas"] = float(np.median(np.hypot(dra, ddec))) if len(i1) else None
     values["astrom_max_offset_mas"] = float(np.max(np.hypot(dra, ddec))) if len(i1) else None
-    if len(i1) >= 3:
+    # the RMS is taken over bright stars (S/N > star_snr_min, point-like), whose centroids are good to a few mas,
+    # so that it measures the astrometric solution rather than the centroid noise of faint sources
+    bright_m = pointlike[sel][i1] & (snr[sel][i1] > spec["star_snr_min"])
+    values["astrom_rms_stars"] = int(bright_m.sum())
+    if bright_m.sum() >= 3:
+        dra_b, ddec_b = dra[bright_m], ddec[bright_m]
+        values["astrom_rms_mas"] = float(np.sqrt(np.mean(dra_b**2 + ddec_b**2) / 2))
+    elif len(i1) >= 3:
         # per-axis RMS about zero: sqrt(mean(dx^2 + dy^2) / 2)
         values["astrom_rms_mas"] = float(np.sqrt(np.mean(dra**2 + ddec**2) / 2))
     else:

@@ -4,14 +4,16 @@ Conventions
 -----------
 * Images are float32 in electrons, shape (ny, nx), after camera ingest (overscan
   subtracted, trimmed, multiplied by the gain, amplifiers assembled).
-* ``bias`` is in electrons (residual 2-D bias after overscan); ``flat`` and
-  ``starflat`` are dimensionless with median 1; the flat-fielded image is
-  ``(image - bias) / (flat * starflat)``.
-* Pixel area: images are not remapped, so a sky-flat image has pixels that cover
-  unequal solid angles. ``pixel_area`` (relative area, median 1, from the WCS
-  Jacobian: :func:`relative_pixel_area`) is divided out *only* when the star flat
-  does not already include it (``config.divide_pixel_area``); the simulator's star
-  flat carries the zeropoint flatness, so by default the area term is applied.
+* ``bias`` is in electrons (residual 2-D bias after overscan); ``flat`` (the dome
+  flat) and ``starflat`` are dimensionless with median 1; the detrended image is
+  ``(image - bias) / flat * starflat * pixel_area`` (the star flat is the
+  zeropoint-flatness correction: the dome flat carries an illumination error L and
+  ``starflat = L``; the raw format's contract).
+* Pixel area: images are not remapped, so after a dome flat the sky is flat but a
+  pixel covering a larger solid angle holds a point source's light in fewer pixels:
+  point-source fluxes are low by the relative area. ``pixel_area`` (relative area,
+  median 1, from the WCS Jacobian: :func:`relative_pixel_area`) multiplies the image
+  unless the star flat already includes it (``config.correct_pixel_area``).
 * Weight: inverse variance per pixel in e-^-2, from the sky level, read noise and
   flat: ``var = (sky_raw + rn^2) / F^2`` with ``sky_raw = sky * F`` the sky in the raw
   frame; 0 where a pixel is masked as bad, saturated, bleed or edge.
@@ -36,6 +38,7 @@ __all__ = [
     "DetrendResult",
     "detect_cosmic_rays",
     "overscan_per_row",
+    "pixel_area_grid",
     "relative_pixel_area",
     "robust_sky",
     "run",
@@ -60,8 +63,8 @@ class DetrendConfig:
         Minimum (pixel - median3x3) / (pixel - sky) for a cosmic-ray hit.
     find_cosmic_rays : bool
         Run the cosmic-ray finder (else leave them to SExtractor's flags).
-    divide_pixel_area : bool
-        Divide by the relative pixel area when ``pixel_area`` is given.
+    correct_pixel_area : bool
+        Multiply by the relative pixel area when ``pixel_area`` is given (off when the star flat includes it).
     """
 
     edge_pixels: int = 2
@@ -69,7 +72,7 @@ class DetrendConfig:
     cr_nsigma: float = 6.0
     cr_sharpness: float = 0.6
     find_cosmic_rays: bool = True
-    divide_pixel_area: bool = True
+    correct_pixel_area: bool = True
 
 
 @dataclass(frozen=True)
@@ -131,24 +134,13 @@ def robust_sky(image: np.ndarray, mask: np.ndarray | None = None, max_samples: i
     return med, 1.4826 * mad
 
 
-def relative_pixel_area(wcs: object, shape: tuple[int, int], step: int = 64) -> np.ndarray:
-    """Relative pixel area (median 1) from an astropy WCS, on a coarse grid then interpolated.
-
-    Parameters
-    ----------
-    wcs : astropy.wcs.WCS
-        Celestial WCS of the CCD.
-    shape : (ny, nx)
-        Image shape.
-    step : int
-        Grid spacing in pixels (the area varies slowly across a CCD).
-    """
-    from astropy.wcs.utils import proj_plane_pixel_scales  # noqa: F401  (documents the dependency)
-
+def pixel_area_grid(wcs: object, shape: tuple[int, int], step: int = 64
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relative pixel area (median 1) from an astropy WCS on a coarse grid: (grid rows, grid columns, area)."""
     ny, nx = shape
-    gy = np.unique(np.r_[np.arange(0, ny, step), ny - 1])
-    gx = np.unique(np.r_[np.arange(0, nx, step), nx - 1])
-    xx, yy = np.meshgrid(gx.astype(float), gy.astype(float))
+    gy = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
+    gx = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
+    xx, yy = np.meshgrid(gx, gy)
     d = 0.5
 
     def sky(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,19 +155,42 @@ def relative_pixel_area(wcs: object, shape: tuple[int, int], step: int = 64) -> 
     dra_y = np.angle(np.exp(1j * (ray - ra0))) * cosd
     area = np.abs(dra_x * (decy - dec0) - dra_y * (decx - dec0))
     area /= np.median(area)
+    return gy, gx, area
+
+
+def relative_pixel_area(wcs: object, shape: tuple[int, int], step: int = 64) -> np.ndarray:
+    """Relative pixel area (median 1) from an astropy WCS, on a coarse grid then interpolated.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the CCD.
+    shape : (ny, nx)
+        Image shape.
+    step : int
+        Grid spacing in pixels (the area varies slowly across a CCD).
+
+    Returns
+    -------
+    ndarray, shape ``shape``, float32
+    """
+    ny, nx = shape
+    gy, gx, area = pixel_area_grid(wcs, shape, step)
     # bilinear interpolation, separable: along x for every grid row, then along y (same values as a
-    # RegularGridInterpolator, at a fraction of its cost on a 2k x 4k CCD)
-    rows = np.empty((len(gy), nx), np.float64)
+    # RegularGridInterpolator, at a fraction of its cost and memory on a 2k x 4k CCD)
     xs = np.arange(nx, dtype=float)
-    for i in range(len(gy)):
-        rows[i] = np.interp(xs, gx.astype(float), area[i])
-    ys = np.arange(ny, dtype=float)
-    i0 = np.clip(np.searchsorted(gy, ys, side="right") - 1, 0, len(gy) - 2) if len(gy) > 1 else np.zeros(ny, int)
+    rows = np.stack([np.interp(xs, gx, area[i]) for i in range(len(gy))]).astype(np.float32)
     if len(gy) == 1:
-        return np.broadcast_to(rows[0].astype(np.float32), (ny, nx)).copy()
+        return np.broadcast_to(rows[0], (ny, nx)).copy()
+    ys = np.arange(ny, dtype=float)
+    i0 = np.clip(np.searchsorted(gy, ys, side="right") - 1, 0, len(gy) - 2)
     t = ((ys - gy[i0]) / (gy[i0 + 1] - gy[i0])).astype(np.float32)[:, None]
-    r0 = rows[i0].astype(np.float32)
-    return (r0 + t * (rows[i0 + 1].astype(np.float32) - r0)).astype(np.float32)
+    out = rows[i0]
+    upper = rows[i0 + 1]
+    upper -= out
+    upper *= t
+    out += upper
+    return out
 
 
 def detect_cosmic_rays(image: np.ndarray, sky: float, noise: float, *, nsigma: float = 6.0,
@@ -185,35 +200,46 @@ def detect_cosmic_rays(image: np.ndarray, sky: float, noise: float, *, nsigma: f
         return np.zeros(image.shape, bool)
     img = np.asarray(image, np.float32)
     ny, nx = img.shape
+    sky32 = np.float32(sky)
     pad = np.pad(img, 1, mode="edge")  # = median_filter(mode="nearest") at the borders
     # The 3x3 median is >= the smallest of the three row medians (six of the nine values are >= it), so
     # pixels with (pixel - that bound) below both thresholds cannot be hits; the exact median is computed
-    # only for the few candidates left (star cores of bright stars and the hits themselves).
+    # only for the few candidates left (star cores of bright stars and the hits themselves). In-place
+    # steps keep the memory at about four image-sized float32 arrays.
     a, b, c = pad[:, :-2], pad[:, 1:-1], pad[:, 2:]
-    med3 = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
-    bound = np.minimum(np.minimum(med3[:-2], med3[1:-1]), med3[2:])
-    above = img - np.float32(sky)
+    lo = np.minimum(a, b)
+    hi = np.maximum(a, b)
+    np.minimum(hi, c, out=hi)
+    np.maximum(lo, hi, out=lo)  # median of each horizontal triple
+    del hi
+    bound = np.minimum(lo[:-2], lo[1:-1])
+    np.minimum(bound, lo[2:], out=bound)
+    del lo
+    np.subtract(img, bound, out=bound)  # an upper limit of pixel - median3x3
     with np.errstate(invalid="ignore"):
-        upper = img - bound
-        cand = (upper > nsigma * noise) & (upper > sharpness * above)
-    hit = np.zeros(img.shape, bool)
+        cand = bound > nsigma * noise
+    del bound
     yy, xx = np.nonzero(cand)
+    del cand
+    hit = np.zeros(img.shape, bool)
     if yy.size:
         stack = np.stack([pad[yy + dy, xx + dx] for dy in range(3) for dx in range(3)], axis=1)
         med = np.median(stack, axis=1)
-        resid = img[yy, xx] - med
+        val = img[yy, xx]
+        resid = val - med
         with np.errstate(invalid="ignore"):
-            ok = (resid > nsigma * noise) & (resid > sharpness * above[yy, xx])
+            ok = (resid > nsigma * noise) & (resid > sharpness * (val - sky32))
         hit[yy[ok], xx[ok]] = True
         yy, xx = yy[ok], xx[ok]
+    del pad
     # a hit's direct neighbours usually carry charge too (4-connected, as ndimage.binary_dilation)
-    out = hit.copy()
+    out = hit
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
         y2, x2 = yy + dy, xx + dx
         inside = (y2 >= 0) & (y2 < ny) & (x2 >= 0) & (x2 < nx)
         y2, x2 = y2[inside], x2[inside]
         with np.errstate(invalid="ignore"):
-            keep = above[y2, x2] > 3 * noise
+            keep = img[y2, x2] - sky32 > 3 * noise
         out[y2[keep], x2[keep]] = True
     return out
 
@@ -242,11 +268,11 @@ def run(inputs: DetrendInputs, config: DetrendConfig | None = None) -> DetrendRe
         flat_total = flat_total * inputs.flat
         history.append("cosmodm detrend: divided by dome flat")
     if inputs.starflat is not None:
-        flat_total = flat_total * inputs.starflat
-        history.append("cosmodm detrend: divided by star flat (zeropoint flatness)")
-    if inputs.pixel_area is not None and cfg.divide_pixel_area:
-        flat_total = flat_total * inputs.pixel_area
-        history.append("cosmodm detrend: divided by relative pixel area from the WCS")
+        flat_total = flat_total / np.where(inputs.starflat > 0.05, inputs.starflat, 1.0)
+        history.append("cosmodm detrend: multiplied by the star flat (zeropoint flatness)")
+    if inputs.pixel_area is not None and cfg.correct_pixel_area:
+        flat_total = flat_total / inputs.pixel_area
+        history.append("cosmodm detrend: multiplied by the relative pixel area from the WCS")
     bad_flat = ~np.isfinite(flat_total) | (flat_total <= 0.05)
     safe_flat = np.where(bad_flat, 1.0, flat_total).astype(np.float32)
     image /= safe_flat

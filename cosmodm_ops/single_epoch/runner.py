@@ -37,13 +37,26 @@ from astropy.io import fits as afits
 from cosmodm_ops import fits as cfits
 from cosmodm_ops.astromatic import ToolError, run_tool, scamp_args, tool_versions, write_reference_ldac
 from cosmodm_ops.config import Config, config_hash
-from cosmodm_ops.manifest import Manifest, ManifestInput, ManifestProduct, UnitStatus, read_manifest, write_manifest
+from cosmodm_ops.manifest import (
+    Manifest,
+    ManifestInput,
+    ManifestProduct,
+    UnitStatus,
+    read_manifest,
+    write_manifest,
+)
 from cosmodm_ops.model import ProductKind, Stage, Tags
 from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_summary
 from cosmodm_ops.single_epoch.ccd import finish_ccd, prepare_ccd
-from cosmodm_ops.single_epoch.inputs import BadInputError, ExposureInfo, exposure_info, image_hdus, read_refcat
+from cosmodm_ops.single_epoch.inputs import (
+    BadInputError,
+    ExposureInfo,
+    exposure_info,
+    image_hdus,
+    read_refcat,
+)
 
-__all__ = ["run_exposure", "MIN_SCAMP_REF_STARS"]
+__all__ = ["MIN_SCAMP_REF_STARS", "run_exposure"]
 
 log = logging.getLogger(__name__)
 

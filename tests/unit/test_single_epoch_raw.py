@@ -237,3 +237,42 @@ def test_cli_exits_65_on_unknown_camera_and_on_truncated_raw(tmp_path: Path, cap
     assert main(argv) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert str(full.raw) in err and "HDU" in err
+
+
+def test_decam_camera_tables_give_62_ccds_and_the_real_crosstalk_terms():
+    from cosmodm_ops.config import load_config
+    from tests.support import real_file
+
+    real_file("obs_decam/DECam_xtalk_20130606.txt")
+    cam = load_config("des", camera="decam").camera
+    ccds = R.camera_ccds(cam)
+    assert len(ccds) == 62 and ccds[0] == ("S29", 1) and ("N31", 62) in ccds
+    terms = R.crosstalk_terms(cam)
+    assert len(terms) == 249
+    cross = [t for t in terms if t.victim[0] != t.source[0]]
+    nonlin = [t for t in terms if t.nl_poly]
+    assert len(cross) == 126 and nonlin and all(t.victim[0] == t.source[0] for t in nonlin)
+    t = next(t for t in terms if t.victim == (25, "B") and t.source == (25, "A"))
+    assert t.coeff == 1.34e-4 and t.nl_onset == pytest.approx(40781.54)
+    # linear below the onset, the file's polynomial in the source signal above it
+    below, above = R.crosstalk_signal(np.array([1000.0, 42000.0], np.float32), t)
+    assert below == pytest.approx(0.134)
+    assert above == pytest.approx(1.537540e-04 * 42000 - 6.980507e-08 * 42000**2 + 5.963848e-12 * 42000**3, rel=1e-5)
+
+
+def test_star_flat_and_pixel_area_multiply_the_flat_fielded_image(tmp_path: Path):
+    exp = make_exposure(tmp_path, seed=1, noise=False, crosstalk=False, starflat=False)
+    with fitsio.FITS(str(exp.raw)) as f:
+        raw = f["N2"].read()
+    sec = R._sections(exp.cfg.camera, "N2")
+    ny, nx = exp.bias["N2"].shape
+    flat = np.ones((ny, nx), np.float32)
+    area = np.ones((ny, nx), np.float32)
+    area[:, nx // 2:] = 1.02
+    starflat = np.full((ny, nx), 0.97, np.float32)
+    ccd = R.RawCcd(raw=raw, sec=sec, gain=(4.44, 4.21), readnoise=(6.6, 6.5), saturation=(45500, 43300))
+    base = R.detrend_raw_ccd(ccd, R.RawCalib(bias=exp.bias["N2"], flat=flat))
+    both = R.detrend_raw_ccd(ccd, R.RawCalib(bias=exp.bias["N2"], flat=flat, starflat=starflat, pixel_area=area))
+    ratio = np.median(both.image[:, 10:50] / base.image[:, 10:50]), np.median(both.image[:, -50:-10] / base.image[:,
+                                                                                                           -50:-10])
+    assert ratio == pytest.approx((0.97, 0.97 * 1.02), rel=1e-5)
