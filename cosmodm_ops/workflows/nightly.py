@@ -186,6 +186,9 @@ def plan_jobs(plan: NightPlan, exposures: list[dict[str, Any]]) -> list[dict[str
     for exp in exposures:
         if exp.get("problem"):
             continue
+        if not plan.force and already_done(plan, int(exp["expnum"])):
+            log.info("exposure %s: already archived at version %s (force to redo)", exp["expnum"], plan.version)
+            continue
         out = plan.work / f"{int(exp['expnum']):08d}"
         raw = inp / "raw" / Path(exp["path"]).name
         command = shlex.split(cfg.site.batch.python) + [

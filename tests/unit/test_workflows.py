@@ -25,12 +25,26 @@ def test_night_from_param_interval_or_run_after():
 
 
 def test_jobs_skip_problem_exposures_and_are_argument_lists(tmp_path: Path, monkeypatch):
+    from cosmodm_ops.archive import Archive
+    from cosmodm_ops.model import Tags
+
     monkeypatch.setenv("COSMODM_WORK_ROOT", str(tmp_path / "work"))
+    monkeypatch.setenv("COSMODM_DB", f"sqlite:///{tmp_path / 'a.db'}")
+    monkeypatch.setenv("COSMODM_ARCHIVE_ROOT", str(tmp_path / "archive"))
+    archive = Archive(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "archive")
+    archive.init()
+    # exposure 9 was processed before: its QA is archived, so it is not redone (unless force)
+    (tmp_path / "qa.json").write_text("{}")
+    archive.store(tmp_path / "qa.json", Tags(survey="demo", camera="decam-mini", stage="single_epoch", version="v1",
+                                             kind="qa", night="2026-11-23", expnum=9, band="g"))
     plan = NightPlan(night="2026-11-23", survey="demo", site="local", version="v1")
     exps = [{"expnum": 7, "band": "g", "path": "/x/a b.fits.fz", "problem": None},
-            {"expnum": 8, "band": "r", "path": "/x/c.fits.fz", "problem": "truncated"}]
+            {"expnum": 8, "band": "r", "path": "/x/c.fits.fz", "problem": "truncated"},
+            {"expnum": 9, "band": "g", "path": "/x/d.fits.fz", "problem": None}]
     jobs = plan_jobs(plan, exps)
     assert [j["expnum"] for j in jobs] == [7]
+    forced = NightPlan(night="2026-11-23", survey="demo", site="local", version="v1", force=True)
+    assert [j["expnum"] for j in plan_jobs(forced, exps)] == [7, 9]
     cmd = jobs[0]["command"]
     assert cmd[:3] == ["cosmodm", "single-epoch", "run"] and str(tmp_path / "work" / "2026-11-23" / "input" / "raw" / "a b.fits.fz") in cmd
     assert jobs[0]["out"].endswith("2026-11-23/00000007")
