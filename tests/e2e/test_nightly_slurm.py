@@ -46,6 +46,12 @@ def _job_python(base: Path) -> list[str]:
     return [str(venv / "bin" / "python"), "-m", "cosmodm_ops.cli"]
 
 
+def _ram_parent() -> str | None:
+    """/dev/shm when it has room for a night's staging (1 GB), else the temp folder."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and shutil.disk_usage(shm).free > 2**30 else None
+
+
 def _owned_by(path: Path, user: str) -> Path:
     account = pwd.getpwnam(user)
     path.mkdir(parents=True, exist_ok=True)
@@ -83,12 +89,14 @@ def night_run(ssh_slurm, pg_url):
     sshd, slurm = ssh_slurm.sshd, ssh_slurm.slurm
     base = Path(tempfile.mkdtemp(prefix="cosmodm-e2e-slurm-"))
     base.chmod(0o755)
+    ram: Path | None = None
     try:
         incoming, archive = base / "incoming", base / "archive"
         work = _owned_by(base / "work", sshd.user)
-        # the RAM-disk parent: per test and owned by the job user (/dev/shm is shared with other work here,
-        # and staging refuses to fill a filesystem past site.ramdisk.max_fraction)
-        ram = _owned_by(base / "ramdisk", sshd.user)
+        # the RAM-disk parent: per test, owned by the job user. /dev/shm is shared with other work on this
+        # machine (often half full), and staging refuses to fill a filesystem past site.ramdisk.max_fraction
+        # (default 0.5): the test raises the limit rather than depend on what else runs.
+        ram = _owned_by(Path(tempfile.mkdtemp(prefix="cosmodm-e2e-ram-", dir=_ram_parent())), sshd.user)
         archive.mkdir()
         job_python = _job_python(base)
         venv_bin = Path(sys.executable).parent
@@ -108,7 +116,8 @@ def night_run(ssh_slurm, pg_url):
             "COSMODM_WORK_ROOT": str(work),
             "COSMODM_MAX_CONCURRENT": "3",
             "COSMODM_CONFIG_OVERRIDES": json.dumps(
-                {"site": {"batch": {"python": " ".join(job_python)}, "ramdisk": {"path": str(ram)}}}),
+                {"site": {"batch": {"python": " ".join(job_python)},
+                          "ramdisk": {"path": str(ram), "max_fraction": 0.95}}}),
             "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": str(REPO),
         })
@@ -130,6 +139,8 @@ def night_run(ssh_slurm, pg_url):
                "log": dag.stdout + dag.stderr, "ram": ram}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        if ram is not None:
+            shutil.rmtree(ram, ignore_errors=True)
 
 
 def test_nightly_ingest_on_ssh_slurm_and_postgres(night_run):
