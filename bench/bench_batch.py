@@ -193,7 +193,20 @@ def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, cluster: Any
     with SSHRunner.from_airflow_connection(CONN_OURS) as admin:
         cluster.run("scontrol", "update", "PartitionName=debug", "State=UP")
         t_go = time.time()
-        watcher.wait(timeout=sleep_s * 4 + 600)
+        deadline = time.monotonic() + sleep_s * 4 + 600
+        released = 0
+        while watcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(5)
+            # On an overloaded machine slurmd may fail to launch a job in time; Slurm then requeues
+            # it HELD ("launch failed requeued held") and it would never run: release it, and say so.
+            pending = cluster.run("squeue", "-h", "-t", "PD", "-o", "%i|%r", check=False).stdout.splitlines()
+            for line in pending:
+                job, _, reason = line.partition("|")
+                if "launch failed" in reason:
+                    cluster.run("scontrol", "release", job, check=False)
+                    released += 1
+        if watcher.poll() is None:
+            watcher.kill()
         ends_raw = admin.run(["bash", "-c", f'for f in {shlex.quote(end_dir)}/*; do echo "${{f##*/}} $(cat "$f")"; done'])
     if watcher.returncode != 0:
         msg = f"{mode} watcher failed ({watcher.returncode}): {(tmp / f'{mode}.stderr').read_text()[-3000:]}"
@@ -209,7 +222,7 @@ def _phase(mode: str, n: int, sleep_s: int, poll: float, sshd: Any, cluster: Any
     watch_s = max(res["noticed"].values()) - t_go
     ok = sum(1 for s in res["states"].values() if s in ("completed", "success"))
     return {
-        "jobs": n, "completed": ok, "submit_s": round(submit_s, 1),
+        "jobs": n, "completed": ok, "launch_failures_released": released, "submit_s": round(submit_s, 1),
         "logins_submit": logins_submit,
         "logins_watch": sshd.logins() - logins0 - logins_submit - 1,  # minus the admin login (end times)
         "logins_total": sshd.logins() - logins0 - 1,

@@ -515,9 +515,9 @@ class Archive:
     def _run_values(manifest: Any, path: Path, run_info: dict[str, Any] | None) -> dict[str, Any]:
         info = dict(run_info or {})
         job = manifest.job
-        raw = path.read_bytes()
-        key_src = raw + json.dumps({k: info.get(k) for k in ("dag_id", "run_id", "task_id", "try_number")},
-                                   sort_keys=True, default=str).encode()
+        # one manifest = one execution of a job (its bytes carry the job's start and timings): keyed by the
+        # bytes alone, a cleared register task or a later DAG run that re-registers it adds no run
+        key_src = path.read_bytes()
         b = manifest.bytes or {}
 
         def pick(name: str, default: Any) -> Any:

@@ -10,10 +10,11 @@ Poisson noise is drawn as its normal limit (variance F x S; the sky alone gives 
 electrons per pixel). ADU are clipped at the amplifier's saturation (above the overscan)
 after charge beyond the full well bleeds along the column, and at [0, 65535].
 
-Crosstalk is linear in the source amplifier's signal (ADU above overscan, saturated pixels
-at the saturation level), added in the trimmed frame: mirrored columns when the two
-amplifiers have different names (always within a CCD), same columns otherwise.
-DECam's non-linear regime (above ``src_nl``, reached only by saturated pixels) is not simulated.
+Crosstalk is :meth:`cosmodm_ops.cameras.layout.CrosstalkCoeff.amount` of the source amplifier's
+signal (ADU above overscan, saturated pixels at the saturation level): linear, and DECam's
+polynomial above ``src_nl`` where the coefficient file has one. It is added in the trimmed
+frame: mirrored columns when the two amplifiers have different names (always within a CCD),
+same columns otherwise.
 
 Random numbers come from ``numpy.random.default_rng([seed, expnum, ccdnum, ...])``, so the
 result does not depend on the number of threads.
@@ -317,6 +318,13 @@ def simulate_exposure(
             i = fp.sections(c).amp_names.index(amp)
             return signals[ccdnum][:, i * half:(i + 1) * half]
 
+        peaks: dict[tuple[int, str], float] = {}
+
+        def peak(ccdnum: int, amp: str) -> float:
+            if (ccdnum, amp) not in peaks:
+                peaks[(ccdnum, amp)] = float(amp_view(ccdnum, amp).max())
+            return peaks[(ccdnum, amp)]
+
         def pass2(ccd: CcdInfo) -> tuple[str, np.ndarray, dict[str, object]]:
             terms = fp.crosstalk_onto(ccd.ccdnum)
             add = None
@@ -328,7 +336,13 @@ def simulate_exposure(
                     src = amp_view(t.source_ccd, t.source_amp)
                     if t.mirrored:
                         src = src[:, ::-1]
-                    add[:, i * half:(i + 1) * half] += np.float32(t.coeff) * src
+                    part = add[:, i * half:(i + 1) * half]
+                    part += np.float32(t.coeff) * src
+                    if t.src_nl is not None and t.poly and peak(t.source_ccd, t.source_amp) > t.src_nl:
+                        # DECam's non-linear regime (bright, mostly saturated source pixels)
+                        hi = src > t.src_nl
+                        s64 = src[hi].astype(np.float64)
+                        part[hi] += (t.amount(s64) - t.coeff * s64).astype(np.float32)
             raw = _raw_ccd(fp, ccd, spec, offsets[ccd.ccdnum], signals[ccd.ccdnum], add, seed)
             return ccd.name, raw, _ccd_header(fp, ccd, spec)
 

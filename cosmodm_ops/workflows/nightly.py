@@ -262,7 +262,7 @@ def register_raw(plan: NightPlan, exposures: list[dict[str, Any]]) -> int:
 def already_done(plan: NightPlan, expnum: int) -> bool:
     """True when the exposure already has single-epoch products of this version in the archive."""
     found = archive_for(plan).find(survey=plan.survey, night=plan.night, expnum=int(expnum),
-                                   version=plan.version, stage="single_epoch", kind="manifest", limit=1)
+                                   version=plan.version, stage="single_epoch", kind="qa", limit=1)
     return bool(found)
 
 

@@ -473,3 +473,28 @@ def test_compressed_calibs_round_trip(cfg, tmp_path) -> None:
         assert np.abs(flat - s.dome_flat).max() <= 0.5 * CALIB_STEPS["flat"] * 1.01
         star = fitsio.read(tmp_path / "starflat_g.fits", ext=ccd.name)
         assert np.abs(star - s.illum).max() <= 0.5 * CALIB_STEPS["starflat"] * 1.01
+
+
+def test_nonlinear_crosstalk_above_onset(cfg) -> None:
+    """Above ``src_nl`` the ghost follows the term's polynomial (DECam's model), below it the linear coefficient."""
+    import dataclasses
+
+    from cosmodm_ops.cameras.layout import CrosstalkCoeff
+
+    fp = focal_plane(cfg.camera)
+    term = CrosstalkCoeff(32, "B", 32, "A", 1e-3, src_nl=5000.0, poly=(2e-3, 0.0, 0.0))
+    fp_nl = dataclasses.replace(fp, crosstalk=(term,))
+    plan = plan_night(cfg, "2026-11-23", 1, ["r"], seed=3)
+    spec = plan.exposures[0]
+    ccd = fp.ccd("N1")
+    ra, dec = ccd_wcs(fp, ccd, spec.ra, spec.dec).all_pix2world([100.3], [500.4], 0)
+    one = Catalog(np.asarray(ra), np.asarray(dec), {"r": np.array([11.0], np.float32)}, np.array([True]),
+                  np.zeros(1, np.float32), np.ones(1, np.float32), np.zeros(1, np.float32))
+    hdus = X.simulate_exposure(fp_nl, spec, one, signature_source(plan), 3, threads=1)
+    raw = {name: data.astype(np.float64) for name, data, _ in hdus}["N1"]
+    src = _above_overscan(fp, "N1", raw, 0)
+    vic = _above_overscan(fp, "N1", raw, 1)[:, ::-1] - np.median(_above_overscan(fp, "N1", raw, 1))
+    for sel, coeff in ((src > 8000, 2e-3), ((src > 1500) & (src < 4000), 1e-3)):
+        assert sel.sum() > 30
+        c = float((vic[sel] * src[sel]).sum() / (src[sel] ** 2).sum())
+        assert c == pytest.approx(coeff, rel=0.1)
