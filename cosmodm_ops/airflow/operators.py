@@ -42,6 +42,15 @@ def _work_root(site_cfg: Any) -> Path:
     return _site_path(os.environ.get("COSMODM_WORK_ROOT") or site_cfg.work_root)
 
 
+#: Worker environment variables a job inherits (when set): the job's ``load_config`` must see the
+#: same deployment overrides as the worker that planned it (RAM-disk limits, versions, ...).
+FORWARDED_ENV = ("COSMODM_CONFIG_OVERRIDES",)
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+
+
 class BatchJobOperator(BaseOperator):
     """Run a command as a batch job at a site (Slurm, PBS, LoadLeveler, HTCondor or local), deferring.
 
@@ -55,7 +64,8 @@ class BatchJobOperator(BaseOperator):
     cores, memory_gb, walltime_min, partition : optional
         Override the site's defaults.
     env : dict, optional
-        Environment for the job (templated). Never put secrets here.
+        Environment for the job (templated). Never put secrets here. ``$COSMODM_CONFIG_OVERRIDES`` of the
+        worker is passed on unless given here.
     retry_scale : float
         Walltime and memory grow by this factor per retry (timeouts, OOM).
     job_label : str, optional
@@ -102,7 +112,7 @@ class BatchJobOperator(BaseOperator):
             memory_gb=round((self.memory_gb or b.memory_gb) * scale, 2),
             walltime_min=int((self.walltime_min or b.walltime_min) * scale),
             partition=self.partition or b.partition, account=b.account, qos=b.qos,
-            env=dict(self.env), ramdisk=cfg.ramdisk.path,
+            env=_forwarded_env() | dict(self.env), ramdisk=cfg.ramdisk.path,
         )
 
     def execute(self, context: Any) -> None:

@@ -1,4 +1,4 @@
-"""Layered YAML loader: base -> survey -> camera -> site -> overrides.
+"""Layered YAML loader: base -> survey -> camera -> site -> $COSMODM_CONFIG_OVERRIDES (JSON) -> overrides.
 
 Layers are merged when a task runs, never when a DAG is parsed. Each key
 remembers the file that set it, so a validation error names the file, the key,
@@ -146,6 +146,27 @@ def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
     return data
 
 
+#: Environment variable holding a JSON partial tree merged after the site file (a deployment's
+#: overrides, e.g. ``{"site": {"batch": {"python": "/opt/venv/bin/cosmodm"}, "ramdisk": {"path": "/scratch"}}}``).
+OVERRIDES_ENV = "COSMODM_CONFIG_OVERRIDES"
+
+
+def _env_overrides() -> dict[str, Any]:
+    """The JSON mapping in ``$COSMODM_CONFIG_OVERRIDES`` (empty when unset)."""
+    text = os.environ.get(OVERRIDES_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        msg = f"${OVERRIDES_ENV}: not valid JSON ({err.msg} at character {err.pos}); expected a mapping"
+        raise ConfigError(msg) from err
+    if not isinstance(data, dict):
+        msg = f"${OVERRIDES_ENV}: expected a JSON mapping at the top level, got {type(data).__name__}"
+        raise ConfigError(msg)
+    return data
+
+
 def load_config(
     survey: str = "des",
     camera: str | None = None,
@@ -153,7 +174,7 @@ def load_config(
     overrides: dict[str, Any] | None = None,
     directory: Path | None = None,
 ) -> Config:
-    """Merge base -> survey -> camera -> site -> overrides and validate.
+    """Merge base -> survey -> camera -> site -> ``$COSMODM_CONFIG_OVERRIDES`` -> overrides and validate.
 
     Parameters
     ----------
@@ -200,6 +221,9 @@ def load_config(
             msg = f"{path}: no such config; available {path.parent.name}: {names}"
             raise ConfigError(msg)
         _merge(layered, load_yaml(path), str(path))
+    env_layer = _env_overrides()
+    if env_layer:
+        _merge(layered, env_layer, f"${OVERRIDES_ENV}")
     if overrides:
         _merge(layered, overrides, "<overrides>")
     try:

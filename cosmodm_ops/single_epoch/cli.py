@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -41,7 +42,9 @@ def register(sub: Any) -> None:
     run.add_argument("--camera", default=None, help="camera config (default: from the file header)")
     run.add_argument("--site", default="local", help="site config (ramdisk path and limits)")
     run.add_argument("--version", default=None, help="pipeline version tag of the products (default: the config's)")
-    run.add_argument("--workdir", default=None, help="parent folder for the RAM-disk work area")
+    run.add_argument("--workdir", default=None,
+                     help="parent folder for the RAM-disk work area (default: $COSMODM_RAMDISK, the batch "
+                          "job's own RAM-disk folder, else the site's ramdisk.path)")
     run.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     run.set_defaults(func=cmd_run)
 
@@ -84,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg=cfg, outdir=args.out, refcat=args.refcat,
             detrended=(args.detrended, args.weight, args.mask) if args.detrended else None,
             raw=args.exposure if not args.detrended else None, calib=args.calib,
-            workdir=args.workdir, jobs=args.jobs,
+            workdir=args.workdir or os.environ.get("COSMODM_RAMDISK") or None, jobs=args.jobs,
         )
     except BadInputError as err:
         print(f"cosmodm single-epoch: bad input: {err}", file=sys.stderr)

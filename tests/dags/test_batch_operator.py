@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noq
 from cosmodm_ops.airflow import BatchJobOperator, BatchJobTrigger  # noqa: E402
 from cosmodm_ops.airflow.triggers import SitePoller  # noqa: E402
 from cosmodm_ops.batch.base import CommandResult, JobState, JobStatus, Scheduler  # noqa: E402
+from cosmodm_ops.batch.script import render_body  # noqa: E402
 
 
 def _ctx():
@@ -64,6 +66,20 @@ def test_resources_grow_on_retry(op):
     third = op.build_spec(ctx)
     assert third.walltime_min == int(first.walltime_min * 1.5**2) and third.memory_gb > first.memory_gb
     assert first.name != third.name and first.name.endswith(".t1") and third.name.endswith(".t3")
+
+
+def test_job_inherits_the_workers_config_overrides(monkeypatch):
+    """The job's load_config must see the overrides the worker planned with; the operator's env wins."""
+    overrides = '{"site": {"ramdisk": {"path": "/scratch/ram", "max_fraction": 0.9}}}'
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", overrides)
+    spec = BatchJobOperator(task_id="single_epoch", command=["true"], site="local", env={"A": "1"}).build_spec(_ctx())
+    assert spec.env == {"COSMODM_CONFIG_OVERRIDES": overrides, "A": "1"} and spec.ramdisk == "/scratch/ram"
+    assert f"export COSMODM_CONFIG_OVERRIDES={shlex.quote(overrides)}" in render_body(spec)
+    mine = BatchJobOperator(task_id="single_epoch", command=["true"], site="local",
+                            env={"COSMODM_CONFIG_OVERRIDES": "{}"}).build_spec(_ctx())
+    assert mine.env == {"COSMODM_CONFIG_OVERRIDES": "{}"}
+    monkeypatch.delenv("COSMODM_CONFIG_OVERRIDES")
+    assert BatchJobOperator(task_id="single_epoch", command=["true"], site="local").build_spec(_ctx()).env == {}
 
 
 def test_trigger_serialize_round_trip_has_no_secrets():

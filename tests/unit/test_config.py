@@ -72,3 +72,27 @@ def test_missing_and_hostile_names(tmp_configs: Path):
         load_config("demo", site="nowhere", directory=tmp_configs)
     with pytest.raises(ConfigError, match="not allowed"):
         load_config("../../etc/passwd", directory=tmp_configs)
+
+
+def test_environment_overrides_merge_after_the_site(monkeypatch: pytest.MonkeyPatch):
+    """``$COSMODM_CONFIG_OVERRIDES`` (JSON) is merged after the site file and before the caller's overrides."""
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES",
+                       '{"site": {"batch": {"python": "/opt/venv/bin/cosmodm", "cores": 3}, '
+                       '"ramdisk": {"path": "/scratch/ram"}}}')
+    cfg = load_config("demo", site="loopback-slurm")
+    assert (cfg.site.batch.python, cfg.site.ramdisk.path, cfg.site.batch.system) == (
+        "/opt/venv/bin/cosmodm", "/scratch/ram", "slurm")
+    assert load_config("demo", site="loopback-slurm", overrides={"site": {"batch": {"cores": 5}}}).site.batch.cores == 5
+    assert cfg.site.batch.cores == 3
+
+
+def test_environment_overrides_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", '{"site": {"batch": {"cores": 0}}}')
+    with pytest.raises(ConfigError, match=r"\$COSMODM_CONFIG_OVERRIDES: key 'site.batch.cores' = 0"):
+        load_config("demo")
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", '["not", "a", "mapping"]')
+    with pytest.raises(ConfigError, match="expected a JSON mapping"):
+        load_config("demo")
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", "{broken")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config("demo")
