@@ -24,4 +24,5 @@ COPY --chown=airflow:root include ./include
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
 ENV COSMODM_CONFIG_DIR=/opt/cosmodm/include/configs \
-    AIRFLOW__CORE__LOAD_EXAMPLES=False
+    AIRFLOW__CORE__LOAD_EXAMPLES=False \
+    AIRFLOW__LINEAGE__MAX_ASSETS_PER_COLLECTOR=20000
