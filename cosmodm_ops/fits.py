@@ -36,6 +36,7 @@ __all__ = [
     "read_header",
     "read_image",
     "write_image",
+    "atomic_fits",
     "write_images",
     "compress_file",
     "decompress_file",
@@ -118,6 +119,29 @@ def _compress_args(data: np.ndarray, compress: bool, qlevel: float, seed: int | 
     return {"compress": "RICE", "tile_dims": [1, data.shape[-1]]}
 
 
+@contextlib.contextmanager
+def atomic_fits(path: str | os.PathLike[str]) -> Iterator[fitsio.FITS]:
+    """An open FITS file written under a temporary name beside ``path``, fsynced and renamed on success.
+
+    A failure (or a killed process) leaves no partial file under ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        with fitsio.FITS(tmp, "rw", clobber=True) as fits:
+            yield fits
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_images(
     path: str | os.PathLike[str],
     hdus: list[tuple[str | None, np.ndarray | None, Any]],
@@ -143,31 +167,19 @@ def write_images(
         Keywords for an empty primary HDU (always written first for compressed files).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        with fitsio.FITS(tmp, "rw", clobber=True) as fits:
-            if compress or primary_header is not None:
-                fits.write_image(None, header=_header_records(primary_header))
-            for i, (extname, data, header) in enumerate(hdus):
-                if data is None:
-                    fits.write_image(None, extname=extname, header=_header_records(header))
-                    continue
-                data = np.ascontiguousarray(data)
-                seed = dither_seed if dither_seed is not None else dither_seed_for(f"{path.name}:{extname or i}")
-                fits.write_image(
-                    data, extname=extname, header=_header_records(header),
-                    **_compress_args(data, compress, qlevel, seed),
-                )
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_fits(path) as fits:
+        if compress or primary_header is not None:
+            fits.write_image(None, header=_header_records(primary_header))
+        for i, (extname, data, header) in enumerate(hdus):
+            if data is None:
+                fits.write_image(None, extname=extname, header=_header_records(header))
+                continue
+            data = np.ascontiguousarray(data)
+            seed = dither_seed if dither_seed is not None else dither_seed_for(f"{path.name}:{extname or i}")
+            fits.write_image(
+                data, extname=extname, header=_header_records(header),
+                **_compress_args(data, compress, qlevel, seed),
+            )
     return path
 
 

@@ -18,7 +18,7 @@ import fitsio
 import numpy as np
 
 from cosmodm_ops.cameras.layout import CcdInfo, FocalPlane
-from cosmodm_ops.fits import write_images
+from cosmodm_ops.fits import atomic_fits, write_images
 from cosmodm_ops.sim.exposure import ExposureSpec
 from cosmodm_ops.sim.instrument import CcdSignature
 from cosmodm_ops.sim.objects import Catalog
@@ -36,19 +36,9 @@ __all__ = [
 def write_table(path: Path, data: np.ndarray, extname: str, header: dict[str, object] | None = None) -> Path:
     """Write one binary table atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        with fitsio.FITS(tmp, "rw", clobber=True) as f:
-            recs = [{"name": k, "value": v} for k, v in (header or {}).items()]
-            f.write_table(data, extname=extname, header=recs or None)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_fits(path) as f:
+        recs = [{"name": k, "value": v} for k, v in (header or {}).items()]
+        f.write_table(data, extname=extname, header=recs or None)
     return path
 
 
