@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import secrets
+import subprocess
 import time
 
 import pytest
@@ -229,3 +230,37 @@ def test_trigger_rebuilt_from_serialize_resumes(site):
     assert rebuilt.serialize() == (classpath, kwargs)
     event = asyncio.run(asyncio.wait_for(_first_event(rebuilt), 120))
     assert (event["job_id"], event["state"], event["exit_code"]) == (job_id, "completed", 0)
+
+
+# A node failure under a running job, on the real one-node Slurm: the job is requeued, not final.
+# The node is set DOWN with ``scontrol`` while the job runs (what slurmctld does when a node stops
+# answering). Slurm's default ``JobRequeue=1`` puts the job back in the queue under the same id, held
+# until a begin time about two minutes later, but sacct keeps showing the killed run as NODE_FAIL for
+# seconds (seen here on Slurm 22.05); the scheduler must report the live job, so that Airflow keeps
+# waiting for it instead of failing (and resubmitting) it. The node returns to IDLE at once here
+# (``ReturnToService=2``, slurmd still answers); the test then moves the begin time to now.
+def _scontrol(cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["scontrol", *args], env=cluster.env, check=False, capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_node_failure_requeues_the_job_and_it_completes(site):
+    scheduler, runner, ssh_slurm = site
+    cluster = ssh_slurm.slurm
+    job = scheduler.submit(runner, _spec(ssh_slurm, ["bash", "-c", "sleep 8; echo done"]))
+    assert _running(scheduler, runner, job).state is JobState.RUNNING
+    res = _scontrol(cluster, "update", f"nodename={cluster.node}", "state=down", "reason=cosmodm-test")
+    assert res.returncode == 0, res.stderr
+    seen = []
+    for _ in range(8):
+        seen.append(scheduler.status(runner, [job])[job])
+        time.sleep(0.5)
+    assert not any(s.state.terminal for s in seen), seen  # sacct says NODE_FAIL here: squeue knows better
+    assert seen[-1].state is JobState.PENDING and "requeued after NODE_FAIL" in (seen[-1].reason or "")
+    queue = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T|%r"], env=cluster.env, capture_output=True,
+                           text=True, check=True, timeout=30).stdout.strip()
+    assert queue == "PENDING|BeginTime"  # requeued, held for its begin time
+    res = _scontrol(cluster, "update", f"jobid={job}", "starttime=now")
+    assert res.returncode == 0, res.stderr
+    final = _final(scheduler, runner, job)
+    assert final.state is JobState.COMPLETED and final.exit_code == 0

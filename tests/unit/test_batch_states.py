@@ -163,6 +163,21 @@ def test_slurm_status_is_one_batched_command_async():
     assert st["11"].exit_code == 65
 
 
+def test_slurm_node_fail_of_a_requeued_job_is_its_live_state():
+    # what sacct and squeue printed on the real Slurm right after the node under job 7 went DOWN
+    sacct = "7|NODE_FAIL|0:0|3||vm|None\n8|NODE_FAIL|0:0|5||vm|None\n9|COMPLETED|0:0|4||vm|None\n"
+    runner = FakeRunner([(lambda a: a[0] == "sacct", ok(sacct)),
+                         (lambda a: a[0] == "squeue", ok("7|PENDING|BeginTime\n"))])
+    st = get_scheduler("slurm").status(runner, ["7", "8", "9"])
+    assert runner.calls[1][0] == ["squeue", "-h", "-j", "7,8", "-o", "%i|%T|%r"]  # only the NODE_FAIL ones
+    assert st["7"].state is JobState.PENDING and st["7"].reason == "requeued after NODE_FAIL (BeginTime)"
+    assert st["8"].state is JobState.NODE_FAIL and st["8"].state.terminal  # not requeued: final, retryable
+    assert st["9"].state is JobState.COMPLETED
+    gone = AsyncFake([(lambda a: a[0] == "sacct", ok(sacct)),
+                      (lambda a: a[0] == "squeue", ok("", "slurm_load_jobs error: Invalid job id specified", 1))])
+    assert asyncio.run(get_scheduler("slurm").status_async(gone, ["7"]))["7"].state is JobState.NODE_FAIL
+
+
 def test_slurm_status_error_is_scheduler_error():
     runner = FakeRunner([(lambda a: a[0] == "sacct", ok("", "sacct: error: slurmdbd: Connection refused", 1))])
     with pytest.raises(SchedulerError, match="Connection refused"):

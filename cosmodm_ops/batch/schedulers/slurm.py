@@ -15,6 +15,8 @@ Commands (each one call through the runner)
 * when sacct says "Slurm accounting storage is disabled" (or is missing), the scheduler
   switches for good to ``squeue --me -h -t all -O JobID,State,exit_code,TimeUsed,NodeList,Reason``
   (a job is then known only for ``MinJobAge`` seconds after it ends; later it is UNKNOWN);
+* requeue check, only when sacct reports NODE_FAIL or PREEMPTED: ``squeue -h -j IDS -o %i|%T|%r``;
+  a job Slurm has put back in the queue (``JobRequeue=1``) is reported in its live state;
 * cancel: ``scancel ID``.
 
 The state table covers every state of Slurm's ``squeue``/``sacct`` documentation
@@ -79,6 +81,7 @@ SLURM_STATES: dict[str, JobState] = {
 
 _SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,MaxRSS,NodeList,Reason"
 _SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,TimeUsed:|,NodeList:|,Reason:"
+_REQUEUEABLE = frozenset({JobState.NODE_FAIL, JobState.PREEMPTED})
 _NO_ACCOUNTING = ("accounting storage is disabled", "sacct: command not found", "sacct: not found")
 
 
@@ -260,7 +263,9 @@ class SlurmScheduler(Scheduler):
         if self.accounting is not False and self._accounting_off(res):
             self.accounting = False
             res = runner.run(self.status_argv(job_ids)[0])
-        return self.parse_status([res], job_ids)
+        out = self.parse_status([res], job_ids)
+        argv = self.requeue_check_argv(out)
+        return self.apply_requeue_check(out, runner.run(argv)) if argv else out
 
     async def status_async(self, runner: AsyncCommandRunner, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The asyncio twin of :meth:`status`."""
@@ -268,7 +273,37 @@ class SlurmScheduler(Scheduler):
         if self.accounting is not False and self._accounting_off(res):
             self.accounting = False
             res = await runner.run(self.status_argv(job_ids)[0])
-        return self.parse_status([res], job_ids)
+        out = self.parse_status([res], job_ids)
+        argv = self.requeue_check_argv(out)
+        return self.apply_requeue_check(out, await runner.run(argv)) if argv else out
+
+    # -- requeue after a node failure or preemption
+    def requeue_check_argv(self, statuses: dict[str, JobStatus]) -> list[str] | None:
+        """``squeue -h -j IDS -o %i|%T|%r`` for the jobs sacct calls NODE_FAIL or PREEMPTED, else None.
+
+        With ``JobRequeue=1`` (Slurm's default) such a job goes back to the queue under the same id,
+        but sacct keeps showing the killed run for a while (seen on Slurm 22.05: five seconds and more);
+        squeue, without ``-t``, lists only jobs that are still live.
+        """
+        ids = [j for j, s in statuses.items() if s.state in _REQUEUEABLE]
+        return ["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r"] if ids else None
+
+    @staticmethod
+    def apply_requeue_check(statuses: dict[str, JobStatus], res: CommandResult) -> dict[str, JobStatus]:
+        """Replace the statuses of requeued jobs by their live state (squeue failing = no requeue known)."""
+        if res.returncode != 0:  # e.g. "Invalid job id specified": the job is gone for good
+            return statuses
+        out = dict(statuses)
+        for line in res.stdout.splitlines():
+            jid, _, rest = line.strip().partition("|")
+            word, _, reason = rest.partition("|")
+            state = _state(word)[0]
+            if jid in out and not state.terminal and state is not JobState.UNKNOWN:
+                before = out[jid]
+                out[jid] = JobStatus(jid, state, nodes=before.nodes, raw_state=word,
+                                     reason=f"requeued after {before.raw_state or before.state.value}"
+                                            + (f" ({reason})" if _none(reason) else ""))
+        return out
 
     # -- cancel
     def cancel_argv(self, job_id: str) -> list[str]:
