@@ -75,7 +75,8 @@ def _running(scheduler, runner, job_id) -> JobStatus:
 def test_job_succeeds_with_accounting(site):
     scheduler, runner, ss = site
     # Holds ~80 MB for 3 s so that the 1 s accounting sampler sees it.
-    code = "import time; b = bytearray(80 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3); print('done')"
+    code = ("import time; b = bytearray(80 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3); "
+            "open('product.txt', 'w').write('x'); print('done')")
     spec = _spec(ss, ["python3", "-c", code])
     job_id = scheduler.submit(runner, spec)
     assert job_id.isdigit()
@@ -86,6 +87,9 @@ def test_job_succeeds_with_accounting(site):
     assert status.max_rss_mb is not None and 60 <= status.max_rss_mb <= 1000
     out = runner.run(["cat", f"{ss.workdir}/.cosmodm/{spec.name}.out"])
     assert out.stdout.strip().splitlines()[-1] == "done"
+    # the script is private; the job's product has the login's umask (022), not the submit step's 077
+    modes = runner.run(["stat", "-c", "%a", f"{ss.workdir}/.cosmodm/{spec.name}.sh", f"{ss.workdir}/product.txt"])
+    assert modes.stdout.split() == ["600", "644"]
     # The same job, seen by Slurm's own accounting as root: our numbers are sacct's.
     raw = ss.slurm.run("sacct", "-X", "-P", "-n", "-j", job_id, "-o", "State,ExitCode,NodeList").stdout.split()
     assert raw == [f"COMPLETED|0:0|{ss.slurm.node}"]

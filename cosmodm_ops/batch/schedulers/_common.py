@@ -13,7 +13,10 @@ __all__ = ["check_ran", "first_line", "parse_duration", "parse_memory_mb", "scri
 # Writes stdin to a private file ($2) in a folder ($1, made if missing), then runs the rest of the arguments
 # ("$@" after shift 2) with the file appended. Paths travel as positional arguments, never inside the
 # shell text, so a runner that joins argv with shlex (SSH) keeps them intact.
-_WRITE_AND_RUN = 'umask 077; mkdir -p -- "$1" && cat > "$2" && f=$2 && shift 2 && exec "$@" "$f"'
+# umask 077 only while the folder and the script are written: sbatch/qsub pass the submitting shell's umask
+# to the job, whose products must keep the login's usual permissions (the archive, transfers, the group).
+_WRITE_AND_RUN = ('old=$(umask); umask 077; mkdir -p -- "$1" && cat > "$2" && umask "$old" && f=$2 && shift 2 '
+                  '&& exec "$@" "$f"')
 
 
 def script_path(spec: JobSpec, suffix: str = ".sh") -> str:
@@ -22,7 +25,8 @@ def script_path(spec: JobSpec, suffix: str = ".sh") -> str:
 
 
 def write_and_run_argv(folder: str, path: str, argv: Sequence[str]) -> list[str]:
-    """One command that writes stdin to ``path`` (mode 600, folder made) and runs ``argv + [path]``."""
+    """One command that writes stdin to ``path`` (mode 600, folder made) and runs ``argv + [path]`` under the
+    login's own umask."""
     return ["bash", "-c", _WRITE_AND_RUN, "cosmodm-submit", folder, path, *argv]
 
 

@@ -4,7 +4,7 @@ Commands (each one call through the runner)
 
 * live-job lookup (idempotent submit): ``squeue --me -h --name NAME -o %i|%T``; a job in a
   non-final state is returned instead of submitting again;
-* submit: ``bash -c 'umask 077; mkdir -p DIR && cat > FILE && exec sbatch --parsable FILE'``
+* submit: ``bash -c 'old=$(umask); umask 077; mkdir -p DIR && cat > FILE && umask $old && exec sbatch --parsable FILE'``
   with the script on stdin (paths as positional arguments); the script stays in
   ``<workdir>/.cosmodm/<name>.sh`` for people who debug, its stdout/stderr go to ``.out``/``.err`` there;
 * status, ONE command for all ids: ``sacct -P -n -j ID1,ID2,... -o
