@@ -280,7 +280,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = home / f"bench-batch-{secrets.token_hex(3)}"
     results: dict[str, Any] = {}
     try:
-        cluster.start()
+        # this cluster's SLURM_CONF reaches the SSH sessions; /etc/slurm/slurm.conf (machine-wide) is left alone
+        cluster.start(install_global_conf=False)
+        sshd.use_env(SLURM_CONF=str(cluster.conf))
         work.mkdir()
         shutil.chown(work, sshd.user, sshd.user)
         env = {**os.environ, f"AIRFLOW_CONN_{CONN_OURS.upper()}": sshd.airflow_conn_json(),
