@@ -375,8 +375,9 @@ class Staging:
         """Raise :class:`StagingFullError` if ``nbytes`` more would exceed ``max_fraction``."""
         assert self.path is not None, "use Staging as a context manager"
         st = os.statvfs(self.path)
-        total = st.f_blocks * st.f_frsize
-        used = (st.f_blocks - st.f_bavail) * st.f_frsize
+        # as df computes Use%: blocks reserved for root (ext4's 5%) are neither used nor ours to fill
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+        total = used + st.f_bavail * st.f_frsize
         if total and (used + nbytes) / total > self.max_fraction:
             msg = (
                 f"staging {nbytes / 1e6:.1f} MB into {self.path} would fill its filesystem to "

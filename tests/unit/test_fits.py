@@ -105,6 +105,19 @@ def test_staging_refuses_to_fill(tmp_path: Path):
             st.reserve(10**6)
 
 
+def test_staging_counts_like_df_root_reserved_blocks_are_not_used(tmp_path: Path, monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    # an ext4 scratch: 1000 blocks of 1 kB, 400 used, 50 reserved for root -> df says 400 / 950 = 42% used
+    monkeypatch.setattr(os, "statvfs", lambda _p: SimpleNamespace(f_blocks=1000, f_bfree=600, f_bavail=550,
+                                                                  f_frsize=1000))
+    with F.Staging("job3", root=str(tmp_path / "ram"), max_fraction=0.5) as st:
+        st.reserve(60_000)  # 460 / 950 = 48%: fits
+        with pytest.raises(F.StagingFullError, match="to 51%"):
+            st.reserve(85_000)  # 485 / 950
+
+
 def test_staging_falls_back_when_ramdisk_unusable(tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
