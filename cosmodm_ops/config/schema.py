@@ -155,7 +155,7 @@ class BatchConfig(_Strict):
     cores: int = Field(default=2, ge=1, description="Cores per job.")
     memory_gb: float = Field(default=4.0, gt=0, description="Memory per job in GB.")
     walltime_min: int = Field(default=60, ge=1, description="Walltime per job in minutes.")
-    max_concurrent: int = Field(default=4, ge=1, description="Airflow pool size for this site's jobs.")
+    max_concurrent: int = Field(default=4, ge=1, description="Slots of the Airflow pool cosmodm_<site> (cosmodm config pools; COSMODM_POOLS=1).")
     poll_interval_s: float = Field(default=10.0, gt=0, description="Seconds between state polls.")
     python: str = Field(default="cosmodm", description="Command that runs the CLI on the compute node.")
 

@@ -59,7 +59,12 @@ def test_standalone_shows_the_job_deferred_then_success(standalone_factory, tmp_
     Archive(db, root).init()
     sa = standalone_factory(EXAMPLES, COSMODM_TEST_SRC=str(src), COSMODM_TEST_DST=str(tmp_path / "dst.bin"),
                             COSMODM_TEST_SLEEP="20", COSMODM_WORK_ROOT=str(tmp_path / "work"),
-                            COSMODM_DB=db, COSMODM_ARCHIVE_ROOT=root)
+                            COSMODM_DB=db, COSMODM_ARCHIVE_ROOT=root, COSMODM_POOLS="1")
+    # the site's pool, as `cosmodm config pools` describes it (created before the DAG is unpaused)
+    from cosmodm_ops.config.cli import pools
+
+    (name, pool), = pools(["local"]).items()
+    sa.api("POST", "/api/v2/pools", {"name": name, **pool})
     # the CosmoDM pages sit behind Airflow's authentication
     import urllib.error
     import urllib.request
@@ -80,15 +85,18 @@ def test_standalone_shows_the_job_deferred_then_success(standalone_factory, tmp_
     run = sa.api("POST", "/api/v2/dags/batch_example/dagRuns", {"logical_date": None, "conf": {}})
     run_id = run["dag_run_id"]
     seen = set()
+    pool_deferred = set()
     deadline = time.time() + 180
     state = None
     while time.time() < deadline:
         ti = sa.api("GET", f"/api/v2/dags/batch_example/dagRuns/{run_id}/taskInstances/job")
         seen.add(ti.get("state"))
+        pool_deferred.add(sa.api("GET", f"/api/v2/pools/{name}")["deferred_slots"])
         dr = sa.api("GET", f"/api/v2/dags/batch_example/dagRuns/{run_id}")
         state = dr["state"]
         if state in ("success", "failed"):
             break
         time.sleep(1)
     assert "deferred" in seen, seen
+    assert ti["pool"] == "cosmodm_local" and 1 in pool_deferred, pool_deferred  # the deferred job held a slot
     assert state == "success", (state, seen, (sa.home / "standalone.log").read_text()[-3000:])

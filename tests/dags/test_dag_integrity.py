@@ -39,7 +39,8 @@ _PROBE = textwrap.dedent(
             "errors": {k: str(v)[-2000:] for k, v in bag.import_errors.items()},
             "dags": {d.dag_id: {"tags": sorted(d.tags), "doc": bool(d.doc_md),
                                 "retries": [t.retries for t in d.tasks],
-                                "task_ids": [t.task_id for t in d.tasks]}
+                                "task_ids": [t.task_id for t in d.tasks],
+                                "pools": {t.task_id: t.pool for t in d.tasks}}
                      for d in bag.dags.values()},
         }
     print("RESULT" + json.dumps(out))
@@ -55,7 +56,7 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         need(False, "apache-airflow is not installed (make venv)")
     home = tmp_path_factory.mktemp("airflow_home")
     env = dict(os.environ, AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), PYTHONPATH=str(REPO))
+               AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), PYTHONPATH=str(REPO), COSMODM_POOLS="1")
     files = sorted(str(p) for p in DAGS.glob("*.py"))
     # parse each file twice: the second figure is the steady-state parse time of the file
     res = subprocess.run([sys.executable, "-c", _PROBE, *files, *files], capture_output=True, text=True,
@@ -78,6 +79,18 @@ def test_dags_have_tags_docs_and_retries(parsed: dict):
             assert "cosmodm" in info["tags"], dag_id
             assert info["doc"], f"{dag_id}: doc_md missing (use doc_md=__doc__)"
             assert info["retries"] and min(info["retries"]) >= 1, f"{dag_id}: tasks without retries"
+
+
+def test_batch_tasks_run_in_the_site_pool(parsed: dict):
+    """With COSMODM_POOLS on, every batch job task is in ``cosmodm_<site>`` (the rest in default_pool)."""
+    pools = {}
+    for result in parsed.values():
+        for dag in result["dags"].values():
+            pools.update(dag["pools"])
+    batch = {t for t in pools if t.rsplit(".", 1)[-1] in {"single_epoch", "coadd", "calibrate"}}
+    assert len(batch) == 3, pools
+    assert {pools[t] for t in batch} == {"cosmodm_local"}
+    assert {p for t, p in pools.items() if t not in batch} == {"default_pool"}
 
 
 def test_no_io_at_parse_time_and_fast(parsed: dict):

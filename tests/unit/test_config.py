@@ -96,3 +96,17 @@ def test_environment_overrides_errors_name_the_variable(monkeypatch: pytest.Monk
     monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", "{broken")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config("demo")
+
+
+def test_config_pools_gives_one_pool_per_site_from_max_concurrent(capsys):
+    import json
+
+    from cosmodm_ops.cli import main
+
+    assert main(["config", "pools"]) == 0
+    pools = json.loads(capsys.readouterr().out)
+    assert set(pools) == {"cosmodm_example-hpc", "cosmodm_local", "cosmodm_loopback-slurm"}
+    assert (pools["cosmodm_example-hpc"]["slots"], pools["cosmodm_local"]["slots"]) == (50, 2)
+    assert all(p["include_deferred"] for p in pools.values())
+    assert main(["config", "pools", "--site", "nowhere"]) == 65
+    assert "available sites: example-hpc, local, loopback-slurm" in capsys.readouterr().err
