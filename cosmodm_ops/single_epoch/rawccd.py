@@ -110,7 +110,8 @@ def detrend_ccd_inplace(raw: np.ndarray, out: np.ndarray, sec: CcdSections, gain
     bof = np.ascontiguousarray(bias_over_flat, dtype=np.float32)
     med_a = _row_median(raw[sec.rows, sec.overscan[0]])
     med_b = _row_median(raw[sec.rows, sec.overscan[1]])
-    from cosmodm_ops.single_epoch._rawkernel import detrend_rows  # numba: imported (and compiled) on first use
+    # numba is imported (and the kernel compiled or loaded from its cache) on first use
+    from cosmodm_ops.single_epoch._rawkernel import detrend_rows
 
     (da, db) = sec.data
     detrend_rows(raw, out, sec.rows.start, da.start, db.start, med_a, med_b, gof, bof,
