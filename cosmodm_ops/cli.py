@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_PARTIAL", "EXIT_BAD_INPUT", "EXIT_TRANSIENT"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PARTIAL", "EXIT_TRANSIENT", "build_parser", "main"]
 
 #: Exit codes shared by every command (a batch job's exit code is read by the Airflow layer).
 EXIT_OK = 0

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import fitsio
 import numpy as np
@@ -28,18 +28,18 @@ from cosmodm_ops.model import validate_token
 
 __all__ = [
     "FitsError",
-    "StagingFullError",
     "Staging",
+    "StagingFullError",
+    "atomic_fits",
+    "compress_file",
+    "decompress_file",
     "dither_seed_for",
     "file_sha256",
     "hdu_summary",
     "read_header",
     "read_image",
     "write_image",
-    "atomic_fits",
     "write_images",
-    "compress_file",
-    "decompress_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def hdu_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 entry["compressed"] = bool(hdu.is_compressed())
                 if entry["compressed"]:
                     hdr = hdu.read_header()
-                    entry["zcmptype"] = fits[i]._info.get("comptype") or hdr.get("ZCMPTYPE")
+                    entry["zcmptype"] = hdu._info.get("comptype") or hdr.get("ZCMPTYPE")
             else:
                 entry["nrows"] = int(info.get("nrows", 0))
                 entry["columns"] = [c["name"] for c in info.get("colinfo", [])]
@@ -351,7 +351,7 @@ class Staging:
     path: Path | None = None
     bytes_written: int = 0
 
-    def __enter__(self) -> Staging:
+    def __enter__(self) -> Self:
         validate_token("job", self.job)
         root = Path(self.root)
         try:

@@ -20,8 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cosmodm_ops.model import Tags
 
-__all__ = ["MANIFEST_SCHEMA", "ManifestProduct", "ManifestInput", "UnitStatus", "JobInfo", "Manifest",
-           "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "JobInfo",
+    "Manifest",
+    "ManifestInput",
+    "ManifestProduct",
+    "UnitStatus",
+    "read_manifest",
+    "write_manifest",
+]
 
 MANIFEST_SCHEMA = "cosmodm.manifest/1"
 

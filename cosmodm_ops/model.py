@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 __all__ = [
+    "CAMERA_NAMES",
     "ProductKind",
     "Stage",
-    "Tags",
     "TagError",
-    "validate_token",
+    "Tags",
     "validate_night",
-    "CAMERA_NAMES",
+    "validate_token",
 ]
 
 #: Camera names the platform knows. Configs live in ``include/configs/cameras/<name>.yaml``.

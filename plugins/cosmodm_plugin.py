@@ -19,7 +19,7 @@ class QAReportLink(BaseOperatorLink):
 
     name = "QA report"
 
-    def get_link(self, operator, *, ti_key) -> str:  # noqa: ANN001 - Airflow's signature
+    def get_link(self, operator, *, ti_key) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 
         return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""

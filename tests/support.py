@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["IN_CI", "REPO", "REAL_DATA", "need", "need_binary", "real_file"]
+__all__ = ["IN_CI", "REAL_DATA", "REPO", "need", "need_binary", "real_file"]
 
 #: Under CI=true a test that needs a service or binary fails instead of skipping.
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

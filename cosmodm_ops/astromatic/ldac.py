@@ -58,7 +58,7 @@ def write_reference_ldac(
         Epoch of the positions (decimal year, OBSDATE column).
     """
     n = len(ra)
-    full = lambda v: np.broadcast_to(np.asarray(v, dtype="f8"), (n,))  # noqa: E731
+    full = lambda v: np.broadcast_to(np.asarray(v, dtype="f8"), (n,))
     era = full(ra_err_mas) / 3.6e6
     edec = full(dec_err_mas) / 3.6e6
     cols = [

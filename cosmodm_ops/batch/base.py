@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
-    "JobState",
-    "JobSpec",
-    "JobStatus",
+    "RETRYABLE_STATES",
+    "TERMINAL_STATES",
+    "AsyncCommandRunner",
     "CommandResult",
     "CommandRunner",
-    "AsyncCommandRunner",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
     "Scheduler",
-    "SubmitError",
     "SchedulerError",
+    "SubmitError",
     "TransportError",
     "job_name_for",
-    "TERMINAL_STATES",
-    "RETRYABLE_STATES",
 ]
 
 

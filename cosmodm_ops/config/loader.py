@@ -22,13 +22,13 @@ from cosmodm_ops.model import TagError, validate_token
 
 __all__ = [
     "ConfigError",
+    "available",
     "config_dir",
+    "config_hash",
     "load_config",
     "load_yaml",
-    "config_hash",
-    "resolve_data_path",
     "real_data_root",
-    "available",
+    "resolve_data_path",
 ]
 
 _PKG_ROOT = Path(__file__).resolve().parents[2]

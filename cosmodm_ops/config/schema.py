@@ -16,19 +16,19 @@ from cosmodm_ops.model import validate_token
 
 __all__ = [
     "AmpSpec",
+    "ArchiveConfig",
     "BatchConfig",
     "CameraConfig",
     "CcdSpec",
+    "CoaddConfig",
     "Config",
     "CrosstalkTerm",
     "QAConfig",
     "RamDiskConfig",
     "SingleEpochConfig",
-    "CoaddConfig",
     "SiteConfig",
     "SurveyConfig",
     "TransferConfig",
-    "ArchiveConfig",
 ]
 
 

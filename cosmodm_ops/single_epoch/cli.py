@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["register", "cmd_run"]
+__all__ = ["cmd_run", "register"]
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import fitsio
 import numpy as np
 
 __all__ = [
+    "CP_DQ_TO_MASK",
     "BadInputError",
     "ExposureInfo",
-    "CP_DQ_TO_MASK",
     "camera_from_header",
     "exposure_info",
     "image_hdus",
@@ -80,8 +80,8 @@ def exposure_info(primary: Any, path: str | os.PathLike[str], first_ext: Any | N
     """Exposure metadata from the primary header (keys inherited by the first extension are accepted)."""
     merged: dict[str, Any] = {}
     if first_ext is not None:
-        merged.update({k: first_ext[k] for k in first_ext.keys() if k})
-    merged.update({k: primary[k] for k in primary.keys() if k})
+        merged.update({k: first_ext[k] for k in first_ext if k})
+    merged.update({k: primary[k] for k in primary if k})
     camera = camera_from_header(merged, path, 0)
     expnum = int(require(merged, "EXPNUM", path, 0))
     band = merged.get("BAND")

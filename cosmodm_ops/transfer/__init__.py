@@ -6,4 +6,4 @@ from cosmodm_ops.transfer.base import Transfer, TransferError, TransferItem, get
 from cosmodm_ops.transfer.local import LocalTransfer
 from cosmodm_ops.transfer.rsync import RsyncTransfer
 
-__all__ = ["Transfer", "TransferError", "TransferItem", "LocalTransfer", "RsyncTransfer", "get_transfer"]
+__all__ = ["LocalTransfer", "RsyncTransfer", "Transfer", "TransferError", "TransferItem", "get_transfer"]

@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TransferItem", "TransferError", "Transfer", "get_transfer"]
+__all__ = ["Transfer", "TransferError", "TransferItem", "get_transfer"]
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class GlobusTransfer(Transfer):
 
         if not source or not dest:
             raise TransferError("Globus transfer needs site.transfer.source_endpoint and dest_endpoint")
-        deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=deadline_min)
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=deadline_min)
         data = globus_sdk.TransferData(source, dest, label=label, sync_level="checksum", verify_checksum=True,
                                        deadline=deadline.isoformat())
         for item in items:

@@ -11,12 +11,12 @@ import pytest
 pytest.importorskip("airflow")
 pytestmark = pytest.mark.airflow
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException  # noqa: E402
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from cosmodm_ops.airflow import BatchJobOperator, BatchJobTrigger  # noqa: E402
-from cosmodm_ops.airflow.triggers import SitePoller  # noqa: E402
-from cosmodm_ops.batch.base import CommandResult, JobState, JobStatus, Scheduler  # noqa: E402
-from cosmodm_ops.batch.script import render_body  # noqa: E402
+from cosmodm_ops.airflow import BatchJobOperator, BatchJobTrigger
+from cosmodm_ops.airflow.triggers import SitePoller
+from cosmodm_ops.batch.base import CommandResult, JobState, JobStatus, Scheduler
+from cosmodm_ops.batch.script import render_body
 
 
 def _ctx():

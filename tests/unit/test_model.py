@@ -6,8 +6,8 @@ from cosmodm_ops.model import ProductKind, Stage, TagError, Tags, validate_token
 
 
 def _tags(**kw):
-    base = dict(survey="des", camera="decam", stage="single_epoch", version="v1", kind="image",
-                night="2026-11-24", expnum=123456, ccd=5, band="r")
+    base = {"survey": "des", "camera": "decam", "stage": "single_epoch", "version": "v1", "kind": "image",
+                "night": "2026-11-24", "expnum": 123456, "ccd": 5, "band": "r"}
     base.update(kw)
     return Tags(**base)
 

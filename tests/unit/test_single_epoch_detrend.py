@@ -34,7 +34,7 @@ def test_run_does_not_modify_inputs_and_returns_new_arrays():
 
 
 def test_detrended_pixels_match_truth_within_noise():
-    inp, truth, flat = _inputs()
+    inp, truth, _flat = _inputs()
     res = D.run(inp)
     good = res.mask == 0
     chi = (res.image - truth) * np.sqrt(res.weight)
@@ -64,7 +64,7 @@ def test_mask_bits_flag_bad_saturated_bleed_cr_and_edge():
 
 
 def test_weight_is_inverse_variance_of_sky_readnoise_and_flat():
-    inp, truth, flat = _inputs()
+    inp, _truth, flat = _inputs()
     res = D.run(inp, D.DetrendConfig(find_cosmic_rays=False))
     expected = 1.0 / ((res.sky * flat + 36.0) / flat**2)
     good = res.mask == 0

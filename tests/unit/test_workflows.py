@@ -15,9 +15,9 @@ from cosmodm_ops.workflows.nightly import NightPlan, plan_jobs, qa_verdict, reso
 
 def test_night_from_param_interval_or_run_after():
     assert resolve_night({"night": "2026-11-23"}, None).night == "2026-11-23"
-    start = dt.datetime(2026, 11, 20, 14, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 11, 20, 14, tzinfo=dt.UTC)
     assert resolve_night({}, start).night == "2026-11-20"
-    assert resolve_night({}, None, dt.datetime(2026, 11, 24, 3, tzinfo=dt.timezone.utc)).night == "2026-11-23"
+    assert resolve_night({}, None, dt.datetime(2026, 11, 24, 3, tzinfo=dt.UTC)).night == "2026-11-23"
     with pytest.raises(TagError):
         resolve_night({"night": "2026-11-23; rm -rf /"}, None)
     with pytest.raises(TagError):
