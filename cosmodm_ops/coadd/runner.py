@@ -11,7 +11,9 @@ logging each stage's time:
    Moffat target (``coadd.psf_target_scale`` x the median FWHM, beta ``coadd.moffat_beta``);
 4. **homogenize**: per image, sky (median of unmasked pixels) subtracted, cell kernels to the
    target, image and weight convolved (:func:`cosmodm_ops.coadd.psfhomog.homogenize`), written
-   uncompressed into the work folder; the PSF FWHM before and after on a 3 x 3 grid of each image;
+   uncompressed into the work folder; the PSF FWHM before and after on a 3 x 3 grid of each image.
+   An image whose PSF is broader than the target anywhere on that grid cannot be matched by a
+   convolution: it stays in the plain coadd only (qa.json ``not_homogenized``);
 5. **swarp**: the non-homogenized coadd from the archived images (sky as SWarp's manual
    background per image, flux scales ``10^(0.4 (magzero - 25 - zp_i))``: the single-epoch
    catalogs carry magnitudes on a zeropoint of 25 for one electron);
@@ -574,6 +576,7 @@ def run_band(
     with _workdir(root, f"coadd-{tile.name}-{band}") as work:
         # 4. sky and PSF homogenization of every used image
         homog: list[SwarpInput] = []
+        not_homog: list[dict[str, Any]] = []
         with stage("homogenize"):
             for i in used:
                 inp, d = inputs[i], info[i]
@@ -588,13 +591,26 @@ def run_band(
                 ny, nx = d["shape"]
                 cells = (max(1, round(ny / 256)), max(1, round(nx / 256)))
                 kern = cell_kernels(d["model"], (ny, nx), target, cells)
+                mine = [dict(s, image=inp.name) for s in _psf_samples(d["model"], kern, d["wcs"], (ny, nx),
+                                                                       d["scale"])]
+                broadest = max((s["before"] for s in mine), default=math.nan)
+                if broadest > target_arcsec:
+                    # a convolution only broadens: this image cannot reach the target (plain coadd only)
+                    reason = (f"PSF FWHM up to {broadest:.3f}\" is broader than the homogenization target "
+                              f"{target_arcsec:.3f}\": left out of the homogenized coadd")
+                    log.warning("%s: image %s: %s", label, inp.name, reason)
+                    not_homog.append({"name": inp.name, "reason": reason, "fwhm_max_arcsec": broadest})
+                    continue
                 h_img, h_wt = homogenize(np.where(good, img - sky, 0.0), wt, d["model"], target, cells=cells,
                                          kernels=kern)
                 hi = _write_plain(work / f"h_{inp.name}.fits", h_img, hdr)
                 hw = _write_plain(work / f"h_{inp.name}.weight.fits", h_wt, hdr)
                 homog.append(SwarpInput(hi, hw, float(fscale[i])))
-                samples += [dict(s, image=inp.name) for s in _psf_samples(d["model"], kern, d["wcs"], (ny, nx),
-                                                                          d["scale"])]
+                samples += mine
+            if not homog:
+                msg = (f"tile {tile.name} band {band}: no input image has a PSF narrower than the homogenization "
+                       f"target {target_arcsec:.3f}\" (coadd.psf_target_scale x the median FWHM)")
+                raise CoaddBadInput(msg)
         # 5-6. the two coadds
         tnames = {
             "coadd": out / f"{tile.name}_{band}_coadd.fits.fz",
@@ -619,7 +635,7 @@ def run_band(
             with stage("swarp_homog"):
                 res2 = run_swarp(tile, homog, work / "homog.fits", work / "homog.weight.fits",
                                  workdir=work / "swarp2", nthreads=threads)
-                psfkeys = {"PSFHOMOG": (True, "PSF-homogenized"),
+                psfkeys = {"PSFHOMOG": (True, "PSF-homogenized"), "NIMAGES": (len(homog), "input CCD images"),
                            "PSF_FWHM": (round(target_arcsec, 4), "[arcsec] Moffat FWHM of the PSF"),
                            "PSF_BETA": (co.moffat_beta, "Moffat beta of the PSF")}
                 _compress_from(res2.image, tnames["coadd_homog"], {**common, **psfkeys})
@@ -647,6 +663,7 @@ def run_band(
                    reason=photcal_note if rep is None else (None if rep.n_bright_pairs else "no bright star pairs")),
             _check("n_images_used", float(len(used)), 1.0, upper=False),
             _check("n_images_removed", float(len(removed)), None),
+            _check("n_images_not_homogenized", float(len(not_homog)), None),
             _check("psf_fwhm_target_arcsec", target_arcsec, None),
             _check("psf_fwhm_spread_before", spread_before, None),
             psf_uniformity_check(after, cfg.qa),
@@ -657,7 +674,7 @@ def run_band(
                                    f"(limit {settings.max_removed_fraction:.0%} of the inputs)")
         summary = {
             "tile": tile.name, "band": band, "n_inputs": n, "n_used": len(used), "n_removed": len(removed),
-            "n_skipped": len(skipped), "repeatability_mmag": rep_mmag,
+            "n_skipped": len(skipped), "n_not_homogenized": len(not_homog), "repeatability_mmag": rep_mmag,
             "repeatability_sys_mmag": rep.bright_sys_mmag if rep is not None else None,
             "n_bright_pairs": rep.n_bright_pairs if rep is not None else 0,
             "magzero": co.magzero, "psf_fwhm_target_arcsec": target_arcsec, "moffat_beta": co.moffat_beta,
@@ -686,7 +703,8 @@ def run_band(
             p = _plot_fwhm_map(samples, tile, out / f"{tile.name}_{band}_psf_fwhm.png", target_arcsec)
             plots.append(("PSF FWHM over the tile, before and after homogenization", p))
         qa_doc = {"tile": tile.name, "band": band, "summary": summary, "checks": checks, "images": images,
-                  "removed": removed, "skipped": list(skipped), "psf_samples": samples}
+                  "removed": removed, "skipped": list(skipped), "not_homogenized": not_homog,
+                  "psf_samples": samples}
         qa_path = _write_json(out / "qa.json", qa_doc)
         report = _write_report(
             out / f"{tile.name}_{band}_report.html", f"Coadd {tile.name} band {band}", summary, checks, plots,
@@ -694,7 +712,9 @@ def run_band(
               [[im["name"], im["zeropoint"], im["zeropoint_err"], im["flxscale"], im["fwhm_arcsec"], im["sky"],
                 im["used"], im["removed"] or ""] for im in images]),
              ("Left out before the calibration", ["image", "reason"],
-              [[s.get("name"), s.get("reason")] for s in skipped])])
+              [[s.get("name"), s.get("reason")] for s in skipped]),
+             ("In the plain coadd only (PSF broader than the target)", ["image", "reason"],
+              [[s["name"], s["reason"]] for s in not_homog])])
 
     # 8. manifest
     with stage("manifest"):
@@ -913,6 +933,24 @@ def _read_refcat_j(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     return np.asarray(data[names["ra"]], float), np.asarray(data[names["dec"]], float), j
 
 
+#: Truth objects are scored where every detection band's coadd weight is at least this fraction of its median.
+COVERAGE_WEIGHT_FRACTION = 0.1
+
+
+def _covered(weights: Sequence[np.ndarray], fraction: float = COVERAGE_WEIGHT_FRACTION) -> np.ndarray:
+    """Pixels with data in every band: weight >= ``fraction`` x the median positive weight.
+
+    SWarp's resampling leaves weights of 1e-6 to 1e-3 of the median beyond the inputs' edges
+    (30% of the weight > 0 pixels of a simulated demo tile): no object is found there, so a
+    truth object there is not counted as missed.
+    """
+    out = np.ones(weights[0].shape, bool)
+    for w in weights:
+        pos = w[w > 0]
+        out &= (w >= fraction * float(np.median(pos))) if pos.size else False
+    return out
+
+
 def _score_against_truth(
     truth: str | os.PathLike[str],
     tile: Tile,
@@ -927,7 +965,7 @@ def _score_against_truth(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Each band's dual-image catalog against a truth catalogue, by magnitude.
 
-    Truth objects count where ``footprint`` (the detection weight on the tile grid) is > 0 at
+    Truth objects count where ``footprint`` (on the tile grid, :func:`_covered`) is true at
     their pixel. Measured magnitudes are ``MAG_AUTO + dzp``; without an absolute anchor they
     are put on the truth scale by the median offset of matched objects (``mag_offset`` in
     the result). Bins of ``bin_mag`` span the band's truth magnitudes.
@@ -949,7 +987,7 @@ def _score_against_truth(
     yi = np.round(np.nan_to_num(y, nan=-1.0)).astype(int)
     ny, nx = footprint.shape
     inside = (xi >= 0) & (xi < nx) & (yi >= 0) & (yi < ny)
-    inside[inside] = footprint[yi[inside], xi[inside]] > 0
+    inside[inside] = footprint[yi[inside], xi[inside]]
     tin = tcat.subset(inside)
     results: dict[str, Any] = {}
     notes: dict[str, str] = {}
@@ -1170,7 +1208,7 @@ def calibrate_tile(
         if truth is not None:
             with stage("completeness"):
                 comp, comp_notes = _score_against_truth(
-                    truth, tile, det_w, cats, dzp, absolute=loc_res is not None and loc_res.absolute,
+                    truth, tile, _covered([arrays[b][1] for b in det_bands]), cats, dzp, absolute=loc_res is not None and loc_res.absolute,
                     radius_arcsec=co.match_radius_arcsec, bin_mag=cfg.qa.completeness_bin_mag,
                     star_max=se.spread_model_star_max)
         # 7. products

@@ -14,7 +14,7 @@ truth object and each detection is used at most once. Then, per magnitude bin:
   (galaxies) / matched detections called stars (galaxies), by measured magnitude.
 
 The magnitudes where completeness falls to 90% and 50% are interpolated linearly between bin
-centres at the first crossing going faint. Nothing here reads files: :func:`read_truth`
+centres at the last downward crossing (beyond it, completeness stays below the level). Nothing here reads files: :func:`read_truth`
 is the one reader, for the simulator's ``truth/objects.fits``.
 """
 
@@ -88,23 +88,21 @@ def match_one_to_one(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: n
 
 
 def crossing_magnitude(centres: np.ndarray, values: np.ndarray, level: float) -> float | None:
-    """Magnitude where ``values`` (e.g. completeness) first falls below ``level`` going faint.
+    """Magnitude beyond which ``values`` (e.g. completeness) stay below ``level``.
 
     Linear interpolation between the last bin centre at or above the level and the next
-    (non-empty) one below it. None when the curve never starts at or above the level, or
-    never falls below it.
+    non-empty bin (the last downward crossing, so a dip of a sparse bright bin does not
+    count). None when no bin is at or above the level, or the faintest one still is.
     """
     c = np.asarray(centres, float)
     v = np.asarray(values, float)
     ok = np.isfinite(v)
     c, v = c[ok], v[ok]
-    if len(v) == 0 or v[0] < level:
+    above = np.nonzero(v >= level)[0]
+    if len(above) == 0 or above[-1] == len(v) - 1:
         return None
-    below = np.nonzero(v < level)[0]
-    if len(below) == 0:
-        return None
-    j = int(below[0])
-    c0, c1, v0, v1 = c[j - 1], c[j], v[j - 1], v[j]
+    j = int(above[-1])
+    c0, c1, v0, v1 = c[j], c[j + 1], v[j], v[j + 1]
     return float(c0 + (v0 - level) / (v0 - v1) * (c1 - c0))
 
 

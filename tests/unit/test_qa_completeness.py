@@ -125,6 +125,9 @@ def test_crossing_magnitude_edge_cases():
     assert crossing_magnitude(c, np.array([1.0, np.nan, 0.6, 0.2]), 0.5) == pytest.approx(22.25)
     assert crossing_magnitude(c, np.array([1.0, 1.0, 0.9, 0.8]), 0.5) is None  # never falls below
     assert crossing_magnitude(c, np.array([0.4, 0.3, 0.2, 0.1]), 0.5) is None  # never above
+    # a sparse bright bin dipping below the level is not the limit: the last downward crossing is
+    six = np.arange(18.0, 24.0)
+    assert crossing_magnitude(six, np.array([1.0, 0.85, 1.0, 0.95, 0.6, 0.3]), 0.9) == pytest.approx(21.0 + 0.05 / 0.35)
 
 
 def test_read_truth_takes_the_simulator_table_and_names_what_is_missing(tmp_path):
