@@ -230,6 +230,7 @@ def tile(exposures: int = 6, band: str = "r", cache: str | os.PathLike[str] | No
         "n_inputs": len(qa["images"]),
         "n_used": len(used),
         "n_swarp_inputs": len(sw_in),
+        "n_not_homogenized": int(qa["summary"].get("n_not_homogenized") or 0),
         "input_ccd_shape": [int(cfg.camera.ccd_ny), int(cfg.camera.ccd_nx)],
         **{f"stage_{k}_s": v for k, v in timings.items() if k != "total"},
         "total_s": round(total, 3),
