@@ -30,6 +30,11 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "simulate one full DECam exposure (62 CCDs; target <= 60 s on 2 cores) and compare raw compression with fpack",
         ("exposure_s", "exposure_cpu_s", "ccd_ratio_ours", "ccd_ratio_fpack", "ratio_ours_over_fpack"),
     ),
+    "tile": (
+        "cosmodm_ops.coadd.benchmarks:tile",
+        "a whole demo tile in one band through `cosmodm coadd run`, stage by stage, against SWarp alone",
+        (),
+    ),
     "psfhomog": (
         "cosmodm_ops.coadd.benchmarks:psfhomog",
         "PSF homogenization of one 2048 x 4096 CCD",

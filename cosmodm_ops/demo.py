@@ -92,7 +92,9 @@ def main() -> int:
             tile, bands = max(tiles.items(), key=lambda kv: (len(kv[1]), sum(kv[1].values()), kv[0]))
             tconf = json.dumps({"tile": tile, "bands": sorted(bands), "site": "local", "survey": "demo",
                                 "version": "v1"})
-            _run([str(venv_bin / "airflow"), "dags", "test", "tile_coadd", "--conf", tconf], env, stdout=sys.stderr)
+            # a simulated night: the calibration scores its catalogs against the simulator's truth
+            cenv = dict(env, COSMODM_TRUTH_CATALOG=str(incoming / "truth" / "objects.fits"))
+            _run([str(venv_bin / "airflow"), "dags", "test", "tile_coadd", "--conf", tconf], cenv, stdout=sys.stderr)
             coadds = _coadd_counts(tile, sorted(bands), db, root)
     print(json.dumps({"night": NIGHT, **counts, "archive": root, "db": db, "coadds": coadds}))
     print(f"Open the Airflow UI on this run:  AIRFLOW_HOME={env['AIRFLOW_HOME']} "

@@ -13,6 +13,9 @@ Started by the nightly DAG's asset events (`cosmodm://single_epoch/accepted`, on
   QA is quarantined (task skipped) and not used by the calibration.
 * **calibrate**: once every band of the tile has a coadd: chi-square detection image, dual-image
   SExtractor catalogs, stellar-locus absolute calibration; registered and gated like the bands.
+  The workers' `COSMODM_PHOTOMETRIC_REFCAT` gives the J anchor; for a simulated survey,
+  `COSMODM_TRUTH_CATALOG` (the simulator's `truth/objects.fits`, when it exists) adds
+  completeness and purity against truth by magnitude to the calibration's QA.
 """
 
 from __future__ import annotations

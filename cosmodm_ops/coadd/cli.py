@@ -9,7 +9,7 @@ One tile and band, inputs from the archive (``COSMODM_DB`` / ``COSMODM_ARCHIVE_R
 The multi-band calibration of a tile, from the band jobs' output folders::
 
     cosmodm coadd calibrate --tile T --bands g,r,i,z --coadds DIR [DIR ...] --survey S --version V --out DIR
-                            [--refcat PHOTOMETRIC.fits]
+                            [--refcat PHOTOMETRIC.fits] [--truth TRUTH.fits]
 
 Both write ``DIR/manifest.json`` (register it with ``cosmodm archive register``) and
 ``DIR/qa.json``. Exit codes: 0 done (QA verdicts are in qa.json); 65 bad input, e.g.
@@ -64,6 +64,9 @@ def register(sub: Any) -> None:
     cal.add_argument("--coadds", required=True, nargs="+",
                      help="band job folders (with manifest.json), or their parent holding <band>/ folders")
     cal.add_argument("--refcat", default=None, help="photometric reference catalog with mag_J (absolute anchor)")
+    cal.add_argument("--truth", default=None,
+                     help="simulations only: truth catalogue (ra, dec, mag_<band>, is_star; the simulator's "
+                          "truth/objects.fits) to score completeness and purity by magnitude in qa.json")
     cal.set_defaults(func=cmd_calibrate)
 
 
@@ -260,7 +263,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             raise CoaddBadInput("--bands: give at least one band")
         cfg, tile = _config_and_tile(args)
         return calibrate_tile(tile, bands, [Path(c) for c in args.coadds], cfg, args.out,
-                              refcat=args.refcat, workdir=args.workdir)
+                              refcat=args.refcat, workdir=args.workdir, truth=args.truth)
     except (CoaddBadInput, ConfigError, TilingError, TagError, ToolError, ValueError) as err:
         print(f"cosmodm coadd calibrate: bad input: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -11,7 +11,9 @@ logging each stage's time:
    Moffat target (``coadd.psf_target_scale`` x the median FWHM, beta ``coadd.moffat_beta``);
 4. **homogenize**: per image, sky (median of unmasked pixels) subtracted, cell kernels to the
    target, image and weight convolved (:func:`cosmodm_ops.coadd.psfhomog.homogenize`), written
-   uncompressed into the work folder; the PSF FWHM before and after on a 3 x 3 grid of each image;
+   uncompressed into the work folder; the PSF FWHM before and after on a 3 x 3 grid of each image.
+   An image whose PSF is broader than the target anywhere on that grid cannot be matched by a
+   convolution: it stays in the plain coadd only (qa.json ``not_homogenized``);
 5. **swarp**: the non-homogenized coadd from the archived images (sky as SWarp's manual
    background per image, flux scales ``10^(0.4 (magzero - 25 - zp_i))``: the single-epoch
    catalogs carry magnitudes on a zeropoint of 25 for one electron);
@@ -574,6 +576,7 @@ def run_band(
     with _workdir(root, f"coadd-{tile.name}-{band}") as work:
         # 4. sky and PSF homogenization of every used image
         homog: list[SwarpInput] = []
+        not_homog: list[dict[str, Any]] = []
         with stage("homogenize"):
             for i in used:
                 inp, d = inputs[i], info[i]
@@ -588,13 +591,26 @@ def run_band(
                 ny, nx = d["shape"]
                 cells = (max(1, round(ny / 256)), max(1, round(nx / 256)))
                 kern = cell_kernels(d["model"], (ny, nx), target, cells)
+                mine = [dict(s, image=inp.name) for s in _psf_samples(d["model"], kern, d["wcs"], (ny, nx),
+                                                                       d["scale"])]
+                broadest = max((s["before"] for s in mine), default=math.nan)
+                if broadest > target_arcsec:
+                    # a convolution only broadens: this image cannot reach the target (plain coadd only)
+                    reason = (f"PSF FWHM up to {broadest:.3f}\" is broader than the homogenization target "
+                              f"{target_arcsec:.3f}\": left out of the homogenized coadd")
+                    log.warning("%s: image %s: %s", label, inp.name, reason)
+                    not_homog.append({"name": inp.name, "reason": reason, "fwhm_max_arcsec": broadest})
+                    continue
                 h_img, h_wt = homogenize(np.where(good, img - sky, 0.0), wt, d["model"], target, cells=cells,
                                          kernels=kern)
                 hi = _write_plain(work / f"h_{inp.name}.fits", h_img, hdr)
                 hw = _write_plain(work / f"h_{inp.name}.weight.fits", h_wt, hdr)
                 homog.append(SwarpInput(hi, hw, float(fscale[i])))
-                samples += [dict(s, image=inp.name) for s in _psf_samples(d["model"], kern, d["wcs"], (ny, nx),
-                                                                          d["scale"])]
+                samples += mine
+            if not homog:
+                msg = (f"tile {tile.name} band {band}: no input image has a PSF narrower than the homogenization "
+                       f"target {target_arcsec:.3f}\" (coadd.psf_target_scale x the median FWHM)")
+                raise CoaddBadInput(msg)
         # 5-6. the two coadds
         tnames = {
             "coadd": out / f"{tile.name}_{band}_coadd.fits.fz",
@@ -619,7 +635,7 @@ def run_band(
             with stage("swarp_homog"):
                 res2 = run_swarp(tile, homog, work / "homog.fits", work / "homog.weight.fits",
                                  workdir=work / "swarp2", nthreads=threads)
-                psfkeys = {"PSFHOMOG": (True, "PSF-homogenized"),
+                psfkeys = {"PSFHOMOG": (True, "PSF-homogenized"), "NIMAGES": (len(homog), "input CCD images"),
                            "PSF_FWHM": (round(target_arcsec, 4), "[arcsec] Moffat FWHM of the PSF"),
                            "PSF_BETA": (co.moffat_beta, "Moffat beta of the PSF")}
                 _compress_from(res2.image, tnames["coadd_homog"], {**common, **psfkeys})
@@ -635,19 +651,22 @@ def run_band(
 
     # 7. QA
     with stage("qa"):
+        from cosmodm_ops.qa.checks import psf_fwhm_spread, psf_uniformity_check
+
         before = np.array([s["before"] for s in samples]) if samples else np.array([np.nan])
         after = np.array([s["after"] for s in samples]) if samples else np.array([np.nan])
-        spread_after = float((np.nanmax(after) - np.nanmin(after)) / np.nanmedian(after))
-        spread_before = float((np.nanmax(before) - np.nanmin(before)) / np.nanmedian(before))
+        spread_after = psf_fwhm_spread(after)
+        spread_before = psf_fwhm_spread(before)
         rep_mmag = rep.bright_mmag if rep is not None else None
         checks = [
             _check("repeatability_mmag", rep_mmag, cfg.qa.repeatability_mmag,
                    reason=photcal_note if rep is None else (None if rep.n_bright_pairs else "no bright star pairs")),
             _check("n_images_used", float(len(used)), 1.0, upper=False),
             _check("n_images_removed", float(len(removed)), None),
+            _check("n_images_not_homogenized", float(len(not_homog)), None),
             _check("psf_fwhm_target_arcsec", target_arcsec, None),
             _check("psf_fwhm_spread_before", spread_before, None),
-            _check("psf_fwhm_spread_after", spread_after, None),
+            psf_uniformity_check(after, cfg.qa),
             _check("coverage_fraction", coverage, None),
         ]
         if rep is not None and not passed and rep.n_bright_pairs:
@@ -655,13 +674,13 @@ def run_band(
                                    f"(limit {settings.max_removed_fraction:.0%} of the inputs)")
         summary = {
             "tile": tile.name, "band": band, "n_inputs": n, "n_used": len(used), "n_removed": len(removed),
-            "n_skipped": len(skipped), "repeatability_mmag": rep_mmag,
+            "n_skipped": len(skipped), "n_not_homogenized": len(not_homog), "repeatability_mmag": rep_mmag,
             "repeatability_sys_mmag": rep.bright_sys_mmag if rep is not None else None,
             "n_bright_pairs": rep.n_bright_pairs if rep is not None else 0,
             "magzero": co.magzero, "psf_fwhm_target_arcsec": target_arcsec, "moffat_beta": co.moffat_beta,
             "psf_fwhm_in_median_arcsec": float(np.median(fwhm_in)), "psf_fwhm_in_min_arcsec": float(fwhm_in.min()),
             "psf_fwhm_in_max_arcsec": float(fwhm_in.max()),
-            "psf_fwhm_after_median_arcsec": float(np.nanmedian(after)),
+            "psf_fwhm_after_median_arcsec": float(np.nanmedian(after)) if samples else None,
             "psf_fwhm_spread_before": spread_before, "psf_fwhm_spread_after": spread_after,
             "coverage_fraction": coverage, "photcal_note": photcal_note,
         }
@@ -684,7 +703,8 @@ def run_band(
             p = _plot_fwhm_map(samples, tile, out / f"{tile.name}_{band}_psf_fwhm.png", target_arcsec)
             plots.append(("PSF FWHM over the tile, before and after homogenization", p))
         qa_doc = {"tile": tile.name, "band": band, "summary": summary, "checks": checks, "images": images,
-                  "removed": removed, "skipped": list(skipped), "psf_samples": samples}
+                  "removed": removed, "skipped": list(skipped), "not_homogenized": not_homog,
+                  "psf_samples": samples}
         qa_path = _write_json(out / "qa.json", qa_doc)
         report = _write_report(
             out / f"{tile.name}_{band}_report.html", f"Coadd {tile.name} band {band}", summary, checks, plots,
@@ -692,7 +712,9 @@ def run_band(
               [[im["name"], im["zeropoint"], im["zeropoint_err"], im["flxscale"], im["fwhm_arcsec"], im["sky"],
                 im["used"], im["removed"] or ""] for im in images]),
              ("Left out before the calibration", ["image", "reason"],
-              [[s.get("name"), s.get("reason")] for s in skipped])])
+              [[s.get("name"), s.get("reason")] for s in skipped]),
+             ("In the plain coadd only (PSF broader than the target)", ["image", "reason"],
+              [[s["name"], s["reason"]] for s in not_homog])])
 
     # 8. manifest
     with stage("manifest"):
@@ -911,6 +933,108 @@ def _read_refcat_j(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     return np.asarray(data[names["ra"]], float), np.asarray(data[names["dec"]], float), j
 
 
+#: Truth objects are scored where every detection band's coadd weight is at least this fraction of its median.
+COVERAGE_WEIGHT_FRACTION = 0.1
+
+
+def _covered(weights: Sequence[np.ndarray], fraction: float = COVERAGE_WEIGHT_FRACTION) -> np.ndarray:
+    """Pixels with data in every band: weight >= ``fraction`` x the median positive weight.
+
+    SWarp's resampling leaves weights of 1e-6 to 1e-3 of the median beyond the inputs' edges
+    (30% of the weight > 0 pixels of a simulated demo tile): no object is found there, so a
+    truth object there is not counted as missed.
+    """
+    out = np.ones(weights[0].shape, bool)
+    for w in weights:
+        pos = w[w > 0]
+        out &= (w >= fraction * float(np.median(pos))) if pos.size else False
+    return out
+
+
+def _score_against_truth(
+    truth: str | os.PathLike[str],
+    tile: Tile,
+    footprint: np.ndarray,
+    cats: Mapping[str, np.ndarray],
+    dzp: Mapping[str, float],
+    *,
+    absolute: bool,
+    radius_arcsec: float,
+    bin_mag: float,
+    star_max: float,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each band's dual-image catalog against a truth catalogue, by magnitude.
+
+    Truth objects count where ``footprint`` (on the tile grid, :func:`_covered`) is true at
+    their pixel. Measured magnitudes are ``MAG_AUTO + dzp``; without an absolute anchor they
+    are put on the truth scale by the median offset of matched objects (``mag_offset`` in
+    the result). Bins of ``bin_mag`` span the band's truth magnitudes.
+
+    Returns
+    -------
+    results : dict band -> :class:`cosmodm_ops.qa.completeness.CompletenessResult`
+    notes : dict band -> str
+        Why a band was not scored.
+    """
+    from cosmodm_ops.qa.completeness import completeness_purity, read_truth
+
+    try:
+        tcat = read_truth(truth)
+    except ValueError as err:
+        raise CoaddBadInput(str(err)) from err
+    x, y = tile.wcs().all_world2pix(tcat.ra, tcat.dec, 0)
+    xi = np.round(np.nan_to_num(x, nan=-1.0)).astype(int)
+    yi = np.round(np.nan_to_num(y, nan=-1.0)).astype(int)
+    ny, nx = footprint.shape
+    inside = (xi >= 0) & (xi < nx) & (yi >= 0) & (yi < ny)
+    inside[inside] = footprint[yi[inside], xi[inside]]
+    tin = tcat.subset(inside)
+    results: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    for b, cat in cats.items():
+        m = tin.mags.get(b.lower())
+        if m is None:
+            notes[b] = f"{truth}: no mag_{b} column"
+            continue
+        ok = np.isfinite(m)
+        if not ok.any():
+            notes[b] = f"{truth}: no truth object with mag_{b} inside the tile's coverage"
+            continue
+        lo = math.floor(float(m[ok].min()) / bin_mag) * bin_mag
+        nbins = max(1, math.ceil((float(m[ok].max()) - lo) / bin_mag + 1e-9))
+        edges = lo + bin_mag * np.arange(nbins + 1)
+        mag = np.asarray(cat["MAG_AUTO"], float)
+        mag = np.where(mag < 90, mag + dzp[b], np.nan)
+        results[b] = completeness_purity(
+            cat["ALPHAWIN_J2000"], cat["DELTAWIN_J2000"], mag, tin.ra[ok], tin.dec[ok], m[ok], edges=edges,
+            radius_arcsec=radius_arcsec, true_is_star=None if tin.is_star is None else tin.is_star[ok],
+            spread_model=cat["SPREAD_MODEL"], star_max=star_max, align_mags=not absolute)
+        log.info("tile %s band %s vs truth: %d of %d matched, completeness 90%% at %s, 50%% at %s", tile.name, b,
+                 results[b].n_matched, int(ok.sum()), results[b].mag90, results[b].mag50)
+    return results, notes
+
+
+def _completeness_tables(comp: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """Report tables: one summary row per band, then each band's bins."""
+    if not comp:
+        return []
+    head = ["band", "90% complete (mag)", "50% complete (mag)", "truth objects", "matched", "detections",
+            "purity", "mag offset applied"]
+    rows = [[b, r.mag90, r.mag50, int(r.n_true.sum()), r.n_matched, int(r.n_detected.sum()),
+             float(r.n_detected_matched.sum() / max(1, r.n_detected.sum())), r.mag_offset] for b, r in comp.items()]
+    tables = [("Completeness and purity against truth", head, rows)]
+    for b, r in comp.items():
+        cls = r.classification or {}
+        body = [[f"{lo:.2f}-{hi:.2f}", int(nt), float(c), int(nd), float(p),
+                 *(float(cls[k][i]) if k in cls else None for k in ("star_completeness", "star_purity"))]
+                for i, (lo, hi, nt, c, nd, p) in enumerate(zip(r.edges[:-1], r.edges[1:], r.n_true, r.completeness,
+                                                               r.n_detected, r.purity, strict=True))
+                if nt or nd]
+        tables.append((f"Band {b} by magnitude", ["mag", "truth", "completeness", "detections", "purity",
+                                                  "star completeness", "star purity"], body))
+    return tables
+
+
 def calibrate_tile(
     tile: Tile,
     bands: Sequence[str],
@@ -920,6 +1044,7 @@ def calibrate_tile(
     *,
     refcat: str | os.PathLike[str] | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    truth: str | os.PathLike[str] | None = None,
 ) -> int:
     """Detection image, dual-image catalogs and the stellar-locus calibration of one tile.
 
@@ -935,8 +1060,12 @@ def calibrate_tile(
     5. **locus**: stars (SPREAD_MODEL and S/N cuts in the first detection band, good in g, r, i, z),
        MAG_PSF with each band's aperture correction, J from ``refcat`` (``mag_J``) when
        given, :func:`cosmodm_ops.coadd.locus.fit_locus`; per band ``ZP = coadd.magzero + dzp``;
-    6. **products**: calibrated catalogs (every MAG_* + dzp), the detection image, the locus
-       plot and a pseudo-colour PNG in an HTML report, ``qa.json``, ``manifest.json``.
+    6. **completeness** (with ``truth``, simulations only): each band's catalog scored against
+       the truth catalogue (:func:`_score_against_truth`): completeness and purity by magnitude,
+       the 90% and 50% completeness magnitudes, SPREAD_MODEL classification;
+    7. **products**: calibrated catalogs (every MAG_* + dzp), the detection image, the locus,
+       SPREAD_MODEL, completeness and pseudo-colour plots in an HTML report, ``qa.json``,
+       ``manifest.json``.
 
     Without g, r, i and z (or with too few stars) there is no locus fit: the catalogs keep
     the relative zeropoint ``coadd.magzero`` and the QA says why.
@@ -1074,7 +1203,15 @@ def calibrate_tile(
             if locus_reason:
                 log.warning("%s: %s", label, locus_reason)
         zps = {b: co.magzero + dzp[b] for b in bands}
-        # 6. products
+        comp: dict[str, Any] = {}
+        comp_notes: dict[str, str] = {}
+        if truth is not None:
+            with stage("completeness"):
+                comp, comp_notes = _score_against_truth(
+                    truth, tile, _covered([arrays[b][1] for b in det_bands]), cats, dzp, absolute=loc_res is not None and loc_res.absolute,
+                    radius_arcsec=co.match_radius_arcsec, bin_mag=cfg.qa.completeness_bin_mag,
+                    star_max=se.spread_model_star_max)
+        # 7. products
         with stage("products"):
             tags = Tags(survey=cfg.survey.name, camera=cfg.camera.name, stage=Stage.COADD,
                         version=cfg.pipeline_version, kind=ProductKind.COADD_CATALOG, tile=tile.name, band=bands[0])
@@ -1094,6 +1231,12 @@ def calibrate_tile(
             plots.append((f"SPREAD_MODEL against MAG_AUTO ({ref_band})", _plot_spread_model(
                 cats[ref_band], dzp[ref_band], se.spread_model_star_max, out / f"{tile.name}_spread_model.png",
                 f"{tile.name} {ref_band}")))
+            if comp:
+                from cosmodm_ops.qa.completeness import plot_completeness
+
+                plots.append(("Completeness and purity against truth", plot_completeness(
+                    comp, out / f"{tile.name}_completeness.png",
+                    f"{tile.name}: completeness (true mag) and purity (measured MAG_AUTO)")))
             rgb = [b for b in ("i", "r", "g") if b in arrays]
             if len(rgb) < 3:
                 rgb = (list(reversed(bands)) * 3)[:3]
@@ -1115,6 +1258,11 @@ def calibrate_tile(
         for b in bands:
             checks.append(_check(f"zeropoint_{b}", zps[b], None))
             checks.append(_check(f"n_objects_{b}", float(sizes[b]), None))
+        for b in bands if truth is not None else ():
+            res = comp.get(b)
+            for level in ("mag90", "mag50"):
+                checks.append(_check(f"completeness_{level}_{b}", getattr(res, level, None), None,
+                                     reason=comp_notes.get(b)))
         summary: dict[str, Any] = {
             "tile": tile.name, "bands": ",".join(bands), "detection_bands": ",".join(det_bands),
             "n_objects": sizes[bands[0]], "magzero": co.magzero, "locus_reason": locus_reason,
@@ -1129,6 +1277,9 @@ def calibrate_tile(
                 summary[f"dzp_err_{b}"] = loc_res.errors[b]
         if loc_res is not None:
             summary.update({f"locus_scatter {k}": v for k, v in loc_res.scatter.items()})
+        for b, res in comp.items():
+            summary[f"completeness_mag90_{b}"] = res.mag90
+            summary[f"completeness_mag50_{b}"] = res.mag50
         summary["verdict"] = "fail" if any(c["verdict"] == "fail" for c in checks) else "pass"
         qa_doc = {"tile": tile.name, "bands": bands, "summary": summary, "checks": checks,
                   "zeropoints": zps, "dzp": dzp, "apcorr": apcorr,
@@ -1137,22 +1288,27 @@ def calibrate_tile(
                                                          "scatter": loc_res.scatter, "absolute": loc_res.absolute,
                                                          "n_stars": loc_res.n_stars, "n_used": loc_res.n_used,
                                                          "n_with_j": loc_res.n_with_j,
-                                                         "converged": loc_res.converged}}
+                                                         "converged": loc_res.converged},
+                  "truth": None if truth is None else str(truth),
+                  "completeness": {b: res.to_dict() for b, res in comp.items()} if truth is not None else None,
+                  "completeness_notes": comp_notes}
         qa_path = _write_json(out / "qa.json", qa_doc)
         report = _write_report(out / f"{tile.name}_report.html", f"Tile {tile.name}: catalogs and calibration",
                                summary, checks, plots,
                                [("Zeropoints", ["band", "zeropoint", "dzp", "aperture correction", "objects"],
-                                 [[b, zps[b], dzp[b], apcorr[b], sizes[b]] for b in bands])])
+                                 [[b, zps[b], dzp[b], apcorr[b], sizes[b]] for b in bands]),
+                                *_completeness_tables(comp)])
         qa_tags = Tags(survey=cfg.survey.name, camera=cfg.camera.name, stage=Stage.QA, version=cfg.pipeline_version,
                        kind=ProductKind.QA, tile=tile.name)
         products.append(_product(qa_path, out, ProductKind.QA, qa_tags))
         products.append(_product(report, out, ProductKind.REPORT, qa_tags))
     minputs = [i for b in bands for i in found[b].inputs]
-    if refcat is not None:
-        from cosmodm_ops.fits import file_sha256
+    for role, extra in (("refcat", refcat), ("truth", truth)):
+        if extra is not None:
+            from cosmodm_ops.fits import file_sha256
 
-        rp = Path(refcat).resolve()
-        minputs.append(ManifestInput(role="refcat", path=str(rp), sha256=file_sha256(rp), size=rp.stat().st_size))
+            rp = Path(extra).resolve()
+            minputs.append(ManifestInput(role=role, path=str(rp), sha256=file_sha256(rp), size=rp.stat().st_size))
     stage.timings["total"] = round(time.perf_counter() - t_start, 4)
     manifest = Manifest(
         job={"name": f"calibrate-{tile.name}", "site": cfg.site.name, "host": socket.gethostname(),

@@ -214,6 +214,13 @@ class QAConfig(_Strict):
     min_good_ccd_fraction: float = Field(default=0.5, gt=0, le=1, description="Fails if fewer CCDs pass.")
     repeatability_mmag: float = Field(default=30.0, gt=0, description="Coadd: max bright-star repeatability.")
     max_locus_scatter_mag: float = Field(default=0.05, gt=0, description="Coadd: max stellar-locus scatter.")
+    max_psf_fwhm_spread: float = Field(
+        default=0.02, gt=0,
+        description="Coadd: fails if the homogenized PSF FWHM varies more over the tile ((max - min) / median).",
+    )
+    completeness_bin_mag: float = Field(
+        default=0.25, gt=0, description="Coadd calibrate --truth: magnitude bin width of completeness and purity."
+    )
 
 
 class SingleEpochConfig(_Strict):

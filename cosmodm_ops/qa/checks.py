@@ -1,4 +1,4 @@
-"""Single-epoch QA checks: pure functions from measured values to verdicts (thresholds from config ``qa``).
+"""Single-epoch and coadd QA checks: pure functions from measured values to verdicts (thresholds from config ``qa``).
 
 A check is ``{"name", "value", "threshold", "verdict"}`` with verdict ``pass``, ``fail``
 or ``skip`` (a value that could not be measured; ``reason`` says why). Nothing here
@@ -13,7 +13,7 @@ from typing import Any
 
 from cosmodm_ops.config.schema import QAConfig
 
-__all__ = ["check", "ccd_checks", "exposure_summary", "exposure_checks"]
+__all__ = ["ccd_checks", "check", "exposure_checks", "exposure_summary", "psf_fwhm_spread", "psf_uniformity_check"]
 
 
 def check(name: str, value: float | None, threshold: float, *, upper: bool = True,
@@ -96,3 +96,23 @@ def exposure_checks(summary: Mapping[str, Any], qa: QAConfig, *, zp_reason: str 
         check("masked_fraction", summary.get("masked_fraction"), qa.max_masked_fraction),
         check("good_ccd_fraction", summary.get("good_ccd_fraction"), qa.min_good_ccd_fraction, upper=False),
     ]
+
+
+def psf_fwhm_spread(fwhm: Sequence[float]) -> float | None:
+    """Relative spread ``(max - min) / median`` of PSF FWHM samples (NaN ignored); None without samples."""
+    good = [float(v) for v in fwhm if v is not None and math.isfinite(v)]
+    med = _median(good)
+    if not good or not med:
+        return None
+    return (max(good) - min(good)) / med
+
+
+def psf_uniformity_check(fwhm_after: Sequence[float], qa: QAConfig) -> dict[str, Any]:
+    """Coadd gate: the homogenized PSF FWHM over the tile varies by at most ``qa.max_psf_fwhm_spread``.
+
+    ``fwhm_after`` are the FWHM (any unit) of the homogenized PSF sampled over every input
+    image (the runner takes a 3 x 3 grid per image).
+    """
+    spread = psf_fwhm_spread(fwhm_after)
+    return check("psf_fwhm_spread_after", spread, qa.max_psf_fwhm_spread,
+                 reason=None if spread is not None else "no PSF samples on the homogenized images")

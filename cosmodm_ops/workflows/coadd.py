@@ -98,7 +98,12 @@ def gate_band(plan: dict[str, Any], band: str, registered: dict[str, Any]) -> di
 
 
 def calibration_command(plan: dict[str, Any]) -> list[str] | None:
-    """The multi-band calibration command once every band of the tile has an accepted coadd, else None."""
+    """The multi-band calibration command once every band of the tile has an accepted coadd, else None.
+
+    ``COSMODM_PHOTOMETRIC_REFCAT`` (the absolute J anchor) and, for a simulated survey,
+    ``COSMODM_TRUTH_CATALOG`` (the simulator's ``truth/objects.fits``, used when the file
+    exists) are passed on from the environment of the task.
+    """
     p = TilePlan(**plan)
     cfg = p.config()
     archive = p.archive()
@@ -118,6 +123,9 @@ def calibration_command(plan: dict[str, Any]) -> list[str] | None:
         "--survey", p.survey, "--version", p.version, "--out", str(out)]
     if refcat:
         cmd += ["--refcat", refcat]
+    truth = os.environ.get("COSMODM_TRUTH_CATALOG")  # simulations: score completeness and purity
+    if truth and Path(truth).is_file():
+        cmd += ["--truth", truth]
     return cmd
 
 

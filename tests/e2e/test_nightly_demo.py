@@ -139,3 +139,19 @@ def test_demo_continues_into_the_coadd_of_its_best_tile(demo_run):
         cloudy = [e for e in archive.find(survey="demo", night=NIGHT, kind="image")
                   if archive.is_quarantined({"survey": "demo", "night": NIGHT, "expnum": e["expnum"]})]
         assert cloudy and not any(e["path"] in up for e in cloudy)
+
+
+def test_demo_calibration_scores_its_catalogs_against_the_simulated_truth(demo_run):
+    """Both band coadds pass the gate (PSF uniformity included); the calibration reads the night's truth."""
+    var, result = demo_run
+    assert result["coadds"] and not any(c["quarantined"] for c in result["coadds"]), result["coadds"]
+    tile = result["coadds"][0]["tile"]
+    qa = json.loads((var / "work" / "coadd" / tile / "calibrated" / "qa.json").read_text())
+    assert qa["truth"] == str(var / "incoming" / NIGHT / "truth" / "objects.fits")
+    for band in ("g", "r"):
+        comp = qa["completeness"][band]
+        assert 22.0 < comp["mag50"] < 25.5 and comp["mag90"] < comp["mag50"], (band, comp["mag90"], comp["mag50"])
+        # brighter than 19: nearly all found (seen: 91/95 in g, 134/142 in r; the rest blended in this dense field)
+        n_true = sum(n for n, hi in zip(comp["n_true"], comp["mag_hi"], strict=True) if hi <= 19.0)
+        n_found = sum(n for n, hi in zip(comp["n_true_matched"], comp["mag_hi"], strict=True) if hi <= 19.0)
+        assert n_true > 50 and n_found >= 0.9 * n_true, (band, n_found, n_true)

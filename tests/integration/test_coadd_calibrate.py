@@ -4,6 +4,11 @@ Four bands of one tile, made as ``cosmodm coadd run`` leaves them (``<dir>/<band
 with the ``coadd_homog`` products): stars drawn from the Covey et al. stellar locus, observed with
 per-band zeropoint errors (the truth), a few galaxies, a Moffat PSF and Gaussian noise; J of
 70% of the stars in a photometric reference catalog. The calibration must find the offsets.
+
+Between them, faint stars on the locus span the detection limit, and everything is written as
+the simulator's truth catalogue: ``--truth`` must find completeness falling from 1 to 0 at
+the limit expected from the noise, the PSF and SExtractor's threshold
+(:func:`_expected_limit_r`).
 """
 
 from __future__ import annotations
@@ -20,9 +25,62 @@ from tests.support import need_binary
 pytestmark = pytest.mark.astromatic
 
 TILE = "SYNTILE"
-RA0, DEC0, SCALE, NPIX = 50.0, -30.0, 0.263, 640
+RA0, DEC0, SCALE, NPIX = 50.0, -30.0, 0.263, 800
+BRIGHT_AREA = 620  # bright objects in x, y < BRIGHT_AREA; faint ones in the L-shaped rest (no blends)
 FWHM_PX, BETA, SIGMA = 4.5, 2.5, 3.0
 OFFSETS = {"g": 0.12, "r": -0.07, "i": 0.05, "z": 0.10}
+FAINT_GI = 1.0  # g-i of the faint stars (on the locus)
+DETECT_THRESH, DETECT_MINAREA = 1.5, 5  # the config's single_epoch.detect_thresh / detect_minarea
+
+
+def _faint_colours() -> dict[str, float]:
+    """True magnitude minus r of the faint stars, per band (the locus at g-i = FAINT_GI)."""
+    from cosmodm_ops.coadd.locus import read_covey_locus
+
+    c = {k: float(v[0]) for k, v in read_covey_locus().at_gi(np.array([FAINT_GI])).items()}
+    return {"g": c["g-r"], "r": 0.0, "i": -c["r-i"], "z": -c["r-i"] - c["i-z"]}
+
+
+def _expected_limit_r() -> float:
+    """r magnitude where a faint star is detected half the time, from SIGMA, the PSF and the threshold.
+
+    Detection runs on the CHI-MEAN image of r and i: per pixel ``chi = sqrt(sum_b (f_b / SIGMA)^2)``
+    standardized with the 2-degree-of-freedom chi distribution (mean sqrt(pi/2), sd
+    sqrt(2 - pi/2)). A source whose per-pixel S/N in the two bands has modulus ``nu`` raises the
+    mean of chi to the Rice mean ``sqrt(pi/2) L_1/2(-nu^2/2)``. SExtractor subtracts its
+    background estimate, the mode ``2.5 median - 1.5 mean`` of the sky pixels (of the skewed
+    chi distribution: -0.29 in standardized units, so sky sits at +0.29), convolves with the
+    normalized 5x5 Gaussian filter and needs DETECT_MINAREA pixels at DETECT_THRESH times the
+    sky RMS (1). Half the time detected = the expected filtered image has just DETECT_MINAREA
+    pixels above the threshold; found by bisection and averaged over sub-pixel positions.
+    """
+    from scipy.signal import fftconvolve
+    from scipy.special import i0e, i1e
+
+    from cosmodm_ops.astromatic import config_path
+    from cosmodm_ops.coadd.synthetic import moffat_image
+
+    mu, sd = np.sqrt(np.pi / 2), np.sqrt(2 - np.pi / 2)
+    sky = -2.5 * (np.sqrt(2 * np.log(2)) - mu) / sd  # the sky after SExtractor's mode is subtracted
+    kern = np.loadtxt(config_path("gauss_3.0_5x5.conv"), skiprows=2, max_rows=5)
+    kern /= kern.sum()
+    col = _faint_colours()
+
+    def n_above(r_mag: float, dx: float, dy: float) -> int:
+        psf = moffat_image((41, 41), 20 + dx, 20 + dy, FWHM_PX, BETA)
+        nu = np.hypot(*(10 ** (-0.4 * (r_mag + col[b] - OFFSETS[b] - 30.0)) * psf / SIGMA for b in ("r", "i")))
+        x = nu**2 / 4  # Rice mean with scaled Bessel functions: sqrt(pi/2) ((1 + 2x) I0e(x) + 2x I1e(x))
+        chi = (mu * ((1 + 2 * x) * i0e(x) + 2 * x * i1e(x)) - mu) / sd + sky
+        return int((fftconvolve(chi, kern, mode="same") >= DETECT_THRESH).sum())
+
+    limits = []
+    for dx, dy in ((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.25, 0.25)):
+        lo, hi = 20.0, 28.0
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if n_above(mid, dx, dy) >= DETECT_MINAREA else (lo, mid)
+        limits.append(0.5 * (lo + hi))
+    return float(np.mean(limits))
 
 
 def _stamp(dx: float, dy: float, fwhm: float, half: int = 20) -> np.ndarray:
@@ -53,7 +111,7 @@ def _make_tile(root: Path) -> dict:
     rng = np.random.default_rng(7)
     tile = target_tile(TILE, RA0, DEC0, NPIX * SCALE / 3600.0, SCALE, "syn")
     assert tile.npix == NPIX
-    grid = np.arange(40, NPIX - 40, 44)
+    grid = np.arange(40, BRIGHT_AREA - 20, 44)
     gx, gy = np.meshgrid(grid, grid)
     xs = gx.ravel() + rng.uniform(-8, 8, gx.size)
     ys = gy.ravel() + rng.uniform(-8, 8, gx.size)
@@ -67,13 +125,28 @@ def _make_tile(root: Path) -> dict:
     header = tile.header()
     header["PSF_FWHM"] = FWHM_PX * SCALE
     header["PSF_BETA"] = BETA
-    for band in OFFSETS:
+    # faint stars 40 pixels apart around the bright area (own random stream), r uniform across the
+    # expected detection limit; nearer to the bright stars, many would merge into their isophotes
+    frng = np.random.default_rng(11)
+    fx, fy = (a.ravel() for a in np.meshgrid(np.arange(30, NPIX - 20, 40), np.arange(30, NPIX - 20, 40)))
+    keep = (fx > BRIGHT_AREA) | (fy > BRIGHT_AREA)
+    fx, fy = fx[keep], fy[keep]
+    fxs = fx + frng.uniform(-4, 4, fx.size)
+    fys = fy + frng.uniform(-4, 4, fx.size)
+    limit = _expected_limit_r()
+    fr = frng.uniform(limit - 2.0, limit + 1.5, fx.size)
+    col = _faint_colours()
+    true_mags = {}
+    for band, off in OFFSETS.items():
         m = np.full(len(xs), np.nan)
         m[~is_gal] = mags[band]
         m[is_gal] = rng.uniform(17.5, 19.5, n_gal)
+        fm = fr + col[band] - off
+        true_mags[band] = np.concatenate([m, fm]) + off  # rendered at true - offset
         flux = 10 ** (-0.4 * (m - 30.0))
         fwhm = np.where(is_gal, 3.0 * FWHM_PX, FWHM_PX)
         img = _render((NPIX, NPIX), xs, ys, flux, fwhm) + rng.normal(0, SIGMA, (NPIX, NPIX))
+        img += _render((NPIX, NPIX), fxs, fys, 10 ** (-0.4 * (fm - 30.0)), np.full(fx.size, FWHM_PX))
         folder = root / band
         folder.mkdir(parents=True)
         im = write_image(folder / f"{TILE}_{band}_coadd_homog.fits.fz", img.astype(np.float32), header)
@@ -85,6 +158,9 @@ def _make_tile(root: Path) -> dict:
                                  size=p.stat().st_size) for k, p in (("coadd_homog", im), ("coadd_homog_weight", wt))]
         write_manifest(Manifest(tags={"survey": "des", "stage": "coadd", "version": "v1", "tile": TILE, "band": band},
                                 products=prods), folder / "manifest.json")
+    fra, fdec = w.all_pix2world(fxs, fys, 0)
+    truth_path = _write_truth(root / "truth" / "objects.fits", np.concatenate([ra, fra]),
+                              np.concatenate([dec, fdec]), true_mags, np.concatenate([~is_gal, np.ones(fx.size, bool)]))
     j = mags["J"]
     has = np.isfinite(j)
     cols = [fits.Column("ra", "D", array=ra[~is_gal][has]), fits.Column("dec", "D", array=dec[~is_gal][has]),
@@ -94,7 +170,19 @@ def _make_tile(root: Path) -> dict:
     tiling = root / "tiling.yaml"
     tiling.write_text(f"tiling:\n  name: syn\n  kind: targets\n  pixel_scale: {SCALE}\n  targets:\n"
                       f"    - {{name: {TILE}, ra: {RA0}, dec: {DEC0}, size_deg: {NPIX * SCALE / 3600.0!r}}}\n")
-    return {"truth": truth, "refcat": refcat, "tiling": tiling, "n_star": n_star, "n_gal": n_gal}
+    return {"truth": truth, "refcat": refcat, "tiling": tiling, "n_star": n_star, "n_gal": n_gal,
+            "truth_catalog": truth_path, "limit_r": limit, "n_faint": fx.size}
+
+
+def _write_truth(path: Path, ra: np.ndarray, dec: np.ndarray, mags: dict[str, np.ndarray], is_star: np.ndarray
+                 ) -> Path:
+    """The simulator's truth table (``cosmodm sim night`` writes truth/objects.fits with the same writer)."""
+    from cosmodm_ops.sim.objects import Catalog
+    from cosmodm_ops.sim.writer import write_truth_objects
+
+    n = len(ra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_truth_objects(path, Catalog(ra, dec, mags, is_star, np.zeros(n), np.ones(n), np.zeros(n)))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +193,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = root / "calibrated"
     code = main(["coadd", "calibrate", "--tile", TILE, "--bands", "g,r,i,z", "--coadds", str(root / "coadd" / TILE),
                  "--survey", "des", "--version", "v1", "--out", str(out), "--tiling", str(made["tiling"]),
-                 "--refcat", str(made["refcat"])])
+                 "--refcat", str(made["refcat"]), "--truth", str(made["truth_catalog"])])
     return {**made, "root": root, "out": out, "code": code}
 
 
@@ -150,7 +238,7 @@ def test_products_manifest_and_archive(run: dict):
                      ("coadd_catalog", "z"), ("qa", None), ("report", None)]
     for p in m.products:
         assert file_sha256(run["out"] / p.path) == p.sha256
-    assert {i.role for i in m.inputs} == {"coadd_homog", "coadd_homog_weight", "refcat"}
+    assert {i.role for i in m.inputs} == {"coadd_homog", "coadd_homog_weight", "refcat", "truth"}
     assert (run["out"] / f"{TILE}_color.png").stat().st_size > 1000
     archive = Archive(f"sqlite:///{run['root'] / 'a.db'}", run["root"] / "archive")
     archive.init()
@@ -165,6 +253,38 @@ def test_products_manifest_and_archive(run: dict):
     assert near and all(r["tile"] == TILE for r in near)
     (row,) = archive.qa_results(tile=TILE, check_name="locus_scatter_gr_ri")
     assert row["verdict"] == "pass" and row["band"] is None and row["scope"] == "tile"
+
+
+def test_completeness_against_truth_falls_at_the_expected_limit(run: dict):
+    """Completeness ~1 well above the limit, ~0 below it; 50% within 0.3 mag of the limit from the noise."""
+    qa = json.loads((run["out"] / "qa.json").read_text())
+    limit = run["limit_r"]
+    assert 24.0 < limit < 25.0  # r, for SIGMA 3, FWHM 4.5 px, 1.5 sigma and 5 pixels on the r+i CHI-MEAN image
+    comp = qa["completeness"]
+    assert set(comp) == set(OFFSETS)
+    r = comp["r"]
+    lo, hi = np.array(r["mag_lo"]), np.array(r["mag_hi"])
+    c = np.array([np.nan if v is None else v for v in r["completeness"]])
+    n_true = np.array(r["n_true"])
+    assert n_true.sum() == run["n_star"] + run["n_gal"] + run["n_faint"]  # the whole truth is in the footprint
+    bright, faint = hi <= limit - 0.75, lo >= limit + 0.5
+    assert np.nansum(c[bright] * n_true[bright]) >= 0.98 * n_true[bright].sum()
+    assert np.nansum(c[faint] * n_true[faint]) <= 0.1 * n_true[faint].sum()
+    assert r["mag50"] == pytest.approx(limit, abs=0.3)
+    assert r["mag90"] < r["mag50"]
+    # purity by measured magnitude: the bright detections are all real
+    p = np.array([np.nan if v is None else v for v in r["purity"]])
+    assert np.nanmin(p[hi <= limit - 0.75]) >= 0.95
+    assert r["mag_offset"] == 0.0  # absolute (J-anchored) zeropoints: no alignment to the truth
+    assert r["median_sep_arcsec"] < 0.2
+    # SPREAD_MODEL: bright stars called stars
+    sc = np.array([np.nan if v is None else v for v in r["classification"]["star_completeness"]])
+    assert np.nanmin(sc[hi <= 21.0]) >= 0.9
+    names = {ch["name"]: ch for ch in qa["checks"]}
+    assert names["completeness_mag50_r"]["value"] == pytest.approx(r["mag50"])
+    assert qa["summary"]["completeness_mag50_r"] == pytest.approx(r["mag50"])
+    assert (run["out"] / f"{TILE}_completeness.png").stat().st_size > 5000
+    assert "Completeness and purity against truth" in (run["out"] / f"{TILE}_report.html").read_text()
 
 
 def test_two_bands_give_catalogs_without_a_locus_fit(run: dict, tmp_path: Path):

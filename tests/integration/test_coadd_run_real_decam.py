@@ -313,3 +313,26 @@ def test_run_from_manifests_matches_the_archive_run(world: dict, tmp_path: Path)
         assert zb[k] - mb == pytest.approx(v - ma, abs=2e-3)
     shas = {i.sha256 for i in read_manifest(out / "manifest.json").inputs}
     assert shas <= {i.sha256 for i in read_manifest(world["out"] / "manifest.json").inputs}
+
+
+def test_an_image_broader_than_the_target_stays_out_of_the_homogenized_coadd(world: dict, tmp_path: Path):
+    """Target = the median input FWHM: the broadest input cannot be convolved to it; the plain coadd keeps it."""
+    base = [a for a in world["base"] if a not in ("--db", world["archive"].db_url, "--root", str(world["archive"].root))]
+    manifests = [str(world["se"][e] / "manifest.json") for e in (900001, 900002, 900003)]
+    out = tmp_path / "narrow"
+    assert main(["coadd", "run", "--tile", TILE, "--band", "z", "--out", str(out), *base,
+                 "--set", "coadd.psf_target_scale=1.0", "--manifests", *manifests]) == EXIT_OK
+    qa = json.loads((out / "qa.json").read_text())
+    target = qa["summary"]["psf_fwhm_target_arcsec"]
+    fwhm = {im["name"]: im["fwhm_arcsec"] for im in qa["images"]}
+    left_out = {s["name"] for s in qa["not_homogenized"]}
+    assert max(fwhm, key=fwhm.get) in left_out and len(left_out) < len(fwhm)
+    assert all(s["fwhm_max_arcsec"] > target and "broader than the homogenization target" in s["reason"]
+               for s in qa["not_homogenized"])
+    assert all(s["before"] <= target and s["image"] not in left_out for s in qa["psf_samples"])
+    _, hdr = _read(out / f"{TILE}_z_coadd_homog.fits.fz")
+    _, plain = _read(out / f"{TILE}_z_coadd.fits.fz")
+    assert hdr["NIMAGES"] == 3 - len(left_out) and plain["NIMAGES"] == 3
+    checks = {c["name"]: c for c in qa["checks"]}
+    assert checks["n_images_not_homogenized"]["value"] == len(left_out)
+    assert checks["psf_fwhm_spread_after"]["threshold"] == 0.02 and checks["psf_fwhm_spread_after"]["verdict"] == "pass"

@@ -74,3 +74,12 @@ def test_scratch_moves_off_a_full_ramdisk(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         alt = _scratch_root(tmp_path / "ram", 10**18, 0.5, tmp_path / "out")
     assert alt == tmp_path / "out" / ".scratch" and "would fill" in caplog.text
+
+
+def test_truth_is_scored_only_where_every_detection_band_has_data():
+    from cosmodm_ops.coadd.runner import _covered
+
+    a = np.array([[1.0, 1.0, 0.9, 1e-4, 0.0]])
+    b = np.array([[2.0, 0.1, 2.0, 2.0, 2.0]])
+    assert _covered([a]).tolist() == [[True, True, True, False, False]]  # SWarp's tiny weights beyond the edges
+    assert _covered([a, b]).tolist() == [[True, False, True, False, False]]

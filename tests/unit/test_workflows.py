@@ -13,6 +13,18 @@ from cosmodm_ops.workflows.coadd import plan_tile
 from cosmodm_ops.workflows.nightly import NightPlan, plan_jobs, qa_verdict, resolve_night
 
 
+def _site_and_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Work root and an initialized SQLite archive under tmp_path, in the environment as a task sees them."""
+    from cosmodm_ops.archive import Archive
+
+    monkeypatch.setenv("COSMODM_WORK_ROOT", str(tmp_path / "work"))
+    monkeypatch.setenv("COSMODM_DB", f"sqlite:///{tmp_path / 'a.db'}")
+    monkeypatch.setenv("COSMODM_ARCHIVE_ROOT", str(tmp_path / "archive"))
+    archive = Archive(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "archive")
+    archive.init()
+    return archive
+
+
 def test_night_from_param_interval_or_run_after():
     assert resolve_night({"night": "2026-11-23"}, None).night == "2026-11-23"
     start = dt.datetime(2026, 11, 20, 14, tzinfo=dt.UTC)
@@ -25,14 +37,9 @@ def test_night_from_param_interval_or_run_after():
 
 
 def test_jobs_skip_problem_exposures_and_are_argument_lists(tmp_path: Path, monkeypatch):
-    from cosmodm_ops.archive import Archive
     from cosmodm_ops.model import Tags
 
-    monkeypatch.setenv("COSMODM_WORK_ROOT", str(tmp_path / "work"))
-    monkeypatch.setenv("COSMODM_DB", f"sqlite:///{tmp_path / 'a.db'}")
-    monkeypatch.setenv("COSMODM_ARCHIVE_ROOT", str(tmp_path / "archive"))
-    archive = Archive(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "archive")
-    archive.init()
+    archive = _site_and_archive(tmp_path, monkeypatch)
     # exposure 9 was processed before: its QA is archived, so it is not redone (unless force)
     (tmp_path / "qa.json").write_text("{}")
     archive.store(tmp_path / "qa.json", Tags(survey="demo", camera="decam-mini", stage="single_epoch", version="v1",
@@ -74,3 +81,24 @@ def test_tile_plan_from_partition_key(tmp_path: Path, monkeypatch):
         plan_tile({}, None)
     with pytest.raises(TagError):
         plan_tile({}, "../x:r")
+
+
+def test_calibration_command_passes_the_truth_catalog_when_it_exists(tmp_path: Path, monkeypatch):
+    from cosmodm_ops.model import Tags
+    from cosmodm_ops.workflows.coadd import calibration_command
+
+    archive = _site_and_archive(tmp_path, monkeypatch)
+    tile = "demo-mini-030.200-00.200"
+    for band in ("g", "r"):
+        (tmp_path / f"{band}.fits").write_bytes(band.encode())
+        archive.store(tmp_path / f"{band}.fits", Tags(survey="demo", camera="decam-mini", stage="coadd", version="v1",
+                                                       kind="coadd", tile=tile, band=band))
+    plan = plan_tile({"tile": tile, "bands": ["g", "r"]}, None)
+    truth = tmp_path / "night" / "truth" / "objects.fits"
+    monkeypatch.setenv("COSMODM_TRUTH_CATALOG", str(truth))
+    cmd = calibration_command(plan)
+    assert cmd[:3] == ["cosmodm", "coadd", "calibrate"] and "--truth" not in cmd  # no such file: not a simulation
+    truth.parent.mkdir(parents=True)
+    truth.write_bytes(b"x")
+    cmd = calibration_command(plan)
+    assert cmd[cmd.index("--truth") + 1] == str(truth) and cmd[cmd.index("--bands") + 1] == "g,r"
