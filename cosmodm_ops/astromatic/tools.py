@@ -108,7 +108,7 @@ def run_tool(tool: str, args: Sequence[str], *, cwd: str | Path, timeout: float 
     return ToolResult(argv=argv, returncode=proc.returncode, stderr=stderr, seconds=seconds)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tool_versions() -> dict[str, str]:
     """Versions of the installed tools ({'source-extractor': '2.25.0', ...}); 'missing' if absent."""
     out: dict[str, str] = {}

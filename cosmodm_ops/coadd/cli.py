@@ -40,11 +40,13 @@ def register(sub: Any) -> None:
         p.add_argument("--tile", required=True, help="tile name (of the survey's tiling, or of --tiling)")
         p.add_argument("--survey", default="demo", help="survey config (default: demo)")
         p.add_argument("--version", default="v1", help="pipeline version (archive tag; default v1)")
-        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--out", required=True, type=lambda s: Path(s).absolute(), help="output folder")
         p.add_argument("--site", default=os.environ.get("COSMODM_SITE", "local"),
                        help="site config (RAM-disk path; default $COSMODM_SITE or local)")
         p.add_argument("--tiling", default=None, help="tiling name or YAML file (default: the survey's)")
-        p.add_argument("--workdir", default=None, help="parent of the scratch folder (default: the site RAM disk)")
+        # absolute: SWarp runs in the scratch folder, which may fall back to <out>/.scratch
+        p.add_argument("--workdir", default=None, type=lambda s: Path(s).absolute(),
+                       help="parent of the scratch folder (default: the site RAM disk)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="config override, e.g. coadd.min_stars_per_image=3 (repeatable; YAML values)")
 

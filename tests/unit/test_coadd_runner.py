@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_the_workflow_commands_parse():
     p = build_parser()
     a = p.parse_args(["coadd", "run", "--tile", "T", "--band", "r", "--survey", "demo", "--version", "v1",
                       "--out", "/w/coadd/T/r"])
-    assert (a.tile, a.band, a.survey, a.version, a.out) == ("T", "r", "demo", "v1", "/w/coadd/T/r")
+    assert (a.tile, a.band, a.survey, a.version, a.out) == ("T", "r", "demo", "v1", Path("/w/coadd/T/r"))
     b = p.parse_args(["coadd", "calibrate", "--tile", "T", "--bands", "g,r,i,z", "--coadds", "/w/coadd/T",
                       "--survey", "demo", "--version", "v1", "--out", "/w/coadd/T/calibrated", "--refcat", "/r.fits"])
     assert b.coadds == ["/w/coadd/T"] and b.bands == "g,r,i,z" and b.refcat == "/r.fits"
