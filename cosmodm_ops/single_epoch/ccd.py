@@ -122,10 +122,9 @@ def _read_detrended(spec: dict[str, Any]) -> dict[str, Any]:
             "saturate": sat}
 
 
-def _write_plain(path: Path, data: np.ndarray, header: afits.Header | None = None) -> int:
+def _write_plain(path: Path, data: np.ndarray, header: afits.Header | None = None) -> None:
     afits.PrimaryHDU(np.ascontiguousarray(data), header=header).writeto(path, overwrite=True,
                                                                          output_verify="silentfix")
-    return path.stat().st_size
 
 
 def _pixel_scale(header: afits.Header) -> float:
@@ -139,11 +138,11 @@ def _pixel_scale(header: afits.Header) -> float:
 
 
 def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
-    """Phase A for one CCD; returns a small dict (paths, sizes, ``clock``: a StageClock record) or with ``failed``."""
+    """Phase A for one CCD; returns a small dict (paths, QA values, ``clock``: a StageClock record) or with ``failed``."""
     work = Path(spec["workdir"])
     tag = f"ccd{spec['ccd']:02d}"
     clock = StageClock()
-    out: dict[str, Any] = {"ccd": spec["ccd"], "extname": spec.get("extname"), "ramdisk_bytes": 0}
+    out: dict[str, Any] = {"ccd": spec["ccd"], "extname": spec.get("extname")}
     try:
         with clock.stage("read_detrend"):
             if spec["kind"] == "detrended":
@@ -161,9 +160,9 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
             out.update(sky_e=sky, sky_noise_e=noise, masked_fraction=float((mask != 0).mean()))
         img_p, wgt_p, flg_p = work / f"{tag}.fits", work / f"{tag}.weight.fits", work / f"{tag}.flag.fits"
         with clock.stage("write_work"):
-            out["ramdisk_bytes"] += _write_plain(img_p, image, header)
-            out["ramdisk_bytes"] += _write_plain(wgt_p, weight)
-            out["ramdisk_bytes"] += _write_plain(flg_p, mask.astype(np.int32))
+            _write_plain(img_p, image, header)
+            _write_plain(wgt_p, weight)
+            _write_plain(flg_p, mask.astype(np.int32, copy=False))
         scale = _pixel_scale(header)
         out.update(image=str(img_p), weight=str(wgt_p), flag=str(flg_p), pixel_scale=scale,
                    saturate=float(header["SATURATE"]), header=header.tostring(sep="\n"))
@@ -173,7 +172,6 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
             saturate=float(header["SATURATE"]), pixel_scale=scale, detect_thresh=spec["detect_thresh"],
             detect_minarea=spec["detect_minarea"],
         ), cwd=work)
-        out["ramdisk_bytes"] += cat1.stat().st_size
         with clock.stage("read_pass1"):
             objs = read_ldac(cat1, columns=["SNR_WIN", "FLAGS"])
         n_psf_cand = int(((objs["SNR_WIN"] > 20) & (objs["FLAGS"] == 0)).sum()) if len(objs) else 0
@@ -189,7 +187,6 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
         psf = work / f"{tag}.pass1.psf"
         if not psf.exists():
             raise CcdFailure(f"PSFEx wrote no model for {cat1.name}")
-        out["ramdisk_bytes"] += psf.stat().st_size
         out["psf"] = str(psf)
         out["psfvar_degrees"] = degrees
     except CcdFailure as err:
@@ -239,7 +236,7 @@ def finish_ccd(spec: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     work = Path(spec["workdir"])
     tag = f"ccd{spec['ccd']:02d}"
     clock = StageClock()
-    res: dict[str, Any] = {"ccd": spec["ccd"], "products": [], "ramdisk_bytes": 0}
+    res: dict[str, Any] = {"ccd": spec["ccd"], "products": []}
     try:
         header = afits.Header.fromstring(prep["header"], sep="\n")
         img_p = Path(prep["image"])
@@ -255,7 +252,6 @@ def finish_ccd(spec: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
             gain=1.0, saturate=prep["saturate"], pixel_scale=prep["pixel_scale"],
             detect_thresh=spec["detect_thresh"], detect_minarea=spec["detect_minarea"],
         ), cwd=work)
-        res["ramdisk_bytes"] += cat2.stat().st_size
         with clock.stage("qa_measure"):
             values, apcorr = _measure(spec, prep, cat2)
         res["values"] = values
@@ -291,7 +287,7 @@ def _write_products(spec: dict[str, Any], prep: dict[str, Any], header: afits.He
     }
     cfits.write_image(names["image"], image, header, extname="SCI")
     cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT")
-    cfits.write_image(names["mask"], mask.astype(np.int32), _wcs_only(header), extname="MSK")
+    cfits.write_image(names["mask"], mask.astype(np.int32, copy=False), _wcs_only(header), extname="MSK")
     _write_catalog(cat2, names["catalog"], apcorr)
     names["psf"].write_bytes(Path(prep["psf"]).read_bytes())
     kinds = {"image": "image", "weight": "weight", "mask": "mask", "catalog": "catalog", "psf": "psf"}
