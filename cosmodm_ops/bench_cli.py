@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from typing import Any
 
-__all__ = ["BENCHMARKS", "register"]
+__all__ = ["BENCHMARKS", "OPTIONS", "register"]
 
 #: name -> (``module:function`` returning a dict, help text, keys of the JSON line; empty = all)
 BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -40,6 +41,26 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "PSF homogenization of one 2048 x 4096 CCD",
         (),
     ),
+    "exposure": (
+        "cosmodm_ops.single_epoch.exposure_bench:exposure",
+        ("one simulated exposure through `cosmodm single-epoch run`: core-minutes vs DESDM's 320, own-code CPU "
+        "share vs the Astromatic tools, bytes written vs a naive run"),
+        ("wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min", "core_min_ratio_vs_desdm",
+         "own_share", "bytes_output", "bytes_naive", "bytes_ratio", "n_ccds_ok"),
+    ),
+}
+
+#: name -> options of that benchmark: (flag, ``add_argument`` keywords); each value goes to its function by ``dest``.
+OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "exposure": [
+        ("--camera", {"default": "decam", "help": "camera to simulate (default decam: 62 CCDs)"}),
+        ("--jobs", {"type": int, "default": 2, "help": "worker processes of the run (default 2)"}),
+        ("--keep", {"default": None, "metavar": "DIR", "help": "keep the simulated night and the run's output here "
+                    "(a night already there is reused)"}),
+        ("--seed", {"type": int, "default": 1, "help": "simulation seed"}),
+        ("--workdir", {"default": None, "help": "RAM-disk parent of the run (default $COSMODM_RAMDISK or "
+                       "/dev/shm/cosmodm)"}),
+    ],
 }
 
 
@@ -49,13 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, (_target, text, _keys) in BENCHMARKS.items():
         b = bs.add_parser(name, help=text)
         b.add_argument("--json", action="store_true", help="print only the JSON line")
+        for flag, kwargs in OPTIONS.get(name, []):
+            b.add_argument(flag, **kwargs)
         b.set_defaults(func=_run, bench_name=name)
 
 
 def _run(args: argparse.Namespace) -> int:
     target, _text, keys = BENCHMARKS[args.bench_name]
     module_name, func_name = target.split(":")
-    results = getattr(importlib.import_module(module_name), func_name)()
+    options = {flag.lstrip("-").replace("-", "_"): None for flag, _ in OPTIONS.get(args.bench_name, [])}
+    results = getattr(importlib.import_module(module_name), func_name)(**{k: getattr(args, k) for k in options})
     line = {k: results[k] for k in keys} if keys else results
     if not args.json:
         from cosmodm_ops.coadd.benchmarks import format_table

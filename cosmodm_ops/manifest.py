@@ -98,6 +98,9 @@ class Manifest(_Open):
     config_hash: str | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per step.")
     bytes: dict[str, int] = Field(default_factory=dict, description="'ramdisk' and 'output' bytes written.")
+    cpu: dict[str, Any] = Field(default_factory=dict, description=(
+        "CPU seconds of the job's process tree: 'total_s', 'own_s' (ours: total minus the tools), 'astromatic_s', "
+        "'<tool>_s' per Astromatic tool, 'own_share', 'own_stages' (own CPU seconds per stage)."))
     units: list[UnitStatus] = Field(default_factory=list, description="Per-CCD outcome.")
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)

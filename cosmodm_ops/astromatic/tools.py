@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import shutil
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,12 +46,17 @@ class ToolError(RuntimeError):
 
 @dataclass(frozen=True)
 class ToolResult:
-    """What a tool run left behind: command, exit code, stderr text and wall seconds."""
+    """What a tool run left behind: command, exit code, stderr text, wall seconds and CPU seconds.
+
+    ``cpu_s`` is the user + system CPU time of the tool's own process (from ``wait4``), so it is
+    exact even when other work runs in the calling process or its threads.
+    """
 
     argv: list[str]
     returncode: int
     stderr: str
     seconds: float
+    cpu_s: float = 0.0
 
 
 def config_path(name: str) -> Path:
@@ -92,20 +100,44 @@ def run_tool(tool: str, args: Sequence[str], *, cwd: str | Path, timeout: float 
         raise ToolError(msg, argv=[binary, *args])
     argv = [exe, *[str(a) for a in args]]
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, errors="replace", timeout=timeout,
-                              check=False)
-    except subprocess.TimeoutExpired as err:
-        msg = f"{binary} timed out after {timeout:.0f} s: {' '.join(argv)}"
-        raise ToolError(msg, argv=argv) from err
+    returncode, stderr, cpu_s, timed_out = _run_measured(argv, cwd=cwd, timeout=timeout)
     seconds = time.perf_counter() - t0
-    stderr = proc.stderr or ""
-    if proc.returncode != 0 or "> Error" in stderr or "*Error*" in stderr:
+    if timed_out:
+        msg = f"{binary} timed out after {timeout:.0f} s: {' '.join(argv)}"
+        raise ToolError(msg, argv=argv)
+    if returncode != 0 or "> Error" in stderr or "*Error*" in stderr:
         tail = "\n".join(stderr.strip().splitlines()[-8:])
-        msg = f"{binary} failed (exit {proc.returncode}) in {cwd}: {' '.join(argv)}\n{tail}"
-        raise ToolError(msg, argv=argv, returncode=proc.returncode, stderr=stderr)
-    log.debug("%s took %.2f s", binary, seconds)
-    return ToolResult(argv=argv, returncode=proc.returncode, stderr=stderr, seconds=seconds)
+        msg = f"{binary} failed (exit {returncode}) in {cwd}: {' '.join(argv)}\n{tail}"
+        raise ToolError(msg, argv=argv, returncode=returncode, stderr=stderr)
+    log.debug("%s took %.2f s (%.2f s CPU)", binary, seconds, cpu_s)
+    return ToolResult(argv=argv, returncode=returncode, stderr=stderr, seconds=seconds, cpu_s=cpu_s)
+
+
+def _run_measured(argv: list[str], *, cwd: str | Path, timeout: float) -> tuple[int, str, float, bool]:
+    """Run ``argv``, reap it with ``os.wait4`` and return (exit code, stderr, CPU seconds, timed out).
+
+    ``subprocess.run`` reaps the child itself and drops its resource usage; reaping it here keeps
+    the child's own user + system time. Output goes to unnamed temp files (no pipe to drain), and a
+    timer kills the child at ``timeout``.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        expired = threading.Event()
+
+        def _kill() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, _kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode("utf-8", errors="replace")
+    return proc.returncode, stderr, usage.ru_utime + usage.ru_stime, expired.is_set()
 
 
 @functools.cache

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,9 @@ from cosmodm_ops.astromatic import (
     psfex_args,
     read_ldac,
     read_scamp_head,
-    run_tool,
     sextractor_args,
 )
+from cosmodm_ops.single_epoch.accounting import StageClock
 from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
 from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK
 
@@ -123,10 +122,9 @@ def _read_detrended(spec: dict[str, Any]) -> dict[str, Any]:
             "saturate": sat}
 
 
-def _write_plain(path: Path, data: np.ndarray, header: afits.Header | None = None) -> int:
+def _write_plain(path: Path, data: np.ndarray, header: afits.Header | None = None) -> None:
     afits.PrimaryHDU(np.ascontiguousarray(data), header=header).writeto(path, overwrite=True,
                                                                          output_verify="silentfix")
-    return path.stat().st_size
 
 
 def _pixel_scale(header: afits.Header) -> float:
@@ -140,45 +138,42 @@ def _pixel_scale(header: afits.Header) -> float:
 
 
 def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
-    """Phase A for one CCD; returns a small dict (paths, sizes, timings) or ``{"failed": reason}``."""
-    t: dict[str, float] = {}
+    """Phase A for one CCD; returns a small dict (paths, QA values, ``clock``: a StageClock record) or with ``failed``."""
     work = Path(spec["workdir"])
     tag = f"ccd{spec['ccd']:02d}"
-    out: dict[str, Any] = {"ccd": spec["ccd"], "extname": spec.get("extname"), "timings": t, "ramdisk_bytes": 0}
+    clock = StageClock()
+    out: dict[str, Any] = {"ccd": spec["ccd"], "extname": spec.get("extname")}
     try:
-        t0 = time.perf_counter()
-        if spec["kind"] == "detrended":
-            ccd = _read_detrended(spec)
-        else:
-            from cosmodm_ops.single_epoch.raw import ingest_and_detrend
+        with clock.stage("read_detrend"):
+            if spec["kind"] == "detrended":
+                ccd = _read_detrended(spec)
+            else:
+                from cosmodm_ops.single_epoch.raw import ingest_and_detrend
 
-            ccd = ingest_and_detrend(spec)
-        t["read_detrend"] = time.perf_counter() - t0
+                ccd = ingest_and_detrend(spec)
         image, weight, mask, header = ccd["image"], ccd["weight"], ccd["mask"], ccd["header"]
-        good = weight > 0
-        if good.sum() < 0.05 * image.size or not np.isfinite(image[good]).all() or np.ptp(image[good]) == 0:
-            raise CcdFailure("blank CCD: no usable pixels (all masked, constant or non-finite)")
-        sky, noise = robust_sky(image, mask)
-        out.update(sky_e=sky, sky_noise_e=noise, masked_fraction=float((mask != 0).mean()))
+        with clock.stage("sky"):
+            good = weight > 0
+            if good.sum() < 0.05 * image.size or not np.isfinite(image[good]).all() or np.ptp(image[good]) == 0:
+                raise CcdFailure("blank CCD: no usable pixels (all masked, constant or non-finite)")
+            sky, noise = robust_sky(image, mask)
+            out.update(sky_e=sky, sky_noise_e=noise, masked_fraction=float((mask != 0).mean()))
         img_p, wgt_p, flg_p = work / f"{tag}.fits", work / f"{tag}.weight.fits", work / f"{tag}.flag.fits"
-        t0 = time.perf_counter()
-        out["ramdisk_bytes"] += _write_plain(img_p, image, header)
-        out["ramdisk_bytes"] += _write_plain(wgt_p, weight)
-        out["ramdisk_bytes"] += _write_plain(flg_p, mask.astype(np.int32))
-        t["write_work"] = time.perf_counter() - t0
+        with clock.stage("write_work"):
+            _write_plain(img_p, image, header)
+            _write_plain(wgt_p, weight)
+            _write_plain(flg_p, mask.astype(np.int32, copy=False))
         scale = _pixel_scale(header)
         out.update(image=str(img_p), weight=str(wgt_p), flag=str(flg_p), pixel_scale=scale,
                    saturate=float(header["SATURATE"]), header=header.tostring(sep="\n"))
         cat1 = work / f"{tag}.pass1.ldac"
-        t0 = time.perf_counter()
-        run_tool("sextractor", sextractor_args(
+        clock.tool("sextractor_pass1", "sextractor", sextractor_args(
             img_p, cat1, weight=wgt_p, flag=flg_p, params="single_epoch_pass1.param", gain=1.0,
             saturate=float(header["SATURATE"]), pixel_scale=scale, detect_thresh=spec["detect_thresh"],
             detect_minarea=spec["detect_minarea"],
         ), cwd=work)
-        t["sextractor_pass1"] = time.perf_counter() - t0
-        out["ramdisk_bytes"] += cat1.stat().st_size
-        objs = read_ldac(cat1, columns=["SNR_WIN", "FLAGS"])
+        with clock.stage("read_pass1"):
+            objs = read_ldac(cat1, columns=["SNR_WIN", "FLAGS"])
         n_psf_cand = int(((objs["SNR_WIN"] > 20) & (objs["FLAGS"] == 0)).sum()) if len(objs) else 0
         out.update(pass1=str(cat1), n_detections=len(objs), n_psf_candidates=n_psf_cand)
         if n_psf_cand < spec["min_psf_stars"]:
@@ -187,19 +182,18 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
             raise CcdFailure(msg)
         # PSF variation needs stars across the CCD: fall back to a constant PSF when there are few
         degrees = spec["psfvar_degrees"] if n_psf_cand >= 60 else 0
-        t0 = time.perf_counter()
-        run_tool("psfex", psfex_args(cat1, psf_size=spec["psf_size"], psfvar_degrees=degrees, outdir=work), cwd=work)
-        t["psfex"] = time.perf_counter() - t0
+        clock.tool("psfex", "psfex", psfex_args(cat1, psf_size=spec["psf_size"], psfvar_degrees=degrees, outdir=work),
+                   cwd=work)
         psf = work / f"{tag}.pass1.psf"
         if not psf.exists():
             raise CcdFailure(f"PSFEx wrote no model for {cat1.name}")
-        out["ramdisk_bytes"] += psf.stat().st_size
         out["psf"] = str(psf)
         out["psfvar_degrees"] = degrees
     except CcdFailure as err:
         out["failed"] = str(err)
     except ToolError as err:
         out["failed"] = f"tool failed: {str(err).splitlines()[0][:300]}"
+    out["clock"] = clock.record()
     return out
 
 
@@ -215,13 +209,32 @@ def match_sky(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarr
         r, d = np.deg2rad(ra), np.deg2rad(dec)
         return np.c_[np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)]
 
-    tree = cKDTree(xyz(ra2, dec2))
+    # only the second list's entries in the first one's box (plus the radius) can match: a KD-tree of an
+    # exposure's whole reference catalog per CCD cost 0.25 s, most of the CCD's QA time
+    near = _in_box(ra2, dec2, ra1, dec1, 2 * radius_arcsec / 3600)
+    if len(near) == 0:
+        e = np.zeros(0, int)
+        return e, e, np.zeros(0), np.zeros(0)
+    tree = cKDTree(xyz(ra2[near], dec2[near]))
     dist, idx = tree.query(xyz(ra1, dec1), distance_upper_bound=2 * math.sin(np.deg2rad(radius_arcsec / 3600) / 2))
     ok = np.isfinite(dist)
-    i1, i2 = np.nonzero(ok)[0], idx[ok]
+    i1, i2 = np.nonzero(ok)[0], near[idx[ok]]
     dra = (np.angle(np.exp(1j * np.deg2rad(ra1[i1] - ra2[i2]))) * np.cos(np.deg2rad(dec2[i2]))) * 206264806.2
     ddec = np.deg2rad(dec1[i1] - dec2[i2]) * 206264806.2
     return i1, i2, dra, ddec
+
+
+def _in_box(ra: np.ndarray, dec: np.ndarray, ra0: np.ndarray, dec0: np.ndarray, margin_deg: float) -> np.ndarray:
+    """Indices of (ra, dec) inside the RA/Dec box of (ra0, dec0) grown by ``margin_deg`` (RA wrap-safe)."""
+    lo, hi = float(np.min(dec0)) - margin_deg, float(np.max(dec0)) + margin_deg
+    keep = (dec >= lo) & (dec <= hi)
+    cos_min = math.cos(math.radians(min(90.0, max(abs(lo), abs(hi)))))
+    if cos_min > 0.01:  # away from the poles, also cut in RA around the first position
+        d0 = (ra0 - ra0[0] + 180.0) % 360.0 - 180.0
+        d = (ra - ra0[0] + 180.0) % 360.0 - 180.0
+        m = margin_deg / cos_min
+        keep &= (d >= float(d0.min()) - m) & (d <= float(d0.max()) + m)
+    return np.nonzero(keep)[0]
 
 
 def _apply_head(header: afits.Header, head: afits.Header) -> afits.Header:
@@ -239,11 +252,10 @@ def _apply_head(header: afits.Header, head: afits.Header) -> afits.Header:
 
 def finish_ccd(spec: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     """Phase C for one CCD: pass 2, aperture correction, QA values, compressed products."""
-    t: dict[str, float] = {}
     work = Path(spec["workdir"])
-    outdir = Path(spec["outdir"])
     tag = f"ccd{spec['ccd']:02d}"
-    res: dict[str, Any] = {"ccd": spec["ccd"], "timings": t, "products": [], "ramdisk_bytes": 0}
+    clock = StageClock()
+    res: dict[str, Any] = {"ccd": spec["ccd"], "products": []}
     try:
         header = afits.Header.fromstring(prep["header"], sep="\n")
         img_p = Path(prep["image"])
@@ -254,52 +266,55 @@ def finish_ccd(spec: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
             # SExtractor reads <image>.head for world coordinates
             (work / f"{tag}.head").write_text(Path(head_p).read_text(errors="ignore"))
         cat2 = work / f"{tag}.cat.ldac"
-        t0 = time.perf_counter()
-        run_tool("sextractor", sextractor_args(
+        clock.tool("sextractor_pass2", "sextractor", sextractor_args(
             img_p, cat2, weight=prep["weight"], flag=prep["flag"], params=spec["params"], psf=prep["psf"],
             gain=1.0, saturate=prep["saturate"], pixel_scale=prep["pixel_scale"],
             detect_thresh=spec["detect_thresh"], detect_minarea=spec["detect_minarea"],
         ), cwd=work)
-        t["sextractor_pass2"] = time.perf_counter() - t0
-        res["ramdisk_bytes"] += cat2.stat().st_size
-        t0 = time.perf_counter()
-        values, apcorr = _measure(spec, prep, cat2)
+        with clock.stage("qa_measure"):
+            values, apcorr = _measure(spec, prep, cat2)
         res["values"] = values
-        t["qa_measure"] = time.perf_counter() - t0
-        # products
-        t0 = time.perf_counter()
-        header["HISTORY"] = f"cosmodm: MAG_PSF aperture correction {apcorr:+.4f} mag" if apcorr is not None else \
-            "cosmodm: no MAG_PSF aperture correction (too few stars)"
-        with fitsio.FITS(prep["image"]) as f:
-            image = f[0].read()
-        with fitsio.FITS(prep["weight"]) as f:
-            weight = f[0].read()
-        with fitsio.FITS(prep["flag"]) as f:
-            mask = f[0].read()
-        names = {
-            "image": outdir / f"{spec['stem']}_{tag}_image.fits.fz",
-            "weight": outdir / f"{spec['stem']}_{tag}_weight.fits.fz",
-            "mask": outdir / f"{spec['stem']}_{tag}_mask.fits.fz",
-            "catalog": outdir / f"{spec['stem']}_{tag}_cat.fits",
-            "psf": outdir / f"{spec['stem']}_{tag}.psf",
-        }
-        cfits.write_image(names["image"], image, header, extname="SCI")
-        cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT")
-        cfits.write_image(names["mask"], mask.astype(np.int32), _wcs_only(header), extname="MSK")
-        _write_catalog(cat2, names["catalog"], apcorr)
-        names["psf"].write_bytes(Path(prep["psf"]).read_bytes())
-        kinds = {"image": "image", "weight": "weight", "mask": "mask", "catalog": "catalog", "psf": "psf"}
-        if head_p:
-            names["head"] = outdir / f"{spec['stem']}_{tag}.head"
-            names["head"].write_text(Path(head_p).read_text(errors="ignore"))
-            kinds["head"] = "head"
-        res["products"] = [(kinds[k], str(p)) for k, p in names.items()]
-        t["write_products"] = time.perf_counter() - t0
+        with clock.stage("write_products"):
+            res["products"] = _write_products(spec, prep, header, cat2, apcorr, head_p)
     except CcdFailure as err:
         res["failed"] = str(err)
     except ToolError as err:
         res["failed"] = f"tool failed: {str(err).splitlines()[0][:300]}"
+    res["clock"] = clock.record()
     return res
+
+
+def _write_products(spec: dict[str, Any], prep: dict[str, Any], header: afits.Header, cat2: Path,
+                    apcorr: float | None, head_p: str | None) -> list[tuple[str, str]]:
+    """Compressed image, weight and mask, the catalog, the PSF model (and the SCAMP header) into the output."""
+    outdir = Path(spec["outdir"])
+    tag = f"ccd{spec['ccd']:02d}"
+    header["HISTORY"] = f"cosmodm: MAG_PSF aperture correction {apcorr:+.4f} mag" if apcorr is not None else \
+        "cosmodm: no MAG_PSF aperture correction (too few stars)"
+    with fitsio.FITS(prep["image"]) as f:
+        image = f[0].read()
+    with fitsio.FITS(prep["weight"]) as f:
+        weight = f[0].read()
+    with fitsio.FITS(prep["flag"]) as f:
+        mask = f[0].read()
+    names = {
+        "image": outdir / f"{spec['stem']}_{tag}_image.fits.fz",
+        "weight": outdir / f"{spec['stem']}_{tag}_weight.fits.fz",
+        "mask": outdir / f"{spec['stem']}_{tag}_mask.fits.fz",
+        "catalog": outdir / f"{spec['stem']}_{tag}_cat.fits",
+        "psf": outdir / f"{spec['stem']}_{tag}.psf",
+    }
+    cfits.write_image(names["image"], image, header, extname="SCI")
+    cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT")
+    cfits.write_image(names["mask"], mask.astype(np.int32, copy=False), _wcs_only(header), extname="MSK")
+    _write_catalog(cat2, names["catalog"], apcorr)
+    names["psf"].write_bytes(Path(prep["psf"]).read_bytes())
+    kinds = {"image": "image", "weight": "weight", "mask": "mask", "catalog": "catalog", "psf": "psf"}
+    if head_p:
+        names["head"] = outdir / f"{spec['stem']}_{tag}.head"
+        names["head"].write_text(Path(head_p).read_text(errors="ignore"))
+        kinds["head"] = "head"
+    return [(kinds[k], str(p)) for k, p in names.items()]
 
 
 def _wcs_only(header: afits.Header) -> afits.Header:

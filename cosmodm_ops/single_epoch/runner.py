@@ -35,7 +35,7 @@ import numpy as np
 from astropy.io import fits as afits
 
 from cosmodm_ops import fits as cfits
-from cosmodm_ops.astromatic import ToolError, run_tool, scamp_args, tool_versions, write_reference_ldac
+from cosmodm_ops.astromatic import ToolError, scamp_args, tool_versions, write_reference_ldac
 from cosmodm_ops.config import Config, config_hash
 from cosmodm_ops.manifest import (
     Manifest,
@@ -47,6 +47,7 @@ from cosmodm_ops.manifest import (
 )
 from cosmodm_ops.model import ProductKind, Stage, Tags
 from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_summary
+from cosmodm_ops.single_epoch.accounting import StageClock, cpu_block, merge_records, tree_cpu
 from cosmodm_ops.single_epoch.ccd import finish_ccd, prepare_ccd
 from cosmodm_ops.single_epoch.inputs import (
     BadInputError,
@@ -178,7 +179,9 @@ def run_exposure(
     jobs : int, optional
         Worker processes (default: the machine's cores).
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), tree_cpu()
+    clock = StageClock()  # the parent's own stages; workers bring their own records
+    records: list[dict[str, Any]] = []
     start_iso = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -188,40 +191,38 @@ def run_exposure(
     chash = config_hash(cfg)
 
     # --- inputs (bad input stops here, before any work) ---
-    t0 = time.perf_counter()
-    inputs: list[tuple[str, str]] = []
-    if detrended is not None:
-        image, weight, mask = detrended
-        hdus = image_hdus(image)
-        whdus, mhdus = image_hdus(weight), image_hdus(mask)
-        if len(whdus) != len(hdus) or len(mhdus) != len(hdus):
-            msg = f"{weight} / {mask}: {len(whdus)} / {len(mhdus)} image HDUs, but {image} has {len(hdus)}"
-            raise BadInputError(msg)
-        primary = afits.getheader(image, 0)
-        first = afits.getheader(image, hdus[0][0])
-        info = exposure_info(primary, image, first)
-        inputs += [("image", image), ("weight", weight), ("mask", mask)]
-        source = image
-    elif raw is not None:
-        from cosmodm_ops.single_epoch.raw import raw_exposure_plan
+    with clock.stage("read_inputs"):
+        inputs: list[tuple[str, str]] = []
+        if detrended is not None:
+            image, weight, mask = detrended
+            hdus = image_hdus(image)
+            whdus, mhdus = image_hdus(weight), image_hdus(mask)
+            if len(whdus) != len(hdus) or len(mhdus) != len(hdus):
+                msg = f"{weight} / {mask}: {len(whdus)} / {len(mhdus)} image HDUs, but {image} has {len(hdus)}"
+                raise BadInputError(msg)
+            primary = afits.getheader(image, 0)
+            first = afits.getheader(image, hdus[0][0])
+            info = exposure_info(primary, image, first)
+            inputs += [("image", image), ("weight", weight), ("mask", mask)]
+            source = image
+        elif raw is not None:
+            from cosmodm_ops.single_epoch.raw import raw_exposure_plan
 
-        hdus, info, primary, calib_inputs = raw_exposure_plan(raw, calib, cfg)
-        inputs += [("raw", raw), *calib_inputs]
-        source = raw
-    else:
-        msg = "give either --detrended IMAGE --weight W --mask M or --exposure RAW --calib DIR"
-        raise BadInputError(msg)
-    if info.camera != cfg.camera.name:
-        log.warning("%s: camera %s differs from the configured camera %s", source, info.camera, cfg.camera.name)
-    ref = read_refcat(refcat, band=info.band, mjd_obs=info.mjd_obs)
-    inputs.append(("refcat", str(refcat)))
-    timings["read_inputs"] = time.perf_counter() - t0
+            hdus, info, primary, calib_inputs = raw_exposure_plan(raw, calib, cfg)
+            inputs += [("raw", raw), *calib_inputs]
+            source = raw
+        else:
+            msg = "give either --detrended IMAGE --weight W --mask M or --exposure RAW --calib DIR"
+            raise BadInputError(msg)
+        if info.camera != cfg.camera.name:
+            log.warning("%s: camera %s differs from the configured camera %s", source, info.camera, cfg.camera.name)
+        ref = read_refcat(refcat, band=info.band, mjd_obs=info.mjd_obs)
+        inputs.append(("refcat", str(refcat)))
 
     carried_products, carried_qa = _carry_over(outdir, chash)
     stem = f"{cfg.survey.name}_{info.expnum:08d}_{info.band}"
     prim_text = afits.Header([c for c in primary.cards if c.keyword not in ("", "COMMENT")]).tostring(sep="\n")
 
-    ramdisk_bytes = 0
     units: dict[int, UnitStatus] = {}
     ccd_values: dict[int, dict[str, Any]] = {}
     products: list[ManifestProduct] = []
@@ -232,21 +233,20 @@ def run_exposure(
         work = stg.path
         assert work is not None
         # 1. stage the inputs into the RAM disk (tile-compressed inputs are decompressed: SExtractor cannot read them)
-        t0 = time.perf_counter()
-        staged: dict[str, str] = {}
-        for role, path in inputs:
-            if role == "refcat":
-                continue
-            name = Path(path).name
-            if name.endswith(".fz"):
-                dst = stg.file(name[:-3])
-                stg.reserve(Path(path).stat().st_size * 4)
-                cfits.decompress_file(path, dst)
-                stg.bytes_written += dst.stat().st_size
-            else:
-                dst = stg.stage(path, name=f"{role}_{name}")
-            staged[role] = str(dst)
-        timings["stage"] = time.perf_counter() - t0
+        with clock.stage("stage"):
+            staged: dict[str, str] = {}
+            for role, path in inputs:
+                if role == "refcat":
+                    continue
+                name = Path(path).name
+                if name.endswith(".fz"):
+                    dst = stg.file(name[:-3])
+                    stg.reserve(Path(path).stat().st_size * 4)
+                    cfits.decompress_file(path, dst)
+                    stg.bytes_written += dst.stat().st_size
+                else:
+                    dst = stg.stage(path, name=f"{role}_{name}")
+                staged[role] = str(dst)
 
         base_spec = {
             "workdir": str(work), "outdir": str(outdir), "stem": stem, "kind": "detrended" if detrended else "raw",
@@ -285,9 +285,7 @@ def run_exposure(
         preps = _map(prepare_ccd, [(s,) for s in specs], jobs)
         timings["phase_a_wall"] = time.perf_counter() - t0
         for p in preps:
-            ramdisk_bytes += p.get("ramdisk_bytes", 0)
-            for k, v in p.get("timings", {}).items():
-                timings[k] = timings.get(k, 0.0) + v
+            records.append(p.pop("clock", {}))
             if "image" in p:
                 import fitsio
 
@@ -297,17 +295,18 @@ def run_exposure(
         # 4b. SCAMP once per exposure against the reference catalog
         heads: dict[int, str] = {}
         t0 = time.perf_counter()
-        if prep_ok:
-            inside = _footprint_refs(ref, prep_ok)
-            n_ref = int(inside.sum())
-            if n_ref < MIN_SCAMP_REF_STARS:
-                exposure_reasons["astrometry"] = (
-                    f"only {n_ref} reference stars in the footprint (< {MIN_SCAMP_REF_STARS}): SCAMP not run, "
-                    "the input WCS is kept")
-            else:
-                heads, reason = _run_scamp(work, prep_ok, ref, inside, info, cfg)
-                if reason:
-                    exposure_reasons["astrometry"] = reason
+        with clock.stage("astrometry"):
+            if prep_ok:
+                inside = _footprint_refs(ref, prep_ok)
+                n_ref = int(inside.sum())
+                if n_ref < MIN_SCAMP_REF_STARS:
+                    exposure_reasons["astrometry"] = (
+                        f"only {n_ref} reference stars in the footprint (< {MIN_SCAMP_REF_STARS}): SCAMP not run, "
+                        "the input WCS is kept")
+                else:
+                    heads, reason = _run_scamp(work, prep_ok, ref, inside, info, cfg, clock)
+                    if reason:
+                        exposure_reasons["astrometry"] = reason
         timings["scamp"] = time.perf_counter() - t0
 
         # 4c-6. per CCD: pass 2, QA values, products
@@ -325,21 +324,21 @@ def run_exposure(
                 units[p["ccd"]] = UnitStatus(ccd=p["ccd"], state="failed", reason=p["failed"])
                 ccd_qa_extra[p["ccd"]] = {"ccd": p["ccd"], "state": "failed", "reason": p["failed"], "checks": []}
         for r in results:
-            ramdisk_bytes += r.get("ramdisk_bytes", 0)
-            for k, v in r.get("timings", {}).items():
-                timings[k] = timings.get(k, 0.0) + v
+            records.append(r.pop("clock", {}))
             if "failed" in r:
                 units[r["ccd"]] = UnitStatus(ccd=r["ccd"], state="failed", reason=r["failed"])
                 ccd_qa_extra[r["ccd"]] = {"ccd": r["ccd"], "state": "failed", "reason": r["failed"], "checks": []}
                 continue
             units[r["ccd"]] = UnitStatus(ccd=r["ccd"], state="ok")
             ccd_values[r["ccd"]] = r["values"]
-            for kind, path in r["products"]:
-                pth = Path(path)
-                products.append(ManifestProduct(kind=kind, tags=_tags(cfg, info, kind, r["ccd"]),
-                                                path=str(pth.relative_to(outdir)), sha256=cfits.file_sha256(pth),
-                                                size=pth.stat().st_size))
-        ramdisk_bytes += stg.bytes_written
+            with clock.stage("checksums"):
+                for kind, path in r["products"]:
+                    pth = Path(path)
+                    products.append(ManifestProduct(kind=kind, tags=_tags(cfg, info, kind, r["ccd"]),
+                                                    path=str(pth.relative_to(outdir)), sha256=cfits.file_sha256(pth),
+                                                    size=pth.stat().st_size))
+        # every file of the job's RAM-disk folder, measured before it is removed (nothing there is deleted earlier)
+        ramdisk_bytes = _tree_bytes(work)
 
     # 5. QA
     qa_ccds: list[dict[str, Any]] = []
@@ -379,7 +378,16 @@ def run_exposure(
     # 6. manifest
     n_failed = sum(1 for u in units.values() if u.state == "failed")
     code = 3 if n_failed else 0
+    with clock.stage("checksums"):
+        manifest_inputs = [ManifestInput(role=role, path=str(Path(path).resolve()), sha256=cfits.file_sha256(path),
+                                         size=Path(path).stat().st_size) for role, path in inputs]
+    versions = _versions()
+    merged = merge_records([*records, clock.record()])
+    for k, v in merged["timings"].items():
+        timings[k] = timings.get(k, 0.0) + v
     timings["total"] = time.perf_counter() - t_start
+    # every worker pool is closed (its processes reaped), so the tree's CPU holds them and their tools
+    cpu = cpu_block(tree_cpu() - cpu_start, merged)
     out_bytes = sum(p.size for p in products)
     manifest = Manifest(
         job={"name": f"single-epoch-{info.expnum}", "site": cfg.site.name, "host": socket.gethostname(),
@@ -388,12 +396,12 @@ def run_exposure(
         tags={"survey": cfg.survey.name, "camera": info.camera, "stage": "single_epoch",
               "version": cfg.pipeline_version, "night": info.night, "expnum": info.expnum, "band": info.band},
         products=products,
-        inputs=[ManifestInput(role=role, path=str(Path(path).resolve()), sha256=cfits.file_sha256(path),
-                              size=Path(path).stat().st_size) for role, path in inputs],
-        versions=_versions(),
+        inputs=manifest_inputs,
+        versions=versions,
         config_hash=chash,
         timings={k: round(v, 4) for k, v in timings.items()},
         bytes={"ramdisk": int(ramdisk_bytes), "output": int(out_bytes)},
+        cpu=cpu,
         units=[units[c] for c in sorted(units)],
     )
     write_manifest(manifest, outdir / "manifest.json")
@@ -419,7 +427,7 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_scamp(work: Path, prep_ok: list[dict[str, Any]], ref: dict[str, Any], inside: np.ndarray,
-               info: ExposureInfo, cfg: Config) -> tuple[dict[int, str], str | None]:
+               info: ExposureInfo, cfg: Config, clock: StageClock) -> tuple[dict[int, str], str | None]:
     """SCAMP over all CCDs of the exposure (one multi-extension LDAC); returns per-CCD .head paths."""
     refpath = work / "ref.ldac"
     epoch = 2000.0 + (info.mjd_obs - 51544.5) / 365.25
@@ -441,8 +449,8 @@ def _run_scamp(work: Path, prep_ok: list[dict[str, Any]], ref: dict[str, Any], i
                 out.write(raw[info_i["hdrLoc"]:info_i["datLoc"] + info_i["datSpan"]])
         order = [p["ccd"] for p in sorted(prep_ok, key=lambda q: q["ccd"])]
     try:
-        run_tool("scamp", scamp_args([cat], refpath, distort_degrees=cfg.single_epoch.scamp_distort_degrees),
-                 cwd=work)
+        clock.tool(None, "scamp", scamp_args([cat], refpath, distort_degrees=cfg.single_epoch.scamp_distort_degrees),
+                   cwd=work)
     except ToolError as err:
         return {}, f"SCAMP failed ({str(err).splitlines()[0][:200]}): the input WCS is kept"
     head = work / f"exp{info.expnum}.head"
@@ -462,3 +470,8 @@ def _run_scamp(work: Path, prep_ok: list[dict[str, Any]], ref: dict[str, Any], i
         out[ccd] = str(path)
     return out, None
 
+
+
+def _tree_bytes(folder: Path) -> int:
+    """Total size of the files under ``folder``."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -43,3 +43,26 @@ def test_bench_tile_prints_every_stage(monkeypatch: pytest.MonkeyPatch, capsys: 
     monkeypatch.setitem(bench_cli.BENCHMARKS, "tile", (f"{__name__}:fake_tile", text, keys))
     assert main(["bench", "tile", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip()) == fake_tile()
+
+
+def fake_exposure(camera: str, jobs: int, keep: str | None, seed: int, workdir: str | None) -> dict:
+    keys = bench_cli.BENCHMARKS["exposure"][2]
+    return {**dict.fromkeys(keys, 1.0), "camera": camera, "jobs": jobs, "keep": keep, "seed": seed,
+            "workdir": workdir}
+
+
+def test_bench_exposure_passes_its_options_and_prints_the_contract_keys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    target, text, keys = bench_cli.BENCHMARKS["exposure"]
+    assert target == "cosmodm_ops.single_epoch.exposure_bench:exposure"
+    monkeypatch.setitem(bench_cli.BENCHMARKS, "exposure", (f"{__name__}:fake_exposure", text, keys))
+    argv = ["bench", "exposure", "--json", "--camera", "decam-mini", "--jobs", "3", "--keep", "/tmp/k"]
+    assert main(argv) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert set(line) == {"wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min",
+                         "core_min_ratio_vs_desdm", "own_share", "bytes_output", "bytes_naive", "bytes_ratio",
+                         "n_ccds_ok"}
+    assert main(["bench", "exposure", "--camera", "decam-mini", "--jobs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "decam-mini" in out and "seed" in out  # the table shows every figure

@@ -89,3 +89,28 @@ def test_match_sky_offsets_in_mas():
     assert list(i1) == [0, 1] and list(i2) == [0, 1]
     np.testing.assert_allclose(dra, 100.0, rtol=1e-6)
     np.testing.assert_allclose(ddec, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("ra_c", "dec_c"), [(0.0, -30.0), (180.0, 0.0), (359.95, 60.0), (45.0, -88.9)])
+def test_match_sky_finds_what_brute_force_finds_across_ra_wrap_and_poles(ra_c: float, dec_c: float):
+    rng = np.random.default_rng(11)
+    # references over a 2 x 2 degree field; objects in a 0.2 degree patch, half of them near a reference
+    ref_dec = np.clip(dec_c + rng.uniform(-1, 1, 20000), -90, 90)
+    ref_ra = (ra_c + rng.uniform(-1, 1, 20000) / max(np.cos(np.deg2rad(dec_c)), 0.05)) % 360
+    patch = np.nonzero(np.abs(ref_dec - dec_c) < 0.1)[0][:400]
+    ra1 = (ref_ra[patch] + rng.normal(0, 0.3, len(patch)) / 3600 / np.cos(np.deg2rad(ref_dec[patch]))) % 360
+    dec1 = ref_dec[patch] + rng.normal(0, 0.3, len(patch)) / 3600
+    ra1 = np.r_[ra1, (ra_c + rng.uniform(-0.1, 0.1, 200)) % 360]
+    dec1 = np.r_[dec1, dec_c + rng.uniform(-0.05, 0.05, 200)]
+    i1, i2, _, _ = match_sky(ra1, dec1, ref_ra, ref_dec, 1.0)
+
+    def unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        r, d = np.deg2rad(ra), np.deg2rad(dec)
+        return np.c_[np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)]
+
+    sep = np.rad2deg(np.arccos(np.clip(unit(ra1, dec1) @ unit(ref_ra, ref_dec).T, -1, 1))) * 3600
+    best = sep.argmin(axis=1)
+    hit = sep[np.arange(len(ra1)), best] <= 1.0
+    assert hit.sum() >= 350
+    assert list(i1) == list(np.nonzero(hit)[0])
+    assert list(i2) == list(best[hit])

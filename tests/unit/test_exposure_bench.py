@@ -1,0 +1,30 @@
+"""Byte accounting of the exposure benchmark: products counted at their uncompressed size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cosmodm_ops import fits as cfits
+from cosmodm_ops.single_epoch.exposure_bench import uncompressed_bytes
+
+
+def test_uncompressed_bytes_of_a_rice_image_match_its_decompressed_file(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    image = (1000 + 30 * rng.standard_normal((300, 500))).astype(np.float32)
+    mask = (rng.random((300, 500)) < 0.01).astype(np.int32)
+    fz = cfits.write_image(tmp_path / "img.fits.fz", image, extname="SCI")
+    mz = cfits.write_image(tmp_path / "msk.fits.fz", mask, extname="MSK")
+    for path, nbytes in ((fz, image.nbytes), (mz, mask.nbytes)):
+        plain = cfits.decompress_file(path, tmp_path / "plain.fits")
+        assert path.stat().st_size < nbytes < uncompressed_bytes(path)
+        # the same pixels uncompressed: equal to the decompressed file up to header blocks
+        assert abs(uncompressed_bytes(path) - plain.stat().st_size) <= 2 * 2880
+
+
+def test_uncompressed_bytes_of_plain_and_non_fits_files_is_their_size(tmp_path: Path):
+    (tmp_path / "qa.json").write_text('{"a": 1}')
+    plain = cfits.write_image(tmp_path / "plain.fits", np.ones((10, 10), np.float32), compress=False)
+    assert uncompressed_bytes(tmp_path / "qa.json") == 8
+    assert uncompressed_bytes(plain) == plain.stat().st_size
