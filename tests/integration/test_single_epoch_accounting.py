@@ -121,7 +121,8 @@ def test_manifest_cpu_block_splits_own_code_from_the_tools(two_ccd_run: dict):
     assert cpu["astromatic_s"] == pytest.approx(cpu["sextractor_s"] + cpu["psfex_s"] + cpu["scamp_s"], abs=2e-3)
     assert cpu["own_s"] > 0
     assert cpu["total_s"] == pytest.approx(cpu["own_s"] + cpu["astromatic_s"], abs=2e-3)
-    assert cpu["own_share"] == pytest.approx(cpu["own_s"] / cpu["total_s"], abs=1e-3)
+    # own_share is computed before the seconds are rounded to ms: allow for that rounding
+    assert cpu["own_share"] == pytest.approx(cpu["own_s"] / cpu["total_s"], abs=2e-3 / cpu["total_s"] + 1e-3)
     # the total is the process tree's (the two workers and their tools included), measured inside the run
     assert 0 < cpu["total_s"] <= two_ccd_run["cpu_around"] + 1e-3
     # per-CCD stages of both workers arrive, each stage's own CPU at most the total own CPU
