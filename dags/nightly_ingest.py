@@ -26,7 +26,6 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param, task, task_group
 
 from cosmodm_ops.airflow import BatchJobOperator, TransferOperator
-from cosmodm_ops.airflow.sites import site_pool
 
 SITE = os.environ.get("COSMODM_SITE", "local")
 #: Assets the nightly DAG updates: one per (tile, band), partitioned by extra; tile_coadd waits on it.
@@ -96,7 +95,6 @@ with DAG(
         run = BatchJobOperator(
             task_id="single_epoch",
             site=SITE,
-            pool=site_pool(SITE),
             command=command,
             job_label=expnum,
             map_index_template="exp {{ task.job_label }}",

@@ -26,7 +26,6 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param, PartitionedAssetTimetable, task, task_group
 
 from cosmodm_ops.airflow import BatchJobOperator
-from cosmodm_ops.airflow.sites import site_pool
 
 SITE = os.environ.get("COSMODM_SITE", "local")
 SINGLE_EPOCH_ASSET = Asset("cosmodm://single_epoch/accepted", group="cosmodm")
@@ -63,7 +62,7 @@ with DAG(
 
     @task_group(group_id="band")
     def band(band: str, command: list[str], out: str, plan: dict):
-        run = BatchJobOperator(task_id="coadd", site=SITE, pool=site_pool(SITE), command=command, job_label=band,
+        run = BatchJobOperator(task_id="coadd", site=SITE, command=command, job_label=band,
                                map_index_template="{{ task.job_label }}")
 
         @task
@@ -99,5 +98,5 @@ with DAG(
     gates = band.partial(plan=p).expand_kwargs(band_jobs(p))
     command = calibration_job(p)
     gates >> command
-    calibrate = BatchJobOperator(task_id="calibrate", site=SITE, pool=site_pool(SITE), command=command)
+    calibrate = BatchJobOperator(task_id="calibrate", site=SITE, command=command)
     register_calibration(p, calibrate.output)

@@ -70,6 +70,9 @@ class BatchJobOperator(BaseOperator):
         Walltime and memory grow by this factor per retry (timeouts, OOM).
     job_label : str, optional
         Shown as the mapped task's label (``map_index_template="{{ task.job_label }}"``).
+
+    With ``COSMODM_POOLS=1`` where the DAGs are parsed, the task runs in the site's pool ``cosmodm_<site>``
+    (unless ``pool`` is given); the pool counts deferred tasks, so it caps the jobs every DAG has at the site.
     """
 
     template_fields: Sequence[str] = ("command", "env", "job_label")
@@ -79,6 +82,11 @@ class BatchJobOperator(BaseOperator):
                  memory_gb: float | None = None, walltime_min: int | None = None, partition: str | None = None,
                  env: dict[str, str] | None = None, retry_scale: float = 1.5, job_label: str | None = None,
                  **kwargs: Any) -> None:
+        if "pool" not in kwargs and os.environ.get("COSMODM_POOLS", "").lower() in {"1", "true", "yes"}:
+            # the site's pool (`cosmodm config pools`; opt-in: Airflow never schedules a task whose pool is missing)
+            from cosmodm_ops.batch.base import pool_name
+
+            kwargs["pool"] = pool_name(site)
         super().__init__(**kwargs)
         self.command = command
         self.site = site

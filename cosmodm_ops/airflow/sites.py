@@ -7,12 +7,11 @@ the Airflow connection and are resolved where the command runs.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from cosmodm_ops.config import SiteConfig, load_config
 
-__all__ = ["async_runner", "pool_name", "scheduler_for", "site_config", "site_pool", "sync_runner"]
+__all__ = ["async_runner", "scheduler_for", "site_config", "sync_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -20,22 +19,6 @@ log = logging.getLogger(__name__)
 def site_config(site: str, survey: str = "demo") -> SiteConfig:
     """The site section of the merged configuration (read when a task runs)."""
     return load_config(survey, site=site).site
-
-
-def pool_name(site: str) -> str:
-    """The Airflow pool of a site's batch jobs: ``cosmodm_<site>``."""
-    return f"cosmodm_{site}"
-
-
-def site_pool(site: str) -> str | None:
-    """The pool for a site's batch tasks when ``COSMODM_POOLS`` is on (``1``/``true``), else None.
-
-    Opt-in because Airflow never schedules a task whose pool does not exist: create the pools
-    first (``cosmodm config pools > pools.json && airflow pools import pools.json``), then set
-    ``COSMODM_POOLS=1`` where the DAGs are parsed. A pool counts deferred tasks (``include_deferred``):
-    a deferred batch task is a job at the site, so the pool caps what every DAG has there at once.
-    """
-    return pool_name(site) if os.environ.get("COSMODM_POOLS", "").lower() in {"1", "true", "yes"} else None
 
 
 def scheduler_for(system: str):

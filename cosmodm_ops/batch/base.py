@@ -29,6 +29,7 @@ __all__ = [
     "SubmitError",
     "TransportError",
     "job_name_for",
+    "pool_name",
 ]
 
 
@@ -70,6 +71,11 @@ TERMINAL_STATES = frozenset(
 RETRYABLE_STATES = frozenset({JobState.TIMEOUT, JobState.NODE_FAIL, JobState.OUT_OF_MEMORY, JobState.PREEMPTED})
 
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def pool_name(site: str) -> str:
+    """The Airflow pool of a site's batch jobs: ``cosmodm_<site>`` (slots: ``batch.max_concurrent``)."""
+    return f"cosmodm_{site}"
 
 
 def job_name_for(dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:

@@ -37,7 +37,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def pools(sites: list[str] | None = None) -> dict[str, dict]:
     """``{"cosmodm_<site>": {"slots", "description", "include_deferred"}}`` from ``site.batch.max_concurrent``."""
-    from cosmodm_ops.airflow.sites import pool_name
+    from cosmodm_ops.batch.base import pool_name
     from cosmodm_ops.config import load_config
     from cosmodm_ops.config.loader import available
 

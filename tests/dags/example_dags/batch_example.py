@@ -3,7 +3,7 @@
 
 A test DAG: moves a file with `TransferOperator` (local) and runs a short command as a
 batch job with `BatchJobOperator` (the site given by `COSMODM_TEST_SITE`, `local` by default),
-deferring while the job runs (in the site's pool when `COSMODM_POOLS` is on).
+deferring while the job runs (in the site's pool when `COSMODM_POOLS` is on: the operator's default).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pendulum
 from airflow.sdk import DAG
 
 from cosmodm_ops.airflow import BatchJobOperator, TransferOperator
-from cosmodm_ops.airflow.sites import site_pool
 
 SRC = os.environ.get("COSMODM_TEST_SRC", "/nonexistent/src.bin")
 DST = os.environ.get("COSMODM_TEST_DST", "/nonexistent/dst.bin")
@@ -31,6 +30,6 @@ with DAG(
     tags=["cosmodm", "test"],
 ) as dag:
     moved = TransferOperator(task_id="transfer", site=SITE, items=[{"src": SRC, "dst": DST}])
-    job = BatchJobOperator(task_id="job", site=SITE, pool=site_pool(SITE),
+    job = BatchJobOperator(task_id="job", site=SITE,
                            command=["python3", "-c", f"import time; time.sleep({SLEEP}); print('hello from the job')"])
     moved >> job
