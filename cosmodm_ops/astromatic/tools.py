@@ -22,6 +22,7 @@ __all__ = [
     "ToolResult",
     "config_path",
     "psfex_args",
+    "run_measured",
     "run_tool",
     "scamp_args",
     "sextractor_args",
@@ -100,7 +101,7 @@ def run_tool(tool: str, args: Sequence[str], *, cwd: str | Path, timeout: float 
         raise ToolError(msg, argv=[binary, *args])
     argv = [exe, *[str(a) for a in args]]
     t0 = time.perf_counter()
-    returncode, stderr, cpu_s, timed_out = _run_measured(argv, cwd=cwd, timeout=timeout)
+    returncode, stderr, cpu_s, timed_out = run_measured(argv, cwd=cwd, timeout=timeout)
     seconds = time.perf_counter() - t0
     if timed_out:
         msg = f"{binary} timed out after {timeout:.0f} s: {' '.join(argv)}"
@@ -113,7 +114,7 @@ def run_tool(tool: str, args: Sequence[str], *, cwd: str | Path, timeout: float 
     return ToolResult(argv=argv, returncode=returncode, stderr=stderr, seconds=seconds, cpu_s=cpu_s)
 
 
-def _run_measured(argv: list[str], *, cwd: str | Path, timeout: float) -> tuple[int, str, float, bool]:
+def run_measured(argv: list[str], *, cwd: str | Path, timeout: float) -> tuple[int, str, float, bool]:
     """Run ``argv``, reap it with ``os.wait4`` and return (exit code, stderr, CPU seconds, timed out).
 
     ``subprocess.run`` reaps the child itself and drops its resource usage; reaping it here keeps

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits as afits
+
+from cosmodm_ops.astromatic.tools import run_measured
 
 __all__ = ["DESDM_CORE_MIN", "exposure", "uncompressed_bytes"]
 
@@ -78,14 +79,9 @@ def _job_argv(raw: Path, night: Path, out: Path, jobs: int, workdir: Path) -> li
 def _run_job(argv: list[str]) -> tuple[int, float, float, str]:
     """Run the job; (exit code, wall s, CPU s of its whole process tree, stderr tail)."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        err.seek(0)
-        tail = "\n".join(err.read().decode(errors="replace").strip().splitlines()[-10:])
-    return proc.returncode, wall, usage.ru_utime + usage.ru_stime, tail
+    code, stderr, cpu_s, _ = run_measured(argv, cwd=os.getcwd(), timeout=6 * 3600.0)
+    tail = "\n".join(stderr.strip().splitlines()[-10:])
+    return code, time.perf_counter() - t0, cpu_s, tail
 
 
 def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed: int = 1,
