@@ -35,6 +35,7 @@ from scipy.spatial import cKDTree
 from scipy.stats import chi2
 
 from cosmodm_ops.config import resolve_data_path
+from cosmodm_ops.sky import chord, unit_vectors
 
 __all__ = [
     "COLOURS",
@@ -162,15 +163,11 @@ def match_reference(
         The reference catalogue (degrees, mag).
     """
 
-    def xyz(a: np.ndarray, d: np.ndarray) -> np.ndarray:
-        a, d = np.radians(np.asarray(a, float)), np.radians(np.asarray(d, float))
-        return np.column_stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)])
-
     out = np.full(len(np.atleast_1d(ra)), np.nan)
     if len(np.atleast_1d(ref_ra)) == 0:
         return out
-    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
-    dist, idx = cKDTree(xyz(ref_ra, ref_dec)).query(xyz(ra, dec), distance_upper_bound=chord)
+    dist, idx = cKDTree(unit_vectors(ref_ra, ref_dec)).query(unit_vectors(ra, dec),
+                                                            distance_upper_bound=chord(radius_arcsec))
     hit = np.isfinite(dist)
     out[hit] = np.asarray(ref_mag, float)[idx[hit]]
     return out

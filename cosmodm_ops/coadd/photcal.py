@@ -55,6 +55,8 @@ import scipy.sparse.linalg as spla
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from cosmodm_ops.sky import chord, unit_vectors
+
 __all__ = [
     "Detections",
     "PhotcalError",
@@ -78,7 +80,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ARCSEC = math.pi / 180.0 / 3600.0
 #: Up to this many images the normal matrix is summed densely (n^2 float64: 128 MB at 4000).
 _DENSE_BUILD_LIMIT = 4000
 
@@ -237,11 +238,8 @@ def match_stars(tables: Sequence[StarMeasurements], radius_arcsec: float = 1.0) 
     if sizes.sum() == 0:
         msg = "no calibration stars in any image: check the S/N and SPREAD_MODEL cuts"
         raise PhotcalError(msg)
-    ra = np.radians(np.concatenate([t.ra for t in tables]))
-    dec = np.radians(np.concatenate([t.dec for t in tables]))
-    xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
-    chord = 2.0 * math.sin(radius_arcsec * _ARCSEC / 2.0)
-    pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray")
+    xyz = unit_vectors(np.concatenate([t.ra for t in tables]), np.concatenate([t.dec for t in tables]))
+    pairs = cKDTree(xyz).query_pairs(chord(radius_arcsec), output_type="ndarray")
     n = len(xyz)
     graph = sp.coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     n_stars, labels = connected_components(graph, directed=False)

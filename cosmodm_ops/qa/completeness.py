@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from cosmodm_ops.sky import chord, unit_vectors
+
 __all__ = [
     "CompletenessResult",
     "TruthCatalog",
@@ -37,12 +39,6 @@ __all__ = [
     "plot_completeness",
     "read_truth",
 ]
-
-
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    r, d = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
-    cd = np.cos(d)
-    return np.column_stack([cd * np.cos(r), cd * np.sin(r), np.sin(d)])
 
 
 def match_one_to_one(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarray,
@@ -63,10 +59,9 @@ def match_one_to_one(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: n
     empty = (np.zeros(0, int), np.zeros(0, int), np.zeros(0))
     if len(ra1) == 0 or len(ra2) == 0:
         return empty
-    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
-    tree = cKDTree(_unit_vectors(ra2, dec2))
+    tree = cKDTree(unit_vectors(ra2, dec2))
     kk = min(k, len(ra2))
-    dist, idx = tree.query(_unit_vectors(ra1, dec1), k=kk, distance_upper_bound=chord)
+    dist, idx = tree.query(unit_vectors(ra1, dec1), k=kk, distance_upper_bound=chord(radius_arcsec))
     dist, idx = dist.reshape(len(ra1), kk), idx.reshape(len(ra1), kk)
     ok = np.isfinite(dist)
     if not ok.any():

@@ -36,6 +36,7 @@ from cosmodm_ops.astromatic import (
 from cosmodm_ops.single_epoch.accounting import StageClock
 from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
 from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK
+from cosmodm_ops.sky import chord, unit_vectors
 
 __all__ = ["WCS_KEYS", "CcdFailure", "finish_ccd", "match_sky", "prepare_ccd", "psf_model_fwhm", "psf_model_moffat"]
 
@@ -205,18 +206,14 @@ def match_sky(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarr
         return e, e, np.zeros(0), np.zeros(0)
     from scipy.spatial import cKDTree
 
-    def xyz(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-        r, d = np.deg2rad(ra), np.deg2rad(dec)
-        return np.c_[np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)]
-
     # only the second list's entries in the first one's box (plus the radius) can match: a KD-tree of an
     # exposure's whole reference catalog per CCD cost 0.25 s, most of the CCD's QA time
     near = _in_box(ra2, dec2, ra1, dec1, 2 * radius_arcsec / 3600)
     if len(near) == 0:
         e = np.zeros(0, int)
         return e, e, np.zeros(0), np.zeros(0)
-    tree = cKDTree(xyz(ra2[near], dec2[near]))
-    dist, idx = tree.query(xyz(ra1, dec1), distance_upper_bound=2 * math.sin(np.deg2rad(radius_arcsec / 3600) / 2))
+    tree = cKDTree(unit_vectors(ra2[near], dec2[near]))
+    dist, idx = tree.query(unit_vectors(ra1, dec1), distance_upper_bound=chord(radius_arcsec))
     ok = np.isfinite(dist)
     i1, i2 = np.nonzero(ok)[0], near[idx[ok]]
     dra = (np.angle(np.exp(1j * np.deg2rad(ra1[i1] - ra2[i2]))) * np.cos(np.deg2rad(dec2[i2]))) * 206264806.2
