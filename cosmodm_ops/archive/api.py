@@ -13,14 +13,13 @@ product from several processes at once therefore leaves one row.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,7 +31,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from cosmodm_ops.archive import schema as S
 from cosmodm_ops.archive.catalogs import ObjectColumns, angular_distance, cone_ranges, read_ldac_objects
-from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ArchiveUnavailable, ProductNotFound
+from cosmodm_ops.archive.db import Database, insert_stmt, lock_keys, now, upgrade, upsert_id
+from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ProductNotFound
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
 from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file, stale_temporaries
 from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
@@ -44,14 +44,6 @@ log = logging.getLogger(__name__)
 _CATALOG_KINDS = {ProductKind.CATALOG.value, ProductKind.COADD_CATALOG.value}
 _PRODUCT_COLS = ("id", "key", "revision", "survey", "camera", "stage", "version", "kind", "night", "expnum",
                  "ccd", "band", "tile", "path", "sha256", "size", "state", "superseded_by", "run_id", "created_at")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _lock_id(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
 def _num(value: Any) -> float | None:
@@ -176,96 +168,32 @@ class Archive:
 
     # ------------------------------------------------------------------ database plumbing
     @cached_property
+    def _db(self) -> Database:
+        return Database(self.db_url, repr(self))
+
+    @property
     def engine(self) -> Engine:
-        url = sa.engine.make_url(self.db_url)
-        if url.get_backend_name() == "sqlite":
-            if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, connect_args={"timeout": 60})
-
-            @sa.event.listens_for(engine, "connect")
-            def _sqlite_connect(dbapi_conn: Any, _rec: Any) -> None:
-                dbapi_conn.isolation_level = None  # let the "begin" hook emit BEGIN IMMEDIATE
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.close()
-
-            @sa.event.listens_for(engine, "begin")
-            def _sqlite_begin(conn: Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-            return engine
-        args: dict[str, Any] = {}
-        if url.get_backend_name() == "postgresql":
-            args["connect_timeout"] = 5
-        return sa.create_engine(url, connect_args=args, pool_pre_ping=True)
+        """The SQLAlchemy engine (SQLite: WAL, ``BEGIN IMMEDIATE``; PostgreSQL: pre-ping pool)."""
+        return self._db.engine
 
     @property
     def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
+        return self._db.is_postgres
 
-    def _insert(self, table: sa.Table) -> Any:
-        if self.is_postgres:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self) -> AbstractContextManager[Connection]:
         """One transaction; database errors translated (unreachable/locked -> ArchiveUnavailable)."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.OperationalError as err:
-            text = str(err.orig) if err.orig is not None else str(err)
-            if "no such table" in text:
-                msg = f"archive database {self!r} is not initialised: run `cosmodm archive init`"
-                raise ArchiveError(msg) from err
-            msg = f"archive database unreachable or busy ({text.strip().splitlines()[0][:300]}); retry later"
-            raise ArchiveUnavailable(msg) from err
-        except sa.exc.InterfaceError as err:
-            msg = f"archive database connection failed ({err.orig}); retry later"
-            raise ArchiveUnavailable(msg) from err
-        except sa.exc.IntegrityError as err:
-            msg = f"archive database refused the write ({str(err.orig).strip().splitlines()[0][:300]})"
-            raise ArchiveError(msg) from err
-        except sa.exc.ProgrammingError as err:
-            if "does not exist" in str(err.orig) and "relation" in str(err.orig):
-                msg = f"archive database {self!r} is not initialised: run `cosmodm archive init`"
-                raise ArchiveError(msg) from err
-            raise
+        return self._db.transaction()
 
     def init(self) -> str:
         """Create the root folder and bring the database schema to the newest migration.
 
         Returns the schema revision. Safe to run again (a no-op when up to date).
         """
-        from alembic import command
-        from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
-
         self.root.mkdir(parents=True, exist_ok=True)
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
         with self._tx() as conn:
-            if self.is_postgres:  # two init() at once: one migrates, the other waits
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id("cosmodm-archive-init")})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            return str(MigrationContext.configure(conn).get_current_revision())
+            return upgrade(conn)
 
     # ------------------------------------------------------------------ storing
-    def _lock_keys(self, conn: Connection, keys: Iterable[str]) -> None:
-        if not self.is_postgres:
-            return  # SQLite: BEGIN IMMEDIATE already serialises writers
-        ids = sorted({_lock_id(k) for k in keys})
-        if ids:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(k) FROM "
-                                 "(SELECT k FROM unnest(CAST(:ids AS bigint[])) AS t(k) ORDER BY k) AS s"),
-                         {"ids": ids})
-
     def _store(self, conn: Connection, items: Sequence[_Item], run_id: int | None) -> list[StoredProduct]:
         """Place files and insert product rows (inside the caller's transaction)."""
         keys = [tag_key(it.tags) for it in items]
@@ -273,7 +201,7 @@ class Archive:
             dup = sorted({k for k in keys if keys.count(k) > 1})
             msg = f"the same tags appear more than once in one registration: {dup[:3]}"
             raise ArchiveInputError(msg)
-        self._lock_keys(conn, keys)
+        lock_keys(conn, keys)
         p = S.products
         existing: dict[str, list[Any]] = {}
         for i in range(0, len(keys), 500):
@@ -281,7 +209,7 @@ class Archive:
                                 .where(p.c.key.in_(keys[i:i + 500]))).all()
             for r in rows:
                 existing.setdefault(r.key, []).append(r)
-        now = _now()
+        stamp = now()
         results: list[StoredProduct | None] = [None] * len(items)
         new_rows: list[dict[str, Any]] = []
         new_index: list[int] = []
@@ -310,7 +238,7 @@ class Archive:
                                                     "expnum", "ccd", "band", "tile")},
                              "key": key, "revision": revision, "path": rel.as_posix(), "sha256": it.sha256,
                              "size": it.size, "state": "current", "superseded_by": None, "run_id": run_id,
-                             "created_at": now})
+                             "created_at": stamp})
             new_index.append(i)
         for d in sorted(dirs):  # the new names are durable before any row points to them
             fsync_dir(d)
@@ -360,23 +288,12 @@ class Archive:
             raise ArchiveInputError(msg)
         return _Item(tags=tags, src=src, sha256=actual, size=src.stat().st_size)
 
-    def _upsert_id(self, conn: Connection, table: sa.Table, values: dict[str, Any], keys: Sequence[str],
-                   update: Sequence[str] = ()) -> int:
-        """Insert unless a row with the same ``keys`` exists; fill in ``update`` columns that are NULL."""
-        conn.execute(self._insert(table).values(**values).on_conflict_do_nothing(index_elements=list(keys)))
-        where = [table.c[k] == values[k] for k in keys]
-        row = conn.execute(sa.select(table).where(*where)).mappings().one()
-        fill = {c: values[c] for c in update if values.get(c) is not None and row[c] is None}
-        if fill:
-            conn.execute(sa.update(table).where(table.c.id == row["id"]).values(**fill))
-        return int(row["id"])
-
     def _exposure_id(self, conn: Connection, tags: Tags, **extra: Any) -> int | None:
         if tags.expnum is None or tags.night is None:
             return None
         values = {"survey": tags.survey, "camera": tags.camera, "night": tags.night, "expnum": tags.expnum,
-                  "band": tags.band, "created_at": _now(), **extra}
-        return self._upsert_id(conn, S.exposures, values, ("survey", "camera", "expnum"),
+                  "band": tags.band, "created_at": now(), **extra}
+        return upsert_id(conn, S.exposures, values, ("survey", "camera", "expnum"),
                                update=("band", "exptime", "ra", "dec", "raw_product_id"))
 
     def register_raw(self, path: str | os.PathLike[str], tags: Tags | dict[str, Any], *,
@@ -490,7 +407,7 @@ class Archive:
 
         run = self._run_values(manifest, path, run_info)
         with self._tx() as conn:
-            run_id = self._upsert_id(conn, S.runs, run, ("run_key",))
+            run_id = upsert_id(conn, S.runs, run, ("run_key",))
             stored = self._store(conn, items, run_id)
             by_path = {it.manifest_path: (it, st) for it, st in zip(items, stored, strict=True)}
             self._index_products(conn, items, stored)
@@ -534,7 +451,7 @@ class Archive:
             "config_hash": manifest.config_hash,
             "bytes_read": pick("bytes_read", b.get("read", sum(i.size for i in manifest.inputs))),
             "bytes_written": pick("bytes_written", b.get("output", sum(p.size for p in manifest.products))),
-            "manifest_path": str(path), "created_at": _now(),
+            "manifest_path": str(path), "created_at": now(),
         }
 
     def _index_products(self, conn: Connection, items: Sequence[_Item], stored: Sequence[StoredProduct]) -> None:
@@ -544,7 +461,7 @@ class Archive:
         for it, st in zip(items, stored, strict=True):
             t = it.tags
             if t.tile is not None:
-                self._upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile}, ("survey", "name"))
+                upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile}, ("survey", "name"))
             if t.expnum is None or t.night is None:
                 continue
             k = (t.survey, t.camera, t.expnum)
@@ -554,7 +471,7 @@ class Archive:
                 ccd_rows.append({"exposure_id": exp_cache[k], "ccd": t.ccd, "version": t.version,
                                  "product_id": st.id})
         if ccd_rows:
-            conn.execute(self._insert(S.ccd_images).on_conflict_do_nothing(index_elements=["product_id"]), ccd_rows)
+            conn.execute(insert_stmt(conn, S.ccd_images).on_conflict_do_nothing(index_elements=["product_id"]), ccd_rows)
 
     def _add_lineage(self, conn: Connection, manifest: Any, items: Sequence[_Item], stored: Sequence[StoredProduct],
                      by_path: dict[str | None, tuple[_Item, StoredProduct]], run_id: int) -> None:
@@ -580,7 +497,7 @@ class Archive:
                                   "input_sha256": src_it.sha256, "input_path": src_st.path,
                                   "role": src_it.tags.kind.value, "run_id": run_id})
         if edges:
-            conn.execute(self._insert(S.lineage).on_conflict_do_nothing(
+            conn.execute(insert_stmt(conn, S.lineage).on_conflict_do_nothing(
                 index_elements=["product_id", "input_sha256", "role"]), edges)
 
     # ------------------------------------------------------------------ QA and quarantine
@@ -595,7 +512,7 @@ class Archive:
                          "expnum": tags.get("expnum"), "ccd": ccd, "tile": tags.get("tile"),
                          "band": tags.get("band"), "scope": scope, "check_name": str(c["name"]),
                          "value": _num(c.get("value")), "threshold": _num(c.get("threshold")),
-                         "verdict": str(c.get("verdict", "unknown")), "created_at": _now()})
+                         "verdict": str(c.get("verdict", "unknown")), "created_at": now()})
         if not rows:
             return 0
         if run_id is None:  # no run to key on: replace this scope's earlier results
@@ -607,7 +524,7 @@ class Archive:
                     S.qa_results.c.tile == r["tile"] if r["tile"] is not None else sa.true()))
             conn.execute(sa.insert(S.qa_results), rows)
         else:
-            conn.execute(self._insert(S.qa_results).on_conflict_do_nothing(
+            conn.execute(insert_stmt(conn, S.qa_results).on_conflict_do_nothing(
                 index_elements=["run_id", "scope", "check_name"]), rows)
         return len(rows)
 
@@ -683,7 +600,7 @@ class Archive:
             found = conn.execute(sa.select(q.c.id).where(*where)).scalar()
             if found is not None:
                 return int(found)
-            return int(conn.execute(sa.insert(q).values(**sel, reasons=text, released=0, created_at=_now())
+            return int(conn.execute(sa.insert(q).values(**sel, reasons=text, released=0, created_at=now())
                                     .returning(q.c.id)).scalar_one())
 
     def quarantine_reasons(self, target: Tags | dict[str, Any] | int | str) -> list[str]:
