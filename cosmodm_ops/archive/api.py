@@ -29,11 +29,14 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from cosmodm_ops.archive import queries
 from cosmodm_ops.archive import schema as S
-from cosmodm_ops.archive.catalogs import ObjectColumns, angular_distance, cone_ranges, read_ldac_objects
+from cosmodm_ops.archive.catalogs import ObjectColumns, read_ldac_objects
 from cosmodm_ops.archive.db import Database, insert_stmt, lock_keys, now, upgrade, upsert_id
-from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ProductNotFound
+from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
+from cosmodm_ops.archive.queries import product_row
+from cosmodm_ops.archive.rows import ConeRow, Counts, LineageGraph, ProductRow, QARow, StaleRow
 from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file, stale_temporaries
 from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
 
@@ -541,18 +544,18 @@ class Archive:
         with self._tx() as conn:
             pid = None
             if product is not None:
-                row = self._product(conn, product)
+                row = product_row(conn, self.root, product)
                 pid = row["id"]
                 for k in ("survey", "expnum", "ccd", "tile", "band"):
                     tag_dict.setdefault(k, row[k])
             return self._insert_qa(conn, checks, run_id=run_id, tags=tag_dict, product_id=pid)
 
-    def qa_results(self, **filters: Any) -> list[dict[str, Any]]:
+    def qa_results(self, **filters: Any) -> list[QARow]:
         """QA rows, filtered by any of its columns (``expnum``, ``ccd``, ``tile``, ``check_name``, ...)."""
         q = S.qa_results
         where = [q.c[k] == v for k, v in filters.items() if v is not None]
         with self._tx() as conn:
-            return [dict(r) for r in conn.execute(sa.select(q).where(*where).order_by(q.c.id)).mappings()]
+            return [QARow.from_mapping(r) for r in conn.execute(sa.select(q).where(*where).order_by(q.c.id)).mappings()]
 
     def _selector(self, conn: Connection, target: Tags | dict[str, Any] | int | str) -> dict[str, Any]:
         if isinstance(target, Tags):  # full tags name a product: its product-level records count too
@@ -571,7 +574,7 @@ class Archive:
                 msg = "a quarantine selector needs at least one of survey, night, expnum, ccd, tile, band, version"
                 raise ArchiveInputError(msg)
             return {**sel, "product_id": None}
-        row = self._product(conn, target)
+        row = product_row(conn, self.root, target)
         return {**{k: row[k] for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")},
                 "product_id": row["id"]}
 
@@ -638,69 +641,10 @@ class Archive:
             return copy_objects(conn, const, cat)
         return insert_objects(conn, const, cat)
 
-    def cone(self, ra: float, dec: float, radius: float, *, current_only: bool = True,
-             limit: int | None = None) -> list[dict[str, Any]]:
-        """Catalog objects within ``radius`` degrees of (``ra``, ``dec``), nearest first.
-
-        Candidates come from HEALPix ranges (:func:`cone_ranges`); the exact great-circle
-        distance then decides. Objects of superseded catalogs are left out unless
-        ``current_only=False``. Each row has the object columns plus ``dist`` (degrees).
-        """
-        try:
-            ranges = cone_ranges(float(ra), float(dec), float(radius))
-        except ValueError as err:
-            raise ArchiveInputError(str(err)) from err
-        o, p = S.objects, S.products
-        rows: list[dict[str, Any]] = []
-        with self._tx() as conn:
-            for j in range(0, len(ranges), 200):
-                cond = sa.or_(*[o.c.hpx.between(lo, hi) for lo, hi in ranges[j:j + 200]])
-                q = sa.select(o, p.c.path).join(p, p.c.id == o.c.product_id).where(cond)
-                if current_only:
-                    q = q.where(p.c.state == "current")
-                rows += [dict(r) for r in conn.execute(q).mappings()]
-        if not rows:
-            return []
-        d = angular_distance(np.array([r["ra"] for r in rows]), np.array([r["dec"] for r in rows]), ra, dec)
-        keep = np.nonzero(d <= radius)[0]
-        keep = keep[np.argsort(d[keep], kind="stable")]
-        out = []
-        for i in keep[:limit] if limit else keep:
-            r = rows[int(i)]
-            for k, v in r.items():  # COPY keeps NaN, INSERT (SQLite) stores NULL: answer None on both
-                if isinstance(v, float) and not math.isfinite(v):
-                    r[k] = None
-            r["dist"] = float(d[i])
-            out.append(r)
-        return out
-
     # ------------------------------------------------------------------ queries
-    def _product(self, conn: Connection, spec: int | str) -> dict[str, Any]:
-        p = S.products
-        text = str(spec).strip()
-        if isinstance(spec, int) or text.isdigit():
-            cond = p.c.id == int(text)
-        elif len(text) == 64 and all(c in "0123456789abcdef" for c in text.lower()):
-            cond = p.c.sha256 == text.lower()
-        else:
-            rel = text
-            if os.path.isabs(text):
-                try:
-                    rel = Path(text).resolve().relative_to(self.root).as_posix()
-                except ValueError as err:
-                    msg = f"{text}: not under the archive root {self.root}"
-                    raise ProductNotFound(msg) from err
-            cond = p.c.path == rel
-        rows = conn.execute(sa.select(p).where(cond).order_by(p.c.state, p.c.id)).mappings().all()
-        if not rows:
-            msg = f"no product with id, archive path or sha256 {text!r}"
-            raise ProductNotFound(msg)
-        return dict(rows[0])
-
-    def product(self, spec: int | str) -> dict[str, Any]:
+    def product(self, spec: int | str) -> ProductRow:
         """The product row for an id, archive path (relative or absolute) or sha256."""
-        with self._tx() as conn:
-            return self._product(conn, spec)
+        return queries.product(self._db, self.root, spec)
 
     def fetch(self, spec: int | str) -> Path:
         """Path of a product's file after checking its sha256 (a corrupt file is never served silently)."""
@@ -719,50 +663,13 @@ class Archive:
     def find(self, *, survey: str | None = None, night: str | None = None, expnum: int | None = None,
              ccd: int | None = None, tile: str | None = None, band: str | None = None, kind: str | None = None,
              version: str | None = None, stage: str | None = None, include_superseded: bool = False,
-             limit: int | None = None) -> list[dict[str, Any]]:
+             limit: int | None = None) -> list[ProductRow]:
         """Products matching every given tag (current revisions only unless ``include_superseded``)."""
-        p = S.products
-        given = {"survey": survey, "night": night, "expnum": expnum, "ccd": ccd, "tile": tile, "band": band,
-                 "kind": kind, "version": version, "stage": stage}
-        q = sa.select(p).where(*[p.c[k] == v for k, v in given.items() if v is not None])
-        if not include_superseded:
-            q = q.where(p.c.state == "current")
-        q = q.order_by(p.c.night, p.c.expnum, p.c.tile, p.c.band, p.c.ccd, p.c.kind, p.c.revision)
-        if limit:
-            q = q.limit(limit)
-        with self._tx() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+        return queries.find(self._db, survey=survey, night=night, expnum=expnum, ccd=ccd, tile=tile, band=band,
+                            kind=kind, version=version, stage=stage, include_superseded=include_superseded,
+                            limit=limit)
 
-    _UP_SQL = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT CAST(:start AS BIGINT), 0
-    UNION
-    SELECT l.input_product_id, w.depth + 1
-    FROM lineage l JOIN walk w ON l.product_id = w.id
-    WHERE w.depth < :depth AND l.input_product_id IS NOT NULL
-)
-SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
-       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w JOIN lineage l ON l.product_id = w.id
-WHERE w.depth < :depth
-GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
-"""
-    _DOWN_SQL = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT CAST(:start AS BIGINT), 0
-    UNION
-    SELECT l.product_id, w.depth + 1
-    FROM lineage l JOIN walk w ON l.input_product_id = w.id
-    WHERE w.depth < :depth
-)
-SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
-       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w JOIN lineage l ON l.input_product_id = w.id
-WHERE w.depth < :depth
-GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
-"""
-
-    def lineage(self, spec: int | str, *, direction: str = "up", depth: int | None = None) -> dict[str, Any]:
+    def lineage(self, spec: int | str, *, direction: str = "up", depth: int | None = None) -> LineageGraph:
         """The lineage graph around a product, by a recursive CTE (PostgreSQL and SQLite alike).
 
         Parameters
@@ -776,63 +683,35 @@ GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
 
         Returns
         -------
-        dict
-            ``{"product": row, "edges": [{"product_id", "input_id", "role", "input_path",
-            "input_sha256", "depth"}], "products": {id: row}}``: edges point product <- input;
-            ``input_id`` is None for inputs that are not archived products.
+        LineageGraph
+            ``{"product": row, "direction": direction, "edges": [{"product_id", "input_id", "role",
+            "input_path", "input_sha256", "depth"}], "products": {id: row}}``: edges point
+            product <- input; ``input_id`` is None for inputs that are not archived products.
         """
-        if direction not in ("up", "down"):
-            msg = f"direction must be 'up' or 'down', got {direction!r}"
-            raise ArchiveInputError(msg)
-        depth = 64 if depth is None else int(depth)
-        if depth < 1:
-            msg = f"depth must be >= 1, got {depth}"
-            raise ArchiveInputError(msg)
-        sql = sa.text(self._UP_SQL if direction == "up" else self._DOWN_SQL)
-        with self._tx() as conn:
-            start = self._product(conn, spec)
-            edges = [dict(r) for r in conn.execute(sql, {"start": start["id"], "depth": depth}).mappings()]
-            ids = sorted({e[k] for e in edges for k in ("product_id", "input_id") if e[k] is not None})
-            prods: dict[int, dict[str, Any]] = {}
-            p = S.products
-            for j in range(0, len(ids), 500):
-                for r in conn.execute(sa.select(p).where(p.c.id.in_(ids[j:j + 500]))).mappings():
-                    prods[int(r["id"])] = dict(r)
-        edges.sort(key=lambda e: (e["depth"], e["product_id"], e["role"], e["input_id"] or 0))
-        return {"product": start, "direction": direction, "edges": edges, "products": prods}
+        return queries.lineage(self._db, self.root, spec, direction=direction, depth=depth)
 
-    _STALE_SQL = """
-WITH RECURSIVE walk(id, depth, origin) AS (
-    SELECT id, 0, id FROM products WHERE {seed}
-    UNION
-    SELECT l.product_id, w.depth + 1, w.origin
-    FROM lineage l JOIN walk w ON l.input_product_id = w.id
-    WHERE w.depth < 64
-)
-SELECT id, MIN(depth) AS depth, MIN(origin) AS from_id FROM walk WHERE depth > 0 GROUP BY id
-"""
-
-    def stale(self, spec: int | str | None = None) -> list[dict[str, Any]]:
+    def stale(self, spec: int | str | None = None) -> list[StaleRow]:
         """Current products made, directly or not, from a superseded product (one recursive CTE).
 
         With ``spec``: from that product (typically a replaced flat or an older image revision);
         without: from any superseded product. Each row carries ``depth`` (shortest distance) and
         ``from_id`` (the superseded product it descends from; the smallest id when several).
         """
-        p = S.products
-        with self._tx() as conn:
-            if spec is not None:
-                sql, params = self._STALE_SQL.format(seed="id = :start"), {"start": self._product(conn, spec)["id"]}
-            else:
-                sql, params = self._STALE_SQL.format(seed="state = 'superseded'"), {}
-            hits = {int(r.id): (int(r.depth), int(r.from_id)) for r in conn.execute(sa.text(sql), params)}
-            ids = sorted(hits)
-            out = []
-            for j in range(0, len(ids), 500):
-                for r in conn.execute(sa.select(p).where(p.c.id.in_(ids[j:j + 500]), p.c.state == "current")).mappings():
-                    depth, origin = hits[int(r["id"])]
-                    out.append({**dict(r), "depth": depth, "from_id": origin})
-        return sorted(out, key=lambda r: (r["depth"], r["id"]))
+        return queries.stale(self._db, self.root, spec)
+
+    def cone(self, ra: float, dec: float, radius: float, *, current_only: bool = True,
+             limit: int | None = None) -> list[ConeRow]:
+        """Catalog objects within ``radius`` degrees of (``ra``, ``dec``), nearest first.
+
+        Candidates come from HEALPix ranges (:func:`cone_ranges`); the exact great-circle
+        distance then decides. Objects of superseded catalogs are left out unless
+        ``current_only=False``. Each row has the object columns plus ``dist`` (degrees).
+        """
+        return queries.cone(self._db, ra, dec, radius, current_only=current_only, limit=limit)
+
+    def counts(self) -> Counts:
+        """Row counts of every table (for summaries and tests)."""
+        return queries.counts(self._db)
 
     def verify(self, *, quarantine: bool = True) -> VerifyReport:
         """Check every archived file (current and superseded) against its recorded size and sha256.
@@ -864,12 +743,6 @@ SELECT id, MIN(depth) AS depth, MIN(origin) AS from_id FROM walk WHERE depth > 0
                 reason = f"verify: file {r['path']} is corrupt (sha256 {r['sha256']}, recorded {r['expected']})"
                 self.quarantine(r["id"], [reason])
         return report
-
-    def counts(self) -> dict[str, int]:
-        """Row counts of every table (for summaries and tests)."""
-        with self._tx() as conn:
-            return {t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
-                    for t in S.metadata.sorted_tables}
 
 
 # ---------------------------------------------------------------------- bulk object loading
