@@ -32,12 +32,13 @@ from sqlalchemy.engine import Connection, Engine
 from cosmodm_ops.archive import queries
 from cosmodm_ops.archive import schema as S
 from cosmodm_ops.archive.catalogs import ObjectColumns, read_ldac_objects
-from cosmodm_ops.archive.db import Database, insert_stmt, lock_keys, now, upgrade, upsert_id
+from cosmodm_ops.archive.db import Database, insert_stmt, now, upgrade, upsert_id
 from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
 from cosmodm_ops.archive.queries import product_row
 from cosmodm_ops.archive.rows import ConeRow, Counts, LineageGraph, ProductRow, QARow, StaleRow
-from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file, stale_temporaries
+from cosmodm_ops.archive.storage import Item, StoredProduct, make_item, store_items
+from cosmodm_ops.archive.store import sha256_file, stale_temporaries
 from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
 
 __all__ = ["Archive", "StoredProduct", "VerifyReport", "read_qa_checks"]
@@ -107,17 +108,6 @@ def read_qa_checks(qa: Any) -> list[dict[str, Any]]:
 
 
 @dataclass
-class StoredProduct:
-    """Result of storing one file: its row id, archive path, revision and what happened."""
-
-    id: int
-    path: str
-    revision: int
-    outcome: str
-    """``"new"`` (first revision), ``"revision"`` (superseded an older one) or ``"same"`` (no-op)."""
-
-
-@dataclass
 class VerifyReport:
     """What :meth:`Archive.verify` found."""
 
@@ -135,19 +125,6 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"checked": self.checked, "ok": self.ok, "missing": self.missing, "corrupt": self.corrupt,
                 "temporaries": self.temporaries, "clean": self.clean}
-
-
-@dataclass
-class _Item:
-    """A file to store: tags, source path, checksum, size; plus what the manifest says about it."""
-
-    tags: Tags
-    src: Path
-    sha256: str
-    size: int
-    manifest_path: str | None = None
-    inputs: list[str] | None = None
-    catalog: ObjectColumns | None = None
 
 
 class Archive:
@@ -197,99 +174,11 @@ class Archive:
             return upgrade(conn)
 
     # ------------------------------------------------------------------ storing
-    def _store(self, conn: Connection, items: Sequence[_Item], run_id: int | None) -> list[StoredProduct]:
-        """Place files and insert product rows (inside the caller's transaction)."""
-        keys = [tag_key(it.tags) for it in items]
-        if len(set(keys)) != len(keys):
-            dup = sorted({k for k in keys if keys.count(k) > 1})
-            msg = f"the same tags appear more than once in one registration: {dup[:3]}"
-            raise ArchiveInputError(msg)
-        lock_keys(conn, keys)
-        p = S.products
-        existing: dict[str, list[Any]] = {}
-        for i in range(0, len(keys), 500):
-            rows = conn.execute(sa.select(p.c.id, p.c.key, p.c.revision, p.c.sha256, p.c.path, p.c.state)
-                                .where(p.c.key.in_(keys[i:i + 500]))).all()
-            for r in rows:
-                existing.setdefault(r.key, []).append(r)
-        stamp = now()
-        results: list[StoredProduct | None] = [None] * len(items)
-        new_rows: list[dict[str, Any]] = []
-        new_index: list[int] = []
-        dirs: set[Path] = set()
-        for i, (it, key) in enumerate(zip(items, keys, strict=True)):
-            rows = existing.get(key, [])
-            current = [r for r in rows if r.state == "current"]
-            if current and current[0].sha256 == it.sha256:
-                cur = current[0]
-                full = resolve_under(self.root, cur.path)
-                if not full.exists():  # heal: the file was lost, the row is right
-                    place_file(it.src, full, it.sha256)
-                results[i] = StoredProduct(int(cur.id), cur.path, int(cur.revision), "same")
-                continue
-            revision = max((int(r.revision) for r in rows), default=0) + 1
-            while True:
-                rel = relpath_for(it.tags, revision)
-                full = resolve_under(self.root, rel)
-                outcome = place_file(it.src, full, it.sha256, sync_dir=False)
-                dirs.add(full.parent)
-                if outcome != "taken":  # "taken": a file no row claims (a killed writer's); skip that name
-                    break
-                revision += 1
-            d = it.tags.to_dict()
-            new_rows.append({**{k: d[k] for k in ("survey", "camera", "stage", "version", "kind", "night",
-                                                    "expnum", "ccd", "band", "tile")},
-                             "key": key, "revision": revision, "path": rel.as_posix(), "sha256": it.sha256,
-                             "size": it.size, "state": "current", "superseded_by": None, "run_id": run_id,
-                             "created_at": stamp})
-            new_index.append(i)
-        for d in sorted(dirs):  # the new names are durable before any row points to them
-            fsync_dir(d)
-        if new_rows:
-            ids = conn.execute(sa.insert(p).returning(p.c.id, sort_by_parameter_order=True), new_rows).scalars().all()
-            supersede = []
-            for i, row, pid in zip(new_index, new_rows, ids, strict=True):
-                outcome = "revision" if existing.get(row["key"]) else "new"
-                results[i] = StoredProduct(int(pid), row["path"], row["revision"], outcome)
-                if outcome == "revision":
-                    supersede.append({"new": int(pid), "k": row["key"]})
-            if supersede:
-                conn.execute(sa.update(p).where(p.c.key == sa.bindparam("k"), p.c.id != sa.bindparam("new"),
-                                                p.c.state == "current")
-                             .values(state="superseded", superseded_by=sa.bindparam("new")), supersede)
-            # lineage edges recorded before their input was archived now point to it
-            shas = sorted({r["sha256"] for r in new_rows})
-            lin = S.lineage
-            for j in range(0, len(shas), 500):
-                sub = (sa.select(sa.func.min(p.c.id)).where(p.c.sha256 == lin.c.input_sha256)
-                       .scalar_subquery())
-                conn.execute(sa.update(lin).where(lin.c.input_product_id.is_(None),
-                                                  lin.c.input_sha256.in_(shas[j:j + 500]))
-                             .values(input_product_id=sub))
-        return [r for r in results if r is not None]
-
     def store(self, src: str | os.PathLike[str], tags: Tags, *, sha256: str | None = None) -> StoredProduct:
         """Store one file under its tags (no lineage). Same tags and checksum: a no-op."""
-        item = self._item(tags, src, sha256)
+        item = make_item(tags, src, sha256)
         with self._tx() as conn:
-            return self._store(conn, [item], None)[0]
-
-    def _item(self, tags: Tags | dict[str, Any], src: str | os.PathLike[str], sha256: str | None) -> _Item:
-        try:
-            tags = tags if isinstance(tags, Tags) else Tags.from_dict(dict(tags))
-            relpath_for(tags)
-        except (TagError, TypeError) as err:
-            msg = f"{src}: bad tags: {err}"
-            raise ArchiveInputError(msg) from err
-        src = Path(src)
-        if not src.is_file():
-            msg = f"{src}: file not found; nothing registered"
-            raise ArchiveInputError(msg)
-        actual = sha256_file(src)
-        if sha256 is not None and actual != sha256:
-            msg = f"{src}: sha256 is {actual}, expected {sha256}; nothing registered"
-            raise ArchiveInputError(msg)
-        return _Item(tags=tags, src=src, sha256=actual, size=src.stat().st_size)
+            return store_items(conn, self.root, [item], None)[0]
 
     def _exposure_id(self, conn: Connection, tags: Tags, **extra: Any) -> int | None:
         if tags.expnum is None or tags.night is None:
@@ -306,13 +195,13 @@ class Archive:
         ``tags`` must have stage ``raw``, kind ``raw``, night and expnum. ``header`` may give
         ``EXPTIME``, ``RA``/``DEC`` (degrees) for the exposure row. Re-running is a no-op.
         """
-        item = self._item(tags, path, sha256)
+        item = make_item(tags, path, sha256)
         if item.tags.stage is not Stage.RAW or item.tags.kind is not ProductKind.RAW:
             msg = f"{path}: register_raw needs stage 'raw' and kind 'raw' tags, got {tag_key(item.tags)}"
             raise ArchiveInputError(msg)
         header = {str(k).upper(): v for k, v in (header or {}).items()}
         with self._tx() as conn:
-            stored = self._store(conn, [item], None)[0]
+            stored = store_items(conn, self.root, [item], None)[0]
             self._exposure_id(conn, item.tags, exptime=_num(header.get("EXPTIME")), ra=_num(header.get("RA")),
                               dec=_num(header.get("DEC")), raw_product_id=stored.id)
         return stored.id
@@ -352,7 +241,7 @@ class Archive:
             raise ArchiveInputError(str(err)) from err
         folder = path.parent
         problems: list[str] = []
-        items: list[_Item] = []
+        items: list[Item] = []
         for i, prod in enumerate(manifest.products):
             where = f"{path}: products[{i}] ({prod.path})"
             try:
@@ -380,7 +269,7 @@ class Archive:
             if size != prod.size:
                 problems.append(f"{where}: size of {src} is {size}, the manifest says {prod.size}")
                 continue
-            item = _Item(tags=tags, src=src, sha256=actual, size=size, manifest_path=prod.path, inputs=prod.inputs)
+            item = Item(tags=tags, src=src, sha256=actual, size=size, manifest_path=prod.path, inputs=prod.inputs)
             if prod.kind in _CATALOG_KINDS:
                 try:
                     item.catalog = read_ldac_objects(src)
@@ -411,7 +300,7 @@ class Archive:
         run = self._run_values(manifest, path, run_info)
         with self._tx() as conn:
             run_id = upsert_id(conn, S.runs, run, ("run_key",))
-            stored = self._store(conn, items, run_id)
+            stored = store_items(conn, self.root, items, run_id)
             by_path = {it.manifest_path: (it, st) for it, st in zip(items, stored, strict=True)}
             self._index_products(conn, items, stored)
             self._add_lineage(conn, manifest, items, stored, by_path, run_id)
@@ -423,7 +312,7 @@ class Archive:
         return [st.id for st in stored]
 
     @staticmethod
-    def _job_tags(manifest: Any, items: Sequence[_Item]) -> dict[str, Any]:
+    def _job_tags(manifest: Any, items: Sequence[Item]) -> dict[str, Any]:
         tags = dict(manifest.tags or {})
         if items:
             first = items[0].tags
@@ -457,7 +346,7 @@ class Archive:
             "manifest_path": str(path), "created_at": now(),
         }
 
-    def _index_products(self, conn: Connection, items: Sequence[_Item], stored: Sequence[StoredProduct]) -> None:
+    def _index_products(self, conn: Connection, items: Sequence[Item], stored: Sequence[StoredProduct]) -> None:
         """Exposure, CCD-image and tile rows for newly stored products."""
         exp_cache: dict[tuple[str, str, int], int | None] = {}
         ccd_rows = []
@@ -476,8 +365,8 @@ class Archive:
         if ccd_rows:
             conn.execute(insert_stmt(conn, S.ccd_images).on_conflict_do_nothing(index_elements=["product_id"]), ccd_rows)
 
-    def _add_lineage(self, conn: Connection, manifest: Any, items: Sequence[_Item], stored: Sequence[StoredProduct],
-                     by_path: dict[str | None, tuple[_Item, StoredProduct]], run_id: int) -> None:
+    def _add_lineage(self, conn: Connection, manifest: Any, items: Sequence[Item], stored: Sequence[StoredProduct],
+                     by_path: dict[str | None, tuple[Item, StoredProduct]], run_id: int) -> None:
         p = S.products
         shas = sorted({inp.sha256 for inp in manifest.inputs})
         known: dict[str, int] = {}
