@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,13 +29,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cosmodm_ops.archive import queries
+from cosmodm_ops.archive import qa, queries
 from cosmodm_ops.archive import schema as S
 from cosmodm_ops.archive.catalogs import ObjectColumns, read_ldac_objects
 from cosmodm_ops.archive.db import Database, insert_stmt, now, upgrade, upsert_id
 from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
-from cosmodm_ops.archive.queries import product_row
+from cosmodm_ops.archive.qa import read_qa_checks
 from cosmodm_ops.archive.rows import ConeRow, Counts, LineageGraph, ProductRow, QARow, StaleRow
 from cosmodm_ops.archive.storage import Item, StoredProduct, make_item, store_items
 from cosmodm_ops.archive.store import sha256_file, stale_temporaries
@@ -48,63 +48,6 @@ log = logging.getLogger(__name__)
 _CATALOG_KINDS = {ProductKind.CATALOG.value, ProductKind.COADD_CATALOG.value}
 _PRODUCT_COLS = ("id", "key", "revision", "survey", "camera", "stage", "version", "kind", "night", "expnum",
                  "ccd", "band", "tile", "path", "sha256", "size", "state", "superseded_by", "run_id", "created_at")
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if np.isfinite(out) else None
-
-
-def read_qa_checks(qa: Any) -> list[dict[str, Any]]:
-    """QA checks from a ``qa.json`` document, as ``{"ccd", "name", "value", "threshold", "verdict"}``.
-
-    Accepted shapes (anything else in the document is ignored):
-
-    * ``{"checks": [{"name", "value", "threshold", "verdict"}, ...]}`` -- exposure (or tile) level;
-    * ``{"ccds": {"<ccd>": {"checks": [...]}, ...}}`` or ``{"ccds": [{"ccd": N, "checks": [...]}, ...]}``
-      -- per CCD (both may be present).
-
-    ``value`` and ``threshold`` are stored as numbers when they are numbers (else NULL);
-    ``verdict`` is free text (``pass``, ``fail``, ``warn``...).
-    """
-    if not isinstance(qa, dict):
-        msg = "qa.json: expected a JSON object with 'checks' and/or 'ccds'"
-        raise ArchiveInputError(msg)
-    out: list[dict[str, Any]] = []
-
-    def take(checks: Any, ccd: int | None, where: str) -> None:
-        if not isinstance(checks, list):
-            msg = f"qa.json: {where}'checks' must be a list of objects"
-            raise ArchiveInputError(msg)
-        for i, c in enumerate(checks):
-            if not isinstance(c, dict) or not c.get("name"):
-                msg = f"qa.json: {where}checks[{i}] needs at least a 'name'"
-                raise ArchiveInputError(msg)
-            out.append({"ccd": ccd, "name": str(c["name"]), "value": _num(c.get("value")),
-                        "threshold": _num(c.get("threshold")), "verdict": str(c.get("verdict", "unknown"))})
-
-    if "checks" in qa:
-        take(qa["checks"], None, "")
-    ccds = qa.get("ccds")
-    items: Iterable[tuple[Any, Any]] = []
-    if isinstance(ccds, dict):
-        items = ccds.items()
-    elif isinstance(ccds, list):
-        items = ((c.get("ccd") if isinstance(c, dict) else None, c) for c in ccds)
-    for ccd, block in items:
-        if isinstance(block, dict) and "checks" in block:
-            try:
-                ccd_num = int(ccd)
-            except (TypeError, ValueError) as err:
-                msg = f"qa.json: per-CCD block with ccd={ccd!r} is not an integer CCD number"
-                raise ArchiveInputError(msg) from err
-            take(block["checks"], ccd_num, f"ccds[{ccd_num}].")
-    return out
 
 
 @dataclass
@@ -202,8 +145,8 @@ class Archive:
         header = {str(k).upper(): v for k, v in (header or {}).items()}
         with self._tx() as conn:
             stored = store_items(conn, self.root, [item], None)[0]
-            self._exposure_id(conn, item.tags, exptime=_num(header.get("EXPTIME")), ra=_num(header.get("RA")),
-                              dec=_num(header.get("DEC")), raw_product_id=stored.id)
+            self._exposure_id(conn, item.tags, exptime=qa.as_number(header.get("EXPTIME")), ra=qa.as_number(header.get("RA")),
+                              dec=qa.as_number(header.get("DEC")), raw_product_id=stored.id)
         return stored.id
 
     # ------------------------------------------------------------------ manifests
@@ -305,7 +248,7 @@ class Archive:
             self._index_products(conn, items, stored)
             self._add_lineage(conn, manifest, items, stored, by_path, run_id)
             if qa_checks:
-                self._insert_qa(conn, qa_checks, run_id=run_id, tags=self._job_tags(manifest, items))
+                qa.insert_qa(conn, qa_checks, run_id=run_id, tags=self._job_tags(manifest, items))
             for it, st in zip(items, stored, strict=True):
                 if it.catalog is not None and st.outcome != "same":
                     self._load_objects(conn, st.id, it.tags, it.catalog)
@@ -393,33 +336,6 @@ class Archive:
                 index_elements=["product_id", "input_sha256", "role"]), edges)
 
     # ------------------------------------------------------------------ QA and quarantine
-    def _insert_qa(self, conn: Connection, checks: Sequence[dict[str, Any]], *, run_id: int | None,
-                   tags: dict[str, Any], product_id: int | None = None) -> int:
-        rows = []
-        for c in checks:
-            ccd = c.get("ccd", tags.get("ccd"))
-            scope = (f"product{product_id}" if product_id is not None else
-                     f"ccd{ccd}" if ccd is not None else "tile" if tags.get("tile") else "exposure")
-            rows.append({"run_id": run_id, "product_id": product_id, "survey": tags.get("survey"),
-                         "expnum": tags.get("expnum"), "ccd": ccd, "tile": tags.get("tile"),
-                         "band": tags.get("band"), "scope": scope, "check_name": str(c["name"]),
-                         "value": _num(c.get("value")), "threshold": _num(c.get("threshold")),
-                         "verdict": str(c.get("verdict", "unknown")), "created_at": now()})
-        if not rows:
-            return 0
-        if run_id is None:  # no run to key on: replace this scope's earlier results
-            for r in rows:
-                conn.execute(sa.delete(S.qa_results).where(
-                    S.qa_results.c.run_id.is_(None), S.qa_results.c.scope == r["scope"],
-                    S.qa_results.c.check_name == r["check_name"],
-                    S.qa_results.c.expnum == r["expnum"] if r["expnum"] is not None else sa.true(),
-                    S.qa_results.c.tile == r["tile"] if r["tile"] is not None else sa.true()))
-            conn.execute(sa.insert(S.qa_results), rows)
-        else:
-            conn.execute(insert_stmt(conn, S.qa_results).on_conflict_do_nothing(
-                index_elements=["run_id", "scope", "check_name"]), rows)
-        return len(rows)
-
     def record_qa(self, checks: Sequence[dict[str, Any]] | dict[str, Any], *, tags: Tags | dict[str, Any] | None = None,
                   product: int | str | None = None, run_id: int | None = None) -> int:
         """Record QA checks (``{"name", "value", "threshold", "verdict"[, "ccd"]}`` or a qa.json document).
@@ -427,45 +343,11 @@ class Archive:
         Scope them with ``tags`` (an exposure, CCD or tile; partial tags as a dict are fine) or a
         ``product`` (id, path or sha256). Returns the number of rows written.
         """
-        if isinstance(checks, dict):
-            checks = read_qa_checks(checks)
-        tag_dict = tags.to_dict() if isinstance(tags, Tags) else dict(tags or {})
-        with self._tx() as conn:
-            pid = None
-            if product is not None:
-                row = product_row(conn, self.root, product)
-                pid = row["id"]
-                for k in ("survey", "expnum", "ccd", "tile", "band"):
-                    tag_dict.setdefault(k, row[k])
-            return self._insert_qa(conn, checks, run_id=run_id, tags=tag_dict, product_id=pid)
+        return qa.record_qa(self._db, self.root, checks, tags=tags, product=product, run_id=run_id)
 
     def qa_results(self, **filters: Any) -> list[QARow]:
         """QA rows, filtered by any of its columns (``expnum``, ``ccd``, ``tile``, ``check_name``, ...)."""
-        q = S.qa_results
-        where = [q.c[k] == v for k, v in filters.items() if v is not None]
-        with self._tx() as conn:
-            return [QARow.from_mapping(r) for r in conn.execute(sa.select(q).where(*where).order_by(q.c.id)).mappings()]
-
-    def _selector(self, conn: Connection, target: Tags | dict[str, Any] | int | str) -> dict[str, Any]:
-        if isinstance(target, Tags):  # full tags name a product: its product-level records count too
-            pid = conn.execute(sa.select(S.products.c.id).where(S.products.c.key == tag_key(target),
-                                                                S.products.c.state == "current")).scalar()
-            return {**{k: getattr(target, k) for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")},
-                    "product_id": pid}
-        if isinstance(target, dict):
-            unknown = set(target) - {"survey", "night", "expnum", "ccd", "tile", "band", "version", "camera",
-                                     "stage", "kind"}
-            if unknown:
-                msg = f"unknown quarantine selector key(s) {sorted(unknown)}"
-                raise ArchiveInputError(msg)
-            sel = {k: target.get(k) for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")}
-            if all(v is None for v in sel.values()):
-                msg = "a quarantine selector needs at least one of survey, night, expnum, ccd, tile, band, version"
-                raise ArchiveInputError(msg)
-            return {**sel, "product_id": None}
-        row = product_row(conn, self.root, target)
-        return {**{k: row[k] for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")},
-                "product_id": row["id"]}
+        return qa.qa_results(self._db, **filters)
 
     def quarantine(self, target: Tags | dict[str, Any] | int | str, reasons: Sequence[str] | str) -> int:
         """Quarantine a product, or everything an exposure, CCD or tile selector covers.
@@ -477,39 +359,11 @@ class Archive:
         the record sets matches it). Returns the record id;
         quarantining the same target with the same reasons again returns the existing record.
         """
-        if isinstance(reasons, str):
-            reasons = [reasons]
-        reasons = [str(r) for r in reasons]
-        if not reasons:
-            msg = "quarantine needs at least one reason"
-            raise ArchiveInputError(msg)
-        text = json.dumps(reasons)
-        with self._tx() as conn:
-            sel = self._selector(conn, target)
-            q = S.quarantine
-            where = [q.c.reasons == text, q.c.released == 0]
-            where += [(q.c[k] == v) if v is not None else q.c[k].is_(None) for k, v in sel.items()]
-            found = conn.execute(sa.select(q.c.id).where(*where)).scalar()
-            if found is not None:
-                return int(found)
-            return int(conn.execute(sa.insert(q).values(**sel, reasons=text, released=0, created_at=now())
-                                    .returning(q.c.id)).scalar_one())
+        return qa.quarantine(self._db, self.root, target, reasons)
 
     def quarantine_reasons(self, target: Tags | dict[str, Any] | int | str) -> list[str]:
         """Reasons of every active quarantine record covering ``target`` (empty: not quarantined)."""
-        with self._tx() as conn:
-            sel = self._selector(conn, target)
-            q = S.quarantine
-            cond = [q.c.released == 0]
-            for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version"):
-                v = sel.get(k)
-                cond.append(q.c[k].is_(None) if v is None else sa.or_(q.c[k].is_(None), q.c[k] == v))
-            any_scope = sa.or_(q.c.product_id.is_(None), q.c.product_id == sel["product_id"]) \
-                if sel["product_id"] is not None else q.c.product_id.is_(None)
-            out: list[str] = []
-            for (text,) in conn.execute(sa.select(q.c.reasons).where(*cond, any_scope).order_by(q.c.id)):
-                out += [r for r in json.loads(text) if r not in out]
-            return out
+        return qa.quarantine_reasons(self._db, self.root, target)
 
     def is_quarantined(self, target: Tags | dict[str, Any] | int | str) -> bool:
         """True when an active quarantine record covers ``target``."""
