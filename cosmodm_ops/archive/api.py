@@ -16,58 +16,38 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from cosmodm_ops.archive import qa, queries
 from cosmodm_ops.archive import schema as S
-from cosmodm_ops.archive.catalogs import ObjectColumns, read_ldac_objects
+from cosmodm_ops.archive import verify as verify_mod
+from cosmodm_ops.archive.catalogs import read_ldac_objects
 from cosmodm_ops.archive.db import Database, insert_stmt, now, upgrade, upsert_id
-from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError
+from cosmodm_ops.archive.errors import ArchiveInputError
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
+from cosmodm_ops.archive.objects import copy_objects, insert_objects, load_objects
 from cosmodm_ops.archive.qa import read_qa_checks
 from cosmodm_ops.archive.rows import ConeRow, Counts, LineageGraph, ProductRow, QARow, StaleRow
 from cosmodm_ops.archive.storage import Item, StoredProduct, make_item, store_items
-from cosmodm_ops.archive.store import sha256_file, stale_temporaries
+from cosmodm_ops.archive.store import sha256_file
+from cosmodm_ops.archive.verify import VerifyReport
 from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
 
-__all__ = ["Archive", "StoredProduct", "VerifyReport", "read_qa_checks"]
+__all__ = ["Archive", "StoredProduct", "VerifyReport", "copy_objects", "insert_objects", "read_qa_checks"]
 
 log = logging.getLogger(__name__)
 
 _CATALOG_KINDS = {ProductKind.CATALOG.value, ProductKind.COADD_CATALOG.value}
 _PRODUCT_COLS = ("id", "key", "revision", "survey", "camera", "stage", "version", "kind", "night", "expnum",
                  "ccd", "band", "tile", "path", "sha256", "size", "state", "superseded_by", "run_id", "created_at")
-
-
-@dataclass
-class VerifyReport:
-    """What :meth:`Archive.verify` found."""
-
-    checked: int = 0
-    ok: int = 0
-    missing: list[dict[str, Any]] = field(default_factory=list)
-    corrupt: list[dict[str, Any]] = field(default_factory=list)
-    temporaries: list[str] = field(default_factory=list)
-    """Leftover ``.*.part`` files of killed writers (never served; not counted as problems)."""
-
-    @property
-    def clean(self) -> bool:
-        return not self.missing and not self.corrupt
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"checked": self.checked, "ok": self.ok, "missing": self.missing, "corrupt": self.corrupt,
-                "temporaries": self.temporaries, "clean": self.clean}
 
 
 class Archive:
@@ -251,7 +231,7 @@ class Archive:
                 qa.insert_qa(conn, qa_checks, run_id=run_id, tags=self._job_tags(manifest, items))
             for it, st in zip(items, stored, strict=True):
                 if it.catalog is not None and st.outcome != "same":
-                    self._load_objects(conn, st.id, it.tags, it.catalog)
+                    load_objects(conn, st.id, it.tags, it.catalog)
         return [st.id for st in stored]
 
     @staticmethod
@@ -369,39 +349,10 @@ class Archive:
         """True when an active quarantine record covers ``target``."""
         return bool(self.quarantine_reasons(target))
 
-    # ------------------------------------------------------------------ catalogs
-    def _load_objects(self, conn: Connection, product_id: int, tags: Tags, cat: ObjectColumns) -> int:
-        if cat.n == 0:
-            return 0
-        exp_id = None
-        if tags.expnum is not None:
-            exp_id = conn.execute(sa.select(S.exposures.c.id).where(
-                S.exposures.c.survey == tags.survey, S.exposures.c.camera == tags.camera,
-                S.exposures.c.expnum == tags.expnum)).scalar()
-        const = {"product_id": product_id, "exposure_id": exp_id, "expnum": tags.expnum, "ccd": tags.ccd,
-                 "tile": tags.tile, "band": tags.band}
-        if self.is_postgres:
-            return copy_objects(conn, const, cat)
-        return insert_objects(conn, const, cat)
-
     # ------------------------------------------------------------------ queries
     def product(self, spec: int | str) -> ProductRow:
         """The product row for an id, archive path (relative or absolute) or sha256."""
         return queries.product(self._db, self.root, spec)
-
-    def fetch(self, spec: int | str) -> Path:
-        """Path of a product's file after checking its sha256 (a corrupt file is never served silently)."""
-        row = self.product(spec)
-        full = resolve_under(self.root, row["path"])
-        if not full.exists():
-            msg = f"product {row['id']} ({row['path']}): file is missing from the archive; run `cosmodm archive verify`"
-            raise ArchiveError(msg)
-        actual = sha256_file(full)
-        if actual != row["sha256"]:
-            msg = (f"product {row['id']} ({row['path']}): file is corrupt (sha256 {actual}, "
-                   f"recorded {row['sha256']}); run `cosmodm archive verify`")
-            raise ArchiveError(msg)
-        return full
 
     def find(self, *, survey: str | None = None, night: str | None = None, expnum: int | None = None,
              ccd: int | None = None, tile: str | None = None, band: str | None = None, kind: str | None = None,
@@ -456,111 +407,15 @@ class Archive:
         """Row counts of every table (for summaries and tests)."""
         return queries.counts(self._db)
 
+    # ------------------------------------------------------------------ files against their checksums
+    def fetch(self, spec: int | str) -> Path:
+        """Path of a product's file after checking its sha256 (a corrupt file is never served silently)."""
+        return verify_mod.fetch(self._db, self.root, spec)
+
     def verify(self, *, quarantine: bool = True) -> VerifyReport:
         """Check every archived file (current and superseded) against its recorded size and sha256.
 
         Missing and corrupt files are reported and, with ``quarantine=True``, quarantined (so
         :meth:`is_quarantined` and ``find`` consumers see them); :meth:`fetch` refuses them anyway.
         """
-        p = S.products
-        with self._tx() as conn:
-            rows = [dict(r) for r in conn.execute(sa.select(p.c.id, p.c.path, p.c.sha256, p.c.size)
-                                                  .order_by(p.c.id)).mappings()]
-        report = VerifyReport()
-        for r in rows:
-            report.checked += 1
-            full = resolve_under(self.root, r["path"])
-            if not full.is_file():
-                report.missing.append({"id": r["id"], "path": r["path"]})
-                continue
-            actual = sha256_file(full)
-            if full.stat().st_size != r["size"] or actual != r["sha256"]:
-                report.corrupt.append({"id": r["id"], "path": r["path"], "sha256": actual, "expected": r["sha256"]})
-                continue
-            report.ok += 1
-        report.temporaries = [str(t.relative_to(self.root)) for t in stale_temporaries(self.root)]
-        if quarantine:
-            for r in report.missing:
-                self.quarantine(r["id"], [f"verify: file {r['path']} is missing from the archive"])
-            for r in report.corrupt:
-                reason = f"verify: file {r['path']} is corrupt (sha256 {r['sha256']}, recorded {r['expected']})"
-                self.quarantine(r["id"], [reason])
-        return report
-
-
-# ---------------------------------------------------------------------- bulk object loading
-_OBJ_FLOATS = ("mag_auto", "magerr_auto", "mag_psf", "magerr_psf", "spread_model", "class_star")
-
-
-def _sorted_by_hpx(cat: ObjectColumns) -> ObjectColumns:
-    """Rows in HEALPix order: index inserts become near-sequential and the table is clustered on the sky."""
-    order = np.argsort(cat.hpx, kind="stable")
-    return ObjectColumns(number=cat.number[order], ra=cat.ra[order], dec=cat.dec[order], hpx=cat.hpx[order],
-                         flags=cat.flags[order], floats={k: v[order] for k, v in cat.floats.items()})
-
-
-def insert_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns, batch: int = 5000) -> int:
-    """Batched INSERT of catalog objects (SQLite, and the row-by-row reference on PostgreSQL)."""
-    cat = _sorted_by_hpx(cat)
-    cols = [k for k, v in const.items() if v is not None]
-    names = [*cols, "number", "ra", "dec", "hpx", "flags", *_OBJ_FLOATS]
-    base = [const[c] for c in cols]
-    floats = [[v if math.isfinite(v) else None for v in cat.floats[f].tolist()] for f in _OBJ_FLOATS]
-    columns = [cat.number.tolist(), cat.ra.tolist(), cat.dec.tolist(), cat.hpx.tolist(), cat.flags.tolist(),
-               *floats]
-    rows = [tuple(base) + t for t in zip(*columns, strict=True)]
-    marks = ", ".join(["?" if conn.dialect.name == "sqlite" else "%s"] * len(names))
-    sql = f"INSERT INTO objects ({', '.join(names)}) VALUES ({marks})"
-    for i in range(0, len(rows), batch):
-        conn.exec_driver_sql(sql, rows[i:i + batch])
-    return len(rows)
-
-
-def copy_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns) -> int:
-    """Bulk-load catalog objects with PostgreSQL ``COPY ... FROM STDIN (FORMAT binary)``.
-
-    The binary COPY buffer is built with numpy in one pass (no per-row Python), sent by
-    psycopg2's ``copy_expert`` on the transaction's own connection. Non-finite floats are
-    stored as NaN (fixed-width records cannot hold NULLs; :meth:`Archive.cone` answers None for
-    them, as on SQLite); constant columns that are None are left out (NULL).
-    """
-    import io
-
-    cat = _sorted_by_hpx(cat)
-    n = cat.n
-    fields: list[tuple[str, str, Any]] = []  # (column, numpy big-endian dtype, values)
-    for name, value in const.items():
-        if value is None:
-            continue
-        if isinstance(value, str):
-            b = value.encode()
-            fields.append((name, f"S{len(b)}", np.full(n, b, dtype=f"S{len(b)}")))
-        else:
-            fields.append((name, ">i8", np.full(n, int(value), dtype=np.int64)))
-    fields += [("number", ">i4", cat.number), ("ra", ">f8", cat.ra), ("dec", ">f8", cat.dec),
-               ("hpx", ">i8", cat.hpx), ("flags", ">i4", cat.flags)]
-    fields += [(f, ">f8", cat.floats[f]) for f in _OBJ_FLOATS]
-    # integer columns of the table that are 4 bytes wide
-    int4 = {"expnum", "ccd", "number", "flags"}
-    dtype = [("nfields", ">i2")]
-    for name, dt_, _ in fields:
-        if name in int4 and dt_ == ">i8":
-            dt_ = ">i4"
-        dtype += [(f"len_{name}", ">i4"), (name, dt_)]
-    rec = np.empty(n, dtype=dtype)
-    rec["nfields"] = len(fields)
-    for name, _dt, values in fields:
-        rec[f"len_{name}"] = rec.dtype[name].itemsize
-        rec[name] = values
-    buf = io.BytesIO()
-    buf.write(b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big"))
-    buf.write(rec.tobytes())
-    buf.write((-1).to_bytes(2, "big", signed=True))
-    buf.seek(0)
-    cols = ", ".join(name for name, _, _ in fields)
-    cur = conn.connection.driver_connection.cursor()
-    try:
-        cur.copy_expert(f"COPY objects ({cols}) FROM STDIN WITH (FORMAT binary)", buf)
-    finally:
-        cur.close()
-    return n
+        return verify_mod.verify(self._db, self.root, quarantine=quarantine)
