@@ -13,9 +13,6 @@ product from several processes at once therefore leaves one row.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -26,28 +23,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cosmodm_ops.archive import qa, queries
-from cosmodm_ops.archive import schema as S
+from cosmodm_ops.archive import qa, queries, register
 from cosmodm_ops.archive import verify as verify_mod
-from cosmodm_ops.archive.catalogs import read_ldac_objects
-from cosmodm_ops.archive.db import Database, insert_stmt, now, upgrade, upsert_id
-from cosmodm_ops.archive.errors import ArchiveInputError
-from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
-from cosmodm_ops.archive.objects import copy_objects, insert_objects, load_objects
+from cosmodm_ops.archive.db import Database, upgrade
+from cosmodm_ops.archive.objects import copy_objects, insert_objects
 from cosmodm_ops.archive.qa import read_qa_checks
 from cosmodm_ops.archive.rows import ConeRow, Counts, LineageGraph, ProductRow, QARow, StaleRow
-from cosmodm_ops.archive.storage import Item, StoredProduct, make_item, store_items
-from cosmodm_ops.archive.store import sha256_file
+from cosmodm_ops.archive.storage import StoredProduct, make_item, store_items
 from cosmodm_ops.archive.verify import VerifyReport
-from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
+from cosmodm_ops.model import Tags
 
 __all__ = ["Archive", "StoredProduct", "VerifyReport", "copy_objects", "insert_objects", "read_qa_checks"]
-
-log = logging.getLogger(__name__)
-
-_CATALOG_KINDS = {ProductKind.CATALOG.value, ProductKind.COADD_CATALOG.value}
-_PRODUCT_COLS = ("id", "key", "revision", "survey", "camera", "stage", "version", "kind", "night", "expnum",
-                 "ccd", "band", "tile", "path", "sha256", "size", "state", "superseded_by", "run_id", "created_at")
 
 
 class Archive:
@@ -103,14 +89,6 @@ class Archive:
         with self._tx() as conn:
             return store_items(conn, self.root, [item], None)[0]
 
-    def _exposure_id(self, conn: Connection, tags: Tags, **extra: Any) -> int | None:
-        if tags.expnum is None or tags.night is None:
-            return None
-        values = {"survey": tags.survey, "camera": tags.camera, "night": tags.night, "expnum": tags.expnum,
-                  "band": tags.band, "created_at": now(), **extra}
-        return upsert_id(conn, S.exposures, values, ("survey", "camera", "expnum"),
-                               update=("band", "exptime", "ra", "dec", "raw_product_id"))
-
     def register_raw(self, path: str | os.PathLike[str], tags: Tags | dict[str, Any], *,
                      sha256: str | None = None, header: dict[str, Any] | None = None) -> int:
         """File a raw exposure and upsert its ``exposures`` row; returns the product id.
@@ -118,16 +96,7 @@ class Archive:
         ``tags`` must have stage ``raw``, kind ``raw``, night and expnum. ``header`` may give
         ``EXPTIME``, ``RA``/``DEC`` (degrees) for the exposure row. Re-running is a no-op.
         """
-        item = make_item(tags, path, sha256)
-        if item.tags.stage is not Stage.RAW or item.tags.kind is not ProductKind.RAW:
-            msg = f"{path}: register_raw needs stage 'raw' and kind 'raw' tags, got {tag_key(item.tags)}"
-            raise ArchiveInputError(msg)
-        header = {str(k).upper(): v for k, v in (header or {}).items()}
-        with self._tx() as conn:
-            stored = store_items(conn, self.root, [item], None)[0]
-            self._exposure_id(conn, item.tags, exptime=qa.as_number(header.get("EXPTIME")), ra=qa.as_number(header.get("RA")),
-                              dec=qa.as_number(header.get("DEC")), raw_product_id=stored.id)
-        return stored.id
+        return register.register_raw(self._db, self.root, path, tags, sha256=sha256, header=header)
 
     # ------------------------------------------------------------------ manifests
     def register_manifest(self, path: str | os.PathLike[str], run_info: dict[str, Any] | None = None) -> list[int]:
@@ -155,165 +124,7 @@ class Archive:
         list of int
             Product ids, in manifest order.
         """
-        from cosmodm_ops.manifest import read_manifest
-
-        path = Path(path).resolve()
-        try:
-            manifest = read_manifest(path)
-        except ValueError as err:
-            raise ArchiveInputError(str(err)) from err
-        folder = path.parent
-        problems: list[str] = []
-        items: list[Item] = []
-        for i, prod in enumerate(manifest.products):
-            where = f"{path}: products[{i}] ({prod.path})"
-            try:
-                tags = prod.tags_obj()
-                if tags.kind.value != prod.kind:
-                    problems.append(f"{where}: kind {prod.kind!r} differs from tags kind {tags.kind.value!r}")
-                    continue
-                relpath_for(tags)
-            except TagError as err:
-                problems.append(f"{where}: bad tags: {err}")
-                continue
-            try:
-                src = resolve_under(folder, prod.path)
-            except TagError:
-                problems.append(f"{where}: path escapes the manifest folder")
-                continue
-            if not src.is_file():
-                problems.append(f"{where}: file {src} is missing")
-                continue
-            size = src.stat().st_size
-            actual = sha256_file(src)
-            if actual != prod.sha256:
-                problems.append(f"{where}: sha256 of {src} is {actual}, the manifest says {prod.sha256}")
-                continue
-            if size != prod.size:
-                problems.append(f"{where}: size of {src} is {size}, the manifest says {prod.size}")
-                continue
-            item = Item(tags=tags, src=src, sha256=actual, size=size, manifest_path=prod.path, inputs=prod.inputs)
-            if prod.kind in _CATALOG_KINDS:
-                try:
-                    item.catalog = read_ldac_objects(src)
-                except ValueError as err:
-                    problems.append(f"{where}: {err}")
-                    continue
-            items.append(item)
-        roles = {inp.role for inp in manifest.inputs}
-        paths = {it.manifest_path for it in items}
-        for it in items:
-            for name in it.inputs or []:
-                if name not in roles and name not in paths:
-                    problems.append(f"{path}: product {it.manifest_path}: input {name!r} is neither an input "
-                                    f"role ({sorted(roles)}) nor a product path of this manifest")
-        qa_checks: list[dict[str, Any]] = []
-        qa_path = folder / "qa.json"
-        if qa_path.exists():
-            try:
-                qa_checks = read_qa_checks(json.loads(qa_path.read_text()))
-            except json.JSONDecodeError as err:
-                problems.append(f"{qa_path}: not valid JSON (line {err.lineno}: {err.msg})")
-            except ArchiveInputError as err:
-                problems.append(f"{qa_path}: {err}")
-        if problems:
-            msg = "manifest not registered (nothing was):\n  " + "\n  ".join(problems)
-            raise ArchiveInputError(msg)
-
-        run = self._run_values(manifest, path, run_info)
-        with self._tx() as conn:
-            run_id = upsert_id(conn, S.runs, run, ("run_key",))
-            stored = store_items(conn, self.root, items, run_id)
-            by_path = {it.manifest_path: (it, st) for it, st in zip(items, stored, strict=True)}
-            self._index_products(conn, items, stored)
-            self._add_lineage(conn, manifest, items, stored, by_path, run_id)
-            if qa_checks:
-                qa.insert_qa(conn, qa_checks, run_id=run_id, tags=self._job_tags(manifest, items))
-            for it, st in zip(items, stored, strict=True):
-                if it.catalog is not None and st.outcome != "same":
-                    load_objects(conn, st.id, it.tags, it.catalog)
-        return [st.id for st in stored]
-
-    @staticmethod
-    def _job_tags(manifest: Any, items: Sequence[Item]) -> dict[str, Any]:
-        tags = dict(manifest.tags or {})
-        if items:
-            first = items[0].tags
-            for k in ("survey", "expnum", "tile", "band"):
-                tags.setdefault(k, getattr(first, k))
-        return tags
-
-    @staticmethod
-    def _run_values(manifest: Any, path: Path, run_info: dict[str, Any] | None) -> dict[str, Any]:
-        info = dict(run_info or {})
-        job = manifest.job
-        # one manifest = one execution of a job (its bytes carry the job's start and timings): keyed by the
-        # bytes alone, a cleared register task or a later DAG run that re-registers it adds no run
-        key_src = path.read_bytes()
-        b = manifest.bytes or {}
-
-        def pick(name: str, default: Any) -> Any:
-            return info.get(name, default)
-
-        return {
-            "run_key": hashlib.sha256(key_src).hexdigest(),
-            "dag_id": pick("dag_id", None), "run_id": pick("run_id", None), "task_id": pick("task_id", None),
-            "try_number": pick("try_number", None), "batch_job_id": pick("batch_job_id", None),
-            "job_name": pick("job_name", job.name), "site": pick("site", job.site), "host": pick("host", job.host),
-            "start": pick("start", job.start), "end": pick("end", job.end), "state": pick("state", job.state),
-            "exit_code": pick("exit_code", job.exit_code),
-            "versions": json.dumps(manifest.versions or {}, sort_keys=True),
-            "config_hash": manifest.config_hash,
-            "bytes_read": pick("bytes_read", b.get("read", sum(i.size for i in manifest.inputs))),
-            "bytes_written": pick("bytes_written", b.get("output", sum(p.size for p in manifest.products))),
-            "manifest_path": str(path), "created_at": now(),
-        }
-
-    def _index_products(self, conn: Connection, items: Sequence[Item], stored: Sequence[StoredProduct]) -> None:
-        """Exposure, CCD-image and tile rows for newly stored products."""
-        exp_cache: dict[tuple[str, str, int], int | None] = {}
-        ccd_rows = []
-        for it, st in zip(items, stored, strict=True):
-            t = it.tags
-            if t.tile is not None:
-                upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile}, ("survey", "name"))
-            if t.expnum is None or t.night is None:
-                continue
-            k = (t.survey, t.camera, t.expnum)
-            if k not in exp_cache:
-                exp_cache[k] = self._exposure_id(conn, t)
-            if t.kind is ProductKind.IMAGE and t.ccd is not None and st.outcome != "same":
-                ccd_rows.append({"exposure_id": exp_cache[k], "ccd": t.ccd, "version": t.version,
-                                 "product_id": st.id})
-        if ccd_rows:
-            conn.execute(insert_stmt(conn, S.ccd_images).on_conflict_do_nothing(index_elements=["product_id"]), ccd_rows)
-
-    def _add_lineage(self, conn: Connection, manifest: Any, items: Sequence[Item], stored: Sequence[StoredProduct],
-                     by_path: dict[str | None, tuple[Item, StoredProduct]], run_id: int) -> None:
-        p = S.products
-        shas = sorted({inp.sha256 for inp in manifest.inputs})
-        known: dict[str, int] = {}
-        for j in range(0, len(shas), 500):
-            for sha, pid in conn.execute(sa.select(p.c.sha256, sa.func.min(p.c.id))
-                                         .where(p.c.sha256.in_(shas[j:j + 500])).group_by(p.c.sha256)):
-                known[sha] = int(pid)
-        edges: list[dict[str, Any]] = []
-        for it, st in zip(items, stored, strict=True):
-            wanted = it.inputs
-            for inp in manifest.inputs:
-                if wanted is None or inp.role in wanted:
-                    edges.append({"product_id": st.id, "input_product_id": known.get(inp.sha256),
-                                  "input_sha256": inp.sha256, "input_path": inp.path, "role": inp.role,
-                                  "run_id": run_id})
-            for name in wanted or []:
-                if name in by_path:
-                    src_it, src_st = by_path[name]
-                    edges.append({"product_id": st.id, "input_product_id": src_st.id,
-                                  "input_sha256": src_it.sha256, "input_path": src_st.path,
-                                  "role": src_it.tags.kind.value, "run_id": run_id})
-        if edges:
-            conn.execute(insert_stmt(conn, S.lineage).on_conflict_do_nothing(
-                index_elements=["product_id", "input_sha256", "role"]), edges)
+        return register.register_manifest(self._db, self.root, path, run_info)
 
     # ------------------------------------------------------------------ QA and quarantine
     def record_qa(self, checks: Sequence[dict[str, Any]] | dict[str, Any], *, tags: Tags | dict[str, Any] | None = None,
