@@ -1,9 +1,20 @@
 """The archive: files under a root, filed by tags, and the lineage database beside them.
 
-``Archive(db_url, root)`` is what the CLI and the Airflow layer use. Every write is one
-database transaction, and every file is placed (atomically, checksummed) before the
-row that points to it is inserted, inside that transaction: a killed process leaves at
-most an unreferenced complete file, never a row pointing to a missing file.
+``Archive(db_url, root)`` is what the CLI, the workflows and the Airflow layer use. It is a
+thin facade: each method is one call into the module that owns the concern.
+
+* :mod:`.db` -- engine, transactions (errors sorted by what a retry achieves), advisory locks, upserts;
+* :mod:`.storage` -- files as product revisions (placement via :mod:`.store`, supersede, heal);
+* :mod:`.register` -- manifests and raw exposures into runs, products, lineage, QA and objects;
+* :mod:`.qa` -- ``qa.json``, QA rows, quarantine records;
+* :mod:`.queries` -- product lookup, find, lineage, stale, cone, counts, answering :mod:`.rows`;
+* :mod:`.objects` -- catalog objects into the database (COPY / batched INSERT);
+* :mod:`.verify` -- files against their checksums (fetch one, verify all).
+
+Every write is one database transaction, and every file is placed (atomically,
+checksummed) before the row that points to it is inserted, inside that transaction: a
+killed process leaves at most an unreferenced complete file, never a row pointing to a
+missing file.
 
 Concurrency: on PostgreSQL each transaction takes a transaction-scoped advisory lock per
 product key (in sorted order, so two registrations never deadlock) before it reads the
@@ -23,13 +34,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cosmodm_ops.archive import qa, queries, register
+from cosmodm_ops.archive import qa, queries, register, storage
 from cosmodm_ops.archive import verify as verify_mod
 from cosmodm_ops.archive.db import Database, upgrade
 from cosmodm_ops.archive.objects import copy_objects, insert_objects
 from cosmodm_ops.archive.qa import read_qa_checks
 from cosmodm_ops.archive.rows import ConeRow, Counts, LineageGraph, ProductRow, QARow, StaleRow
-from cosmodm_ops.archive.storage import StoredProduct, make_item, store_items
+from cosmodm_ops.archive.storage import StoredProduct
 from cosmodm_ops.archive.verify import VerifyReport
 from cosmodm_ops.model import Tags
 
@@ -85,9 +96,7 @@ class Archive:
     # ------------------------------------------------------------------ storing
     def store(self, src: str | os.PathLike[str], tags: Tags, *, sha256: str | None = None) -> StoredProduct:
         """Store one file under its tags (no lineage). Same tags and checksum: a no-op."""
-        item = make_item(tags, src, sha256)
-        with self._tx() as conn:
-            return store_items(conn, self.root, [item], None)[0]
+        return storage.store_file(self._db, self.root, src, tags, sha256=sha256)
 
     def register_raw(self, path: str | os.PathLike[str], tags: Tags | dict[str, Any], *,
                      sha256: str | None = None, header: dict[str, Any] | None = None) -> int:

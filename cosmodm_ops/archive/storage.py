@@ -21,13 +21,13 @@ from sqlalchemy.engine import Connection, Row
 
 from cosmodm_ops.archive import schema as S
 from cosmodm_ops.archive.catalogs import ObjectColumns
-from cosmodm_ops.archive.db import chunks, lock_keys, now
+from cosmodm_ops.archive.db import Database, chunks, lock_keys, now
 from cosmodm_ops.archive.errors import ArchiveInputError
 from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
 from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file
 from cosmodm_ops.model import TagError, Tags
 
-__all__ = ["Item", "StoredProduct", "make_item", "store_items"]
+__all__ = ["Item", "StoredProduct", "make_item", "store_file", "store_items"]
 
 _TAG_COLUMNS = ("survey", "camera", "stage", "version", "kind", "night", "expnum", "ccd", "band", "tile")
 
@@ -160,3 +160,11 @@ def store_items(conn: Connection, root: Path, items: Sequence[Item], run_id: int
         for i, st in zip(new_index, _insert_revisions(conn, new_rows, had), strict=True):
             results[i] = st
     return [r for r in results if r is not None]
+
+
+def store_file(db: Database, root: Path, src: str | os.PathLike[str], tags: Tags | dict[str, Any], *,
+               sha256: str | None = None) -> StoredProduct:
+    """Store one file under its tags (no lineage), in a transaction of its own. Same tags and bytes: a no-op."""
+    item = make_item(tags, src, sha256)
+    with db.transaction() as conn:
+        return store_items(conn, root, [item], None)[0]
