@@ -180,14 +180,9 @@ def qa_results(db: Database, **filters: Any) -> list[QARow]:
 
 
 def quarantine(db: Database, root: Path, target: Target, reasons: Sequence[str] | str) -> int:
-    """Quarantine a product, or everything an exposure, CCD or tile selector covers.
+    """Quarantine ``target`` with ``reasons``; the record id (an equal active record is reused).
 
-    ``target``: a product id, archive path or sha256, or full :class:`Tags` (one product);
-    or a dict selector of ``survey``, ``night``, ``expnum``, ``ccd``, ``tile``, ``band``,
-    ``version`` (e.g. ``{"survey": "des", "expnum": 241238}`` for a whole exposure: a
-    selector without ``ccd`` covers every CCD; a record covers a target when every column
-    the record sets matches it). Returns the record id;
-    quarantining the same target with the same reasons again returns the existing record.
+    What a target covers: see :meth:`Archive.quarantine <cosmodm_ops.archive.api.Archive.quarantine>`.
     """
     if isinstance(reasons, str):
         reasons = [reasons]
