@@ -123,3 +123,15 @@ def test_stale_rows_carry_depth_and_origin(night_archive, tmp_path):
     assert all(r.is_current for r in stale)
     assert [r.to_dict() for r in stale] == [{**archive.product(r.id).to_dict(), "depth": r.depth,
                                              "from_id": r.from_id} for r in stale]
+
+
+def test_from_mapping_puts_field_order_and_refuses_other_keys():
+    values = {"product_id": 7, "input_id": None, "role": "raw", "input_path": "in/raw.fits",
+              "input_sha256": "ab" * 32, "depth": 1}
+    shuffled = LineageEdge.from_mapping(dict(reversed(list(values.items()))))
+    assert shuffled == _edge() and list(shuffled) == _names(LineageEdge) and shuffled.depth == 1
+    assert StaleRow.__dict__.get("_names") is None or "depth" in StaleRow.__dict__["_names"][0]
+    with pytest.raises(TypeError, match=r"missing fields \['depth'\]"):
+        LineageEdge.from_mapping({k: v for k, v in values.items() if k != "depth"})
+    with pytest.raises(TypeError, match=r"unknown fields \['colour'\]"):
+        LineageEdge.from_mapping(values, colour="blue")
