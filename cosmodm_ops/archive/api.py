@@ -1,9 +1,20 @@
 """The archive: files under a root, filed by tags, and the lineage database beside them.
 
-``Archive(db_url, root)`` is what the CLI and the Airflow layer use. Every write is one
-database transaction, and every file is placed (atomically, checksummed) before the
-row that points to it is inserted, inside that transaction: a killed process leaves at
-most an unreferenced complete file, never a row pointing to a missing file.
+``Archive(db_url, root)`` is what the CLI, the workflows and the Airflow layer use. It is a
+thin facade: each method is one call into the module that owns the concern.
+
+* :mod:`.db` -- engine, transactions (errors sorted by what a retry achieves), advisory locks, upserts;
+* :mod:`.storage` -- files as product revisions (placement via :mod:`.store`, supersede, heal);
+* :mod:`.register` -- manifests and raw exposures into runs, products, lineage, QA and objects;
+* :mod:`.qa` -- ``qa.json``, QA rows, quarantine records;
+* :mod:`.queries` -- product lookup, find, lineage, stale, cone, counts, answering :mod:`.rows`;
+* :mod:`.objects` -- catalog objects into the database (COPY / batched INSERT);
+* :mod:`.verify` -- files against their checksums (fetch one, verify all).
+
+Every write is one database transaction, and every file is placed (atomically,
+checksummed) before the row that points to it is inserted, inside that transaction: a
+killed process leaves at most an unreferenced complete file, never a row pointing to a
+missing file.
 
 Concurrency: on PostgreSQL each transaction takes a transaction-scoped advisory lock per
 product key (in sorted order, so two registrations never deadlock) before it reads the
@@ -13,146 +24,27 @@ product from several processes at once therefore leaves one row.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import logging
-import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cosmodm_ops.archive import schema as S
-from cosmodm_ops.archive.catalogs import ObjectColumns, angular_distance, cone_ranges, read_ldac_objects
-from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ArchiveUnavailable, ProductNotFound
-from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
-from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file, stale_temporaries
-from cosmodm_ops.model import ProductKind, Stage, TagError, Tags
+from cosmodm_ops.archive import qa, queries, register, storage
+from cosmodm_ops.archive import verify as verify_mod
+from cosmodm_ops.archive.db import Database, upgrade
+from cosmodm_ops.archive.objects import copy_objects, insert_objects
+from cosmodm_ops.archive.qa import read_qa_checks
+from cosmodm_ops.archive.rows import ConeRow, Counts, LineageGraph, ProductRow, QARow, StaleRow
+from cosmodm_ops.archive.storage import StoredProduct
+from cosmodm_ops.archive.verify import VerifyReport
+from cosmodm_ops.model import Tags
 
-__all__ = ["Archive", "StoredProduct", "VerifyReport", "read_qa_checks"]
-
-log = logging.getLogger(__name__)
-
-_CATALOG_KINDS = {ProductKind.CATALOG.value, ProductKind.COADD_CATALOG.value}
-_PRODUCT_COLS = ("id", "key", "revision", "survey", "camera", "stage", "version", "kind", "night", "expnum",
-                 "ccd", "band", "tile", "path", "sha256", "size", "state", "superseded_by", "run_id", "created_at")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _lock_id(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if np.isfinite(out) else None
-
-
-def read_qa_checks(qa: Any) -> list[dict[str, Any]]:
-    """QA checks from a ``qa.json`` document, as ``{"ccd", "name", "value", "threshold", "verdict"}``.
-
-    Accepted shapes (anything else in the document is ignored):
-
-    * ``{"checks": [{"name", "value", "threshold", "verdict"}, ...]}`` -- exposure (or tile) level;
-    * ``{"ccds": {"<ccd>": {"checks": [...]}, ...}}`` or ``{"ccds": [{"ccd": N, "checks": [...]}, ...]}``
-      -- per CCD (both may be present).
-
-    ``value`` and ``threshold`` are stored as numbers when they are numbers (else NULL);
-    ``verdict`` is free text (``pass``, ``fail``, ``warn``...).
-    """
-    if not isinstance(qa, dict):
-        msg = "qa.json: expected a JSON object with 'checks' and/or 'ccds'"
-        raise ArchiveInputError(msg)
-    out: list[dict[str, Any]] = []
-
-    def take(checks: Any, ccd: int | None, where: str) -> None:
-        if not isinstance(checks, list):
-            msg = f"qa.json: {where}'checks' must be a list of objects"
-            raise ArchiveInputError(msg)
-        for i, c in enumerate(checks):
-            if not isinstance(c, dict) or not c.get("name"):
-                msg = f"qa.json: {where}checks[{i}] needs at least a 'name'"
-                raise ArchiveInputError(msg)
-            out.append({"ccd": ccd, "name": str(c["name"]), "value": _num(c.get("value")),
-                        "threshold": _num(c.get("threshold")), "verdict": str(c.get("verdict", "unknown"))})
-
-    if "checks" in qa:
-        take(qa["checks"], None, "")
-    ccds = qa.get("ccds")
-    items: Iterable[tuple[Any, Any]] = []
-    if isinstance(ccds, dict):
-        items = ccds.items()
-    elif isinstance(ccds, list):
-        items = ((c.get("ccd") if isinstance(c, dict) else None, c) for c in ccds)
-    for ccd, block in items:
-        if isinstance(block, dict) and "checks" in block:
-            try:
-                ccd_num = int(ccd)
-            except (TypeError, ValueError) as err:
-                msg = f"qa.json: per-CCD block with ccd={ccd!r} is not an integer CCD number"
-                raise ArchiveInputError(msg) from err
-            take(block["checks"], ccd_num, f"ccds[{ccd_num}].")
-    return out
-
-
-@dataclass
-class StoredProduct:
-    """Result of storing one file: its row id, archive path, revision and what happened."""
-
-    id: int
-    path: str
-    revision: int
-    outcome: str
-    """``"new"`` (first revision), ``"revision"`` (superseded an older one) or ``"same"`` (no-op)."""
-
-
-@dataclass
-class VerifyReport:
-    """What :meth:`Archive.verify` found."""
-
-    checked: int = 0
-    ok: int = 0
-    missing: list[dict[str, Any]] = field(default_factory=list)
-    corrupt: list[dict[str, Any]] = field(default_factory=list)
-    temporaries: list[str] = field(default_factory=list)
-    """Leftover ``.*.part`` files of killed writers (never served; not counted as problems)."""
-
-    @property
-    def clean(self) -> bool:
-        return not self.missing and not self.corrupt
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"checked": self.checked, "ok": self.ok, "missing": self.missing, "corrupt": self.corrupt,
-                "temporaries": self.temporaries, "clean": self.clean}
-
-
-@dataclass
-class _Item:
-    """A file to store: tags, source path, checksum, size; plus what the manifest says about it."""
-
-    tags: Tags
-    src: Path
-    sha256: str
-    size: int
-    manifest_path: str | None = None
-    inputs: list[str] | None = None
-    catalog: ObjectColumns | None = None
+__all__ = ["Archive", "StoredProduct", "VerifyReport", "copy_objects", "insert_objects", "read_qa_checks"]
 
 
 class Archive:
@@ -176,208 +68,35 @@ class Archive:
 
     # ------------------------------------------------------------------ database plumbing
     @cached_property
+    def _db(self) -> Database:
+        return Database(self.db_url, repr(self))
+
+    @property
     def engine(self) -> Engine:
-        url = sa.engine.make_url(self.db_url)
-        if url.get_backend_name() == "sqlite":
-            if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, connect_args={"timeout": 60})
-
-            @sa.event.listens_for(engine, "connect")
-            def _sqlite_connect(dbapi_conn: Any, _rec: Any) -> None:
-                dbapi_conn.isolation_level = None  # let the "begin" hook emit BEGIN IMMEDIATE
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.close()
-
-            @sa.event.listens_for(engine, "begin")
-            def _sqlite_begin(conn: Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-            return engine
-        args: dict[str, Any] = {}
-        if url.get_backend_name() == "postgresql":
-            args["connect_timeout"] = 5
-        return sa.create_engine(url, connect_args=args, pool_pre_ping=True)
+        """The SQLAlchemy engine (SQLite: WAL, ``BEGIN IMMEDIATE``; PostgreSQL: pre-ping pool)."""
+        return self._db.engine
 
     @property
     def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
+        return self._db.is_postgres
 
-    def _insert(self, table: sa.Table) -> Any:
-        if self.is_postgres:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self) -> AbstractContextManager[Connection]:
         """One transaction; database errors translated (unreachable/locked -> ArchiveUnavailable)."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.OperationalError as err:
-            text = str(err.orig) if err.orig is not None else str(err)
-            if "no such table" in text:
-                msg = f"archive database {self!r} is not initialised: run `cosmodm archive init`"
-                raise ArchiveError(msg) from err
-            msg = f"archive database unreachable or busy ({text.strip().splitlines()[0][:300]}); retry later"
-            raise ArchiveUnavailable(msg) from err
-        except sa.exc.InterfaceError as err:
-            msg = f"archive database connection failed ({err.orig}); retry later"
-            raise ArchiveUnavailable(msg) from err
-        except sa.exc.IntegrityError as err:
-            msg = f"archive database refused the write ({str(err.orig).strip().splitlines()[0][:300]})"
-            raise ArchiveError(msg) from err
-        except sa.exc.ProgrammingError as err:
-            if "does not exist" in str(err.orig) and "relation" in str(err.orig):
-                msg = f"archive database {self!r} is not initialised: run `cosmodm archive init`"
-                raise ArchiveError(msg) from err
-            raise
+        return self._db.transaction()
 
     def init(self) -> str:
         """Create the root folder and bring the database schema to the newest migration.
 
         Returns the schema revision. Safe to run again (a no-op when up to date).
         """
-        from alembic import command
-        from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
-
         self.root.mkdir(parents=True, exist_ok=True)
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
         with self._tx() as conn:
-            if self.is_postgres:  # two init() at once: one migrates, the other waits
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id("cosmodm-archive-init")})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            return str(MigrationContext.configure(conn).get_current_revision())
+            return upgrade(conn)
 
     # ------------------------------------------------------------------ storing
-    def _lock_keys(self, conn: Connection, keys: Iterable[str]) -> None:
-        if not self.is_postgres:
-            return  # SQLite: BEGIN IMMEDIATE already serialises writers
-        ids = sorted({_lock_id(k) for k in keys})
-        if ids:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(k) FROM "
-                                 "(SELECT k FROM unnest(CAST(:ids AS bigint[])) AS t(k) ORDER BY k) AS s"),
-                         {"ids": ids})
-
-    def _store(self, conn: Connection, items: Sequence[_Item], run_id: int | None) -> list[StoredProduct]:
-        """Place files and insert product rows (inside the caller's transaction)."""
-        keys = [tag_key(it.tags) for it in items]
-        if len(set(keys)) != len(keys):
-            dup = sorted({k for k in keys if keys.count(k) > 1})
-            msg = f"the same tags appear more than once in one registration: {dup[:3]}"
-            raise ArchiveInputError(msg)
-        self._lock_keys(conn, keys)
-        p = S.products
-        existing: dict[str, list[Any]] = {}
-        for i in range(0, len(keys), 500):
-            rows = conn.execute(sa.select(p.c.id, p.c.key, p.c.revision, p.c.sha256, p.c.path, p.c.state)
-                                .where(p.c.key.in_(keys[i:i + 500]))).all()
-            for r in rows:
-                existing.setdefault(r.key, []).append(r)
-        now = _now()
-        results: list[StoredProduct | None] = [None] * len(items)
-        new_rows: list[dict[str, Any]] = []
-        new_index: list[int] = []
-        dirs: set[Path] = set()
-        for i, (it, key) in enumerate(zip(items, keys, strict=True)):
-            rows = existing.get(key, [])
-            current = [r for r in rows if r.state == "current"]
-            if current and current[0].sha256 == it.sha256:
-                cur = current[0]
-                full = resolve_under(self.root, cur.path)
-                if not full.exists():  # heal: the file was lost, the row is right
-                    place_file(it.src, full, it.sha256)
-                results[i] = StoredProduct(int(cur.id), cur.path, int(cur.revision), "same")
-                continue
-            revision = max((int(r.revision) for r in rows), default=0) + 1
-            while True:
-                rel = relpath_for(it.tags, revision)
-                full = resolve_under(self.root, rel)
-                outcome = place_file(it.src, full, it.sha256, sync_dir=False)
-                dirs.add(full.parent)
-                if outcome != "taken":  # "taken": a file no row claims (a killed writer's); skip that name
-                    break
-                revision += 1
-            d = it.tags.to_dict()
-            new_rows.append({**{k: d[k] for k in ("survey", "camera", "stage", "version", "kind", "night",
-                                                    "expnum", "ccd", "band", "tile")},
-                             "key": key, "revision": revision, "path": rel.as_posix(), "sha256": it.sha256,
-                             "size": it.size, "state": "current", "superseded_by": None, "run_id": run_id,
-                             "created_at": now})
-            new_index.append(i)
-        for d in sorted(dirs):  # the new names are durable before any row points to them
-            fsync_dir(d)
-        if new_rows:
-            ids = conn.execute(sa.insert(p).returning(p.c.id, sort_by_parameter_order=True), new_rows).scalars().all()
-            supersede = []
-            for i, row, pid in zip(new_index, new_rows, ids, strict=True):
-                outcome = "revision" if existing.get(row["key"]) else "new"
-                results[i] = StoredProduct(int(pid), row["path"], row["revision"], outcome)
-                if outcome == "revision":
-                    supersede.append({"new": int(pid), "k": row["key"]})
-            if supersede:
-                conn.execute(sa.update(p).where(p.c.key == sa.bindparam("k"), p.c.id != sa.bindparam("new"),
-                                                p.c.state == "current")
-                             .values(state="superseded", superseded_by=sa.bindparam("new")), supersede)
-            # lineage edges recorded before their input was archived now point to it
-            shas = sorted({r["sha256"] for r in new_rows})
-            lin = S.lineage
-            for j in range(0, len(shas), 500):
-                sub = (sa.select(sa.func.min(p.c.id)).where(p.c.sha256 == lin.c.input_sha256)
-                       .scalar_subquery())
-                conn.execute(sa.update(lin).where(lin.c.input_product_id.is_(None),
-                                                  lin.c.input_sha256.in_(shas[j:j + 500]))
-                             .values(input_product_id=sub))
-        return [r for r in results if r is not None]
-
     def store(self, src: str | os.PathLike[str], tags: Tags, *, sha256: str | None = None) -> StoredProduct:
         """Store one file under its tags (no lineage). Same tags and checksum: a no-op."""
-        item = self._item(tags, src, sha256)
-        with self._tx() as conn:
-            return self._store(conn, [item], None)[0]
-
-    def _item(self, tags: Tags | dict[str, Any], src: str | os.PathLike[str], sha256: str | None) -> _Item:
-        try:
-            tags = tags if isinstance(tags, Tags) else Tags.from_dict(dict(tags))
-            relpath_for(tags)
-        except (TagError, TypeError) as err:
-            msg = f"{src}: bad tags: {err}"
-            raise ArchiveInputError(msg) from err
-        src = Path(src)
-        if not src.is_file():
-            msg = f"{src}: file not found; nothing registered"
-            raise ArchiveInputError(msg)
-        actual = sha256_file(src)
-        if sha256 is not None and actual != sha256:
-            msg = f"{src}: sha256 is {actual}, expected {sha256}; nothing registered"
-            raise ArchiveInputError(msg)
-        return _Item(tags=tags, src=src, sha256=actual, size=src.stat().st_size)
-
-    def _upsert_id(self, conn: Connection, table: sa.Table, values: dict[str, Any], keys: Sequence[str],
-                   update: Sequence[str] = ()) -> int:
-        """Insert unless a row with the same ``keys`` exists; fill in ``update`` columns that are NULL."""
-        conn.execute(self._insert(table).values(**values).on_conflict_do_nothing(index_elements=list(keys)))
-        where = [table.c[k] == values[k] for k in keys]
-        row = conn.execute(sa.select(table).where(*where)).mappings().one()
-        fill = {c: values[c] for c in update if values.get(c) is not None and row[c] is None}
-        if fill:
-            conn.execute(sa.update(table).where(table.c.id == row["id"]).values(**fill))
-        return int(row["id"])
-
-    def _exposure_id(self, conn: Connection, tags: Tags, **extra: Any) -> int | None:
-        if tags.expnum is None or tags.night is None:
-            return None
-        values = {"survey": tags.survey, "camera": tags.camera, "night": tags.night, "expnum": tags.expnum,
-                  "band": tags.band, "created_at": _now(), **extra}
-        return self._upsert_id(conn, S.exposures, values, ("survey", "camera", "expnum"),
-                               update=("band", "exptime", "ra", "dec", "raw_product_id"))
+        return storage.store_file(self._db, self.root, src, tags, sha256=sha256)
 
     def register_raw(self, path: str | os.PathLike[str], tags: Tags | dict[str, Any], *,
                      sha256: str | None = None, header: dict[str, Any] | None = None) -> int:
@@ -386,16 +105,7 @@ class Archive:
         ``tags`` must have stage ``raw``, kind ``raw``, night and expnum. ``header`` may give
         ``EXPTIME``, ``RA``/``DEC`` (degrees) for the exposure row. Re-running is a no-op.
         """
-        item = self._item(tags, path, sha256)
-        if item.tags.stage is not Stage.RAW or item.tags.kind is not ProductKind.RAW:
-            msg = f"{path}: register_raw needs stage 'raw' and kind 'raw' tags, got {tag_key(item.tags)}"
-            raise ArchiveInputError(msg)
-        header = {str(k).upper(): v for k, v in (header or {}).items()}
-        with self._tx() as conn:
-            stored = self._store(conn, [item], None)[0]
-            self._exposure_id(conn, item.tags, exptime=_num(header.get("EXPTIME")), ra=_num(header.get("RA")),
-                              dec=_num(header.get("DEC")), raw_product_id=stored.id)
-        return stored.id
+        return register.register_raw(self._db, self.root, path, tags, sha256=sha256, header=header)
 
     # ------------------------------------------------------------------ manifests
     def register_manifest(self, path: str | os.PathLike[str], run_info: dict[str, Any] | None = None) -> list[int]:
@@ -423,194 +133,9 @@ class Archive:
         list of int
             Product ids, in manifest order.
         """
-        from cosmodm_ops.manifest import read_manifest
-
-        path = Path(path).resolve()
-        try:
-            manifest = read_manifest(path)
-        except ValueError as err:
-            raise ArchiveInputError(str(err)) from err
-        folder = path.parent
-        problems: list[str] = []
-        items: list[_Item] = []
-        for i, prod in enumerate(manifest.products):
-            where = f"{path}: products[{i}] ({prod.path})"
-            try:
-                tags = prod.tags_obj()
-                if tags.kind.value != prod.kind:
-                    problems.append(f"{where}: kind {prod.kind!r} differs from tags kind {tags.kind.value!r}")
-                    continue
-                relpath_for(tags)
-            except TagError as err:
-                problems.append(f"{where}: bad tags: {err}")
-                continue
-            try:
-                src = resolve_under(folder, prod.path)
-            except TagError:
-                problems.append(f"{where}: path escapes the manifest folder")
-                continue
-            if not src.is_file():
-                problems.append(f"{where}: file {src} is missing")
-                continue
-            size = src.stat().st_size
-            actual = sha256_file(src)
-            if actual != prod.sha256:
-                problems.append(f"{where}: sha256 of {src} is {actual}, the manifest says {prod.sha256}")
-                continue
-            if size != prod.size:
-                problems.append(f"{where}: size of {src} is {size}, the manifest says {prod.size}")
-                continue
-            item = _Item(tags=tags, src=src, sha256=actual, size=size, manifest_path=prod.path, inputs=prod.inputs)
-            if prod.kind in _CATALOG_KINDS:
-                try:
-                    item.catalog = read_ldac_objects(src)
-                except ValueError as err:
-                    problems.append(f"{where}: {err}")
-                    continue
-            items.append(item)
-        roles = {inp.role for inp in manifest.inputs}
-        paths = {it.manifest_path for it in items}
-        for it in items:
-            for name in it.inputs or []:
-                if name not in roles and name not in paths:
-                    problems.append(f"{path}: product {it.manifest_path}: input {name!r} is neither an input "
-                                    f"role ({sorted(roles)}) nor a product path of this manifest")
-        qa_checks: list[dict[str, Any]] = []
-        qa_path = folder / "qa.json"
-        if qa_path.exists():
-            try:
-                qa_checks = read_qa_checks(json.loads(qa_path.read_text()))
-            except json.JSONDecodeError as err:
-                problems.append(f"{qa_path}: not valid JSON (line {err.lineno}: {err.msg})")
-            except ArchiveInputError as err:
-                problems.append(f"{qa_path}: {err}")
-        if problems:
-            msg = "manifest not registered (nothing was):\n  " + "\n  ".join(problems)
-            raise ArchiveInputError(msg)
-
-        run = self._run_values(manifest, path, run_info)
-        with self._tx() as conn:
-            run_id = self._upsert_id(conn, S.runs, run, ("run_key",))
-            stored = self._store(conn, items, run_id)
-            by_path = {it.manifest_path: (it, st) for it, st in zip(items, stored, strict=True)}
-            self._index_products(conn, items, stored)
-            self._add_lineage(conn, manifest, items, stored, by_path, run_id)
-            if qa_checks:
-                self._insert_qa(conn, qa_checks, run_id=run_id, tags=self._job_tags(manifest, items))
-            for it, st in zip(items, stored, strict=True):
-                if it.catalog is not None and st.outcome != "same":
-                    self._load_objects(conn, st.id, it.tags, it.catalog)
-        return [st.id for st in stored]
-
-    @staticmethod
-    def _job_tags(manifest: Any, items: Sequence[_Item]) -> dict[str, Any]:
-        tags = dict(manifest.tags or {})
-        if items:
-            first = items[0].tags
-            for k in ("survey", "expnum", "tile", "band"):
-                tags.setdefault(k, getattr(first, k))
-        return tags
-
-    @staticmethod
-    def _run_values(manifest: Any, path: Path, run_info: dict[str, Any] | None) -> dict[str, Any]:
-        info = dict(run_info or {})
-        job = manifest.job
-        # one manifest = one execution of a job (its bytes carry the job's start and timings): keyed by the
-        # bytes alone, a cleared register task or a later DAG run that re-registers it adds no run
-        key_src = path.read_bytes()
-        b = manifest.bytes or {}
-
-        def pick(name: str, default: Any) -> Any:
-            return info.get(name, default)
-
-        return {
-            "run_key": hashlib.sha256(key_src).hexdigest(),
-            "dag_id": pick("dag_id", None), "run_id": pick("run_id", None), "task_id": pick("task_id", None),
-            "try_number": pick("try_number", None), "batch_job_id": pick("batch_job_id", None),
-            "job_name": pick("job_name", job.name), "site": pick("site", job.site), "host": pick("host", job.host),
-            "start": pick("start", job.start), "end": pick("end", job.end), "state": pick("state", job.state),
-            "exit_code": pick("exit_code", job.exit_code),
-            "versions": json.dumps(manifest.versions or {}, sort_keys=True),
-            "config_hash": manifest.config_hash,
-            "bytes_read": pick("bytes_read", b.get("read", sum(i.size for i in manifest.inputs))),
-            "bytes_written": pick("bytes_written", b.get("output", sum(p.size for p in manifest.products))),
-            "manifest_path": str(path), "created_at": _now(),
-        }
-
-    def _index_products(self, conn: Connection, items: Sequence[_Item], stored: Sequence[StoredProduct]) -> None:
-        """Exposure, CCD-image and tile rows for newly stored products."""
-        exp_cache: dict[tuple[str, str, int], int | None] = {}
-        ccd_rows = []
-        for it, st in zip(items, stored, strict=True):
-            t = it.tags
-            if t.tile is not None:
-                self._upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile}, ("survey", "name"))
-            if t.expnum is None or t.night is None:
-                continue
-            k = (t.survey, t.camera, t.expnum)
-            if k not in exp_cache:
-                exp_cache[k] = self._exposure_id(conn, t)
-            if t.kind is ProductKind.IMAGE and t.ccd is not None and st.outcome != "same":
-                ccd_rows.append({"exposure_id": exp_cache[k], "ccd": t.ccd, "version": t.version,
-                                 "product_id": st.id})
-        if ccd_rows:
-            conn.execute(self._insert(S.ccd_images).on_conflict_do_nothing(index_elements=["product_id"]), ccd_rows)
-
-    def _add_lineage(self, conn: Connection, manifest: Any, items: Sequence[_Item], stored: Sequence[StoredProduct],
-                     by_path: dict[str | None, tuple[_Item, StoredProduct]], run_id: int) -> None:
-        p = S.products
-        shas = sorted({inp.sha256 for inp in manifest.inputs})
-        known: dict[str, int] = {}
-        for j in range(0, len(shas), 500):
-            for sha, pid in conn.execute(sa.select(p.c.sha256, sa.func.min(p.c.id))
-                                         .where(p.c.sha256.in_(shas[j:j + 500])).group_by(p.c.sha256)):
-                known[sha] = int(pid)
-        edges: list[dict[str, Any]] = []
-        for it, st in zip(items, stored, strict=True):
-            wanted = it.inputs
-            for inp in manifest.inputs:
-                if wanted is None or inp.role in wanted:
-                    edges.append({"product_id": st.id, "input_product_id": known.get(inp.sha256),
-                                  "input_sha256": inp.sha256, "input_path": inp.path, "role": inp.role,
-                                  "run_id": run_id})
-            for name in wanted or []:
-                if name in by_path:
-                    src_it, src_st = by_path[name]
-                    edges.append({"product_id": st.id, "input_product_id": src_st.id,
-                                  "input_sha256": src_it.sha256, "input_path": src_st.path,
-                                  "role": src_it.tags.kind.value, "run_id": run_id})
-        if edges:
-            conn.execute(self._insert(S.lineage).on_conflict_do_nothing(
-                index_elements=["product_id", "input_sha256", "role"]), edges)
+        return register.register_manifest(self._db, self.root, path, run_info)
 
     # ------------------------------------------------------------------ QA and quarantine
-    def _insert_qa(self, conn: Connection, checks: Sequence[dict[str, Any]], *, run_id: int | None,
-                   tags: dict[str, Any], product_id: int | None = None) -> int:
-        rows = []
-        for c in checks:
-            ccd = c.get("ccd", tags.get("ccd"))
-            scope = (f"product{product_id}" if product_id is not None else
-                     f"ccd{ccd}" if ccd is not None else "tile" if tags.get("tile") else "exposure")
-            rows.append({"run_id": run_id, "product_id": product_id, "survey": tags.get("survey"),
-                         "expnum": tags.get("expnum"), "ccd": ccd, "tile": tags.get("tile"),
-                         "band": tags.get("band"), "scope": scope, "check_name": str(c["name"]),
-                         "value": _num(c.get("value")), "threshold": _num(c.get("threshold")),
-                         "verdict": str(c.get("verdict", "unknown")), "created_at": _now()})
-        if not rows:
-            return 0
-        if run_id is None:  # no run to key on: replace this scope's earlier results
-            for r in rows:
-                conn.execute(sa.delete(S.qa_results).where(
-                    S.qa_results.c.run_id.is_(None), S.qa_results.c.scope == r["scope"],
-                    S.qa_results.c.check_name == r["check_name"],
-                    S.qa_results.c.expnum == r["expnum"] if r["expnum"] is not None else sa.true(),
-                    S.qa_results.c.tile == r["tile"] if r["tile"] is not None else sa.true()))
-            conn.execute(sa.insert(S.qa_results), rows)
-        else:
-            conn.execute(self._insert(S.qa_results).on_conflict_do_nothing(
-                index_elements=["run_id", "scope", "check_name"]), rows)
-        return len(rows)
-
     def record_qa(self, checks: Sequence[dict[str, Any]] | dict[str, Any], *, tags: Tags | dict[str, Any] | None = None,
                   product: int | str | None = None, run_id: int | None = None) -> int:
         """Record QA checks (``{"name", "value", "threshold", "verdict"[, "ccd"]}`` or a qa.json document).
@@ -618,45 +143,11 @@ class Archive:
         Scope them with ``tags`` (an exposure, CCD or tile; partial tags as a dict are fine) or a
         ``product`` (id, path or sha256). Returns the number of rows written.
         """
-        if isinstance(checks, dict):
-            checks = read_qa_checks(checks)
-        tag_dict = tags.to_dict() if isinstance(tags, Tags) else dict(tags or {})
-        with self._tx() as conn:
-            pid = None
-            if product is not None:
-                row = self._product(conn, product)
-                pid = row["id"]
-                for k in ("survey", "expnum", "ccd", "tile", "band"):
-                    tag_dict.setdefault(k, row[k])
-            return self._insert_qa(conn, checks, run_id=run_id, tags=tag_dict, product_id=pid)
+        return qa.record_qa(self._db, self.root, checks, tags=tags, product=product, run_id=run_id)
 
-    def qa_results(self, **filters: Any) -> list[dict[str, Any]]:
+    def qa_results(self, **filters: Any) -> list[QARow]:
         """QA rows, filtered by any of its columns (``expnum``, ``ccd``, ``tile``, ``check_name``, ...)."""
-        q = S.qa_results
-        where = [q.c[k] == v for k, v in filters.items() if v is not None]
-        with self._tx() as conn:
-            return [dict(r) for r in conn.execute(sa.select(q).where(*where).order_by(q.c.id)).mappings()]
-
-    def _selector(self, conn: Connection, target: Tags | dict[str, Any] | int | str) -> dict[str, Any]:
-        if isinstance(target, Tags):  # full tags name a product: its product-level records count too
-            pid = conn.execute(sa.select(S.products.c.id).where(S.products.c.key == tag_key(target),
-                                                                S.products.c.state == "current")).scalar()
-            return {**{k: getattr(target, k) for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")},
-                    "product_id": pid}
-        if isinstance(target, dict):
-            unknown = set(target) - {"survey", "night", "expnum", "ccd", "tile", "band", "version", "camera",
-                                     "stage", "kind"}
-            if unknown:
-                msg = f"unknown quarantine selector key(s) {sorted(unknown)}"
-                raise ArchiveInputError(msg)
-            sel = {k: target.get(k) for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")}
-            if all(v is None for v in sel.values()):
-                msg = "a quarantine selector needs at least one of survey, night, expnum, ccd, tile, band, version"
-                raise ArchiveInputError(msg)
-            return {**sel, "product_id": None}
-        row = self._product(conn, target)
-        return {**{k: row[k] for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version")},
-                "product_id": row["id"]}
+        return qa.qa_results(self._db, **filters)
 
     def quarantine(self, target: Tags | dict[str, Any] | int | str, reasons: Sequence[str] | str) -> int:
         """Quarantine a product, or everything an exposure, CCD or tile selector covers.
@@ -668,184 +159,31 @@ class Archive:
         the record sets matches it). Returns the record id;
         quarantining the same target with the same reasons again returns the existing record.
         """
-        if isinstance(reasons, str):
-            reasons = [reasons]
-        reasons = [str(r) for r in reasons]
-        if not reasons:
-            msg = "quarantine needs at least one reason"
-            raise ArchiveInputError(msg)
-        text = json.dumps(reasons)
-        with self._tx() as conn:
-            sel = self._selector(conn, target)
-            q = S.quarantine
-            where = [q.c.reasons == text, q.c.released == 0]
-            where += [(q.c[k] == v) if v is not None else q.c[k].is_(None) for k, v in sel.items()]
-            found = conn.execute(sa.select(q.c.id).where(*where)).scalar()
-            if found is not None:
-                return int(found)
-            return int(conn.execute(sa.insert(q).values(**sel, reasons=text, released=0, created_at=_now())
-                                    .returning(q.c.id)).scalar_one())
+        return qa.quarantine(self._db, self.root, target, reasons)
 
     def quarantine_reasons(self, target: Tags | dict[str, Any] | int | str) -> list[str]:
         """Reasons of every active quarantine record covering ``target`` (empty: not quarantined)."""
-        with self._tx() as conn:
-            sel = self._selector(conn, target)
-            q = S.quarantine
-            cond = [q.c.released == 0]
-            for k in ("survey", "night", "expnum", "ccd", "tile", "band", "version"):
-                v = sel.get(k)
-                cond.append(q.c[k].is_(None) if v is None else sa.or_(q.c[k].is_(None), q.c[k] == v))
-            any_scope = sa.or_(q.c.product_id.is_(None), q.c.product_id == sel["product_id"]) \
-                if sel["product_id"] is not None else q.c.product_id.is_(None)
-            out: list[str] = []
-            for (text,) in conn.execute(sa.select(q.c.reasons).where(*cond, any_scope).order_by(q.c.id)):
-                out += [r for r in json.loads(text) if r not in out]
-            return out
+        return qa.quarantine_reasons(self._db, self.root, target)
 
     def is_quarantined(self, target: Tags | dict[str, Any] | int | str) -> bool:
         """True when an active quarantine record covers ``target``."""
         return bool(self.quarantine_reasons(target))
 
-    # ------------------------------------------------------------------ catalogs
-    def _load_objects(self, conn: Connection, product_id: int, tags: Tags, cat: ObjectColumns) -> int:
-        if cat.n == 0:
-            return 0
-        exp_id = None
-        if tags.expnum is not None:
-            exp_id = conn.execute(sa.select(S.exposures.c.id).where(
-                S.exposures.c.survey == tags.survey, S.exposures.c.camera == tags.camera,
-                S.exposures.c.expnum == tags.expnum)).scalar()
-        const = {"product_id": product_id, "exposure_id": exp_id, "expnum": tags.expnum, "ccd": tags.ccd,
-                 "tile": tags.tile, "band": tags.band}
-        if self.is_postgres:
-            return copy_objects(conn, const, cat)
-        return insert_objects(conn, const, cat)
-
-    def cone(self, ra: float, dec: float, radius: float, *, current_only: bool = True,
-             limit: int | None = None) -> list[dict[str, Any]]:
-        """Catalog objects within ``radius`` degrees of (``ra``, ``dec``), nearest first.
-
-        Candidates come from HEALPix ranges (:func:`cone_ranges`); the exact great-circle
-        distance then decides. Objects of superseded catalogs are left out unless
-        ``current_only=False``. Each row has the object columns plus ``dist`` (degrees).
-        """
-        try:
-            ranges = cone_ranges(float(ra), float(dec), float(radius))
-        except ValueError as err:
-            raise ArchiveInputError(str(err)) from err
-        o, p = S.objects, S.products
-        rows: list[dict[str, Any]] = []
-        with self._tx() as conn:
-            for j in range(0, len(ranges), 200):
-                cond = sa.or_(*[o.c.hpx.between(lo, hi) for lo, hi in ranges[j:j + 200]])
-                q = sa.select(o, p.c.path).join(p, p.c.id == o.c.product_id).where(cond)
-                if current_only:
-                    q = q.where(p.c.state == "current")
-                rows += [dict(r) for r in conn.execute(q).mappings()]
-        if not rows:
-            return []
-        d = angular_distance(np.array([r["ra"] for r in rows]), np.array([r["dec"] for r in rows]), ra, dec)
-        keep = np.nonzero(d <= radius)[0]
-        keep = keep[np.argsort(d[keep], kind="stable")]
-        out = []
-        for i in keep[:limit] if limit else keep:
-            r = rows[int(i)]
-            for k, v in r.items():  # COPY keeps NaN, INSERT (SQLite) stores NULL: answer None on both
-                if isinstance(v, float) and not math.isfinite(v):
-                    r[k] = None
-            r["dist"] = float(d[i])
-            out.append(r)
-        return out
-
     # ------------------------------------------------------------------ queries
-    def _product(self, conn: Connection, spec: int | str) -> dict[str, Any]:
-        p = S.products
-        text = str(spec).strip()
-        if isinstance(spec, int) or text.isdigit():
-            cond = p.c.id == int(text)
-        elif len(text) == 64 and all(c in "0123456789abcdef" for c in text.lower()):
-            cond = p.c.sha256 == text.lower()
-        else:
-            rel = text
-            if os.path.isabs(text):
-                try:
-                    rel = Path(text).resolve().relative_to(self.root).as_posix()
-                except ValueError as err:
-                    msg = f"{text}: not under the archive root {self.root}"
-                    raise ProductNotFound(msg) from err
-            cond = p.c.path == rel
-        rows = conn.execute(sa.select(p).where(cond).order_by(p.c.state, p.c.id)).mappings().all()
-        if not rows:
-            msg = f"no product with id, archive path or sha256 {text!r}"
-            raise ProductNotFound(msg)
-        return dict(rows[0])
-
-    def product(self, spec: int | str) -> dict[str, Any]:
+    def product(self, spec: int | str) -> ProductRow:
         """The product row for an id, archive path (relative or absolute) or sha256."""
-        with self._tx() as conn:
-            return self._product(conn, spec)
-
-    def fetch(self, spec: int | str) -> Path:
-        """Path of a product's file after checking its sha256 (a corrupt file is never served silently)."""
-        row = self.product(spec)
-        full = resolve_under(self.root, row["path"])
-        if not full.exists():
-            msg = f"product {row['id']} ({row['path']}): file is missing from the archive; run `cosmodm archive verify`"
-            raise ArchiveError(msg)
-        actual = sha256_file(full)
-        if actual != row["sha256"]:
-            msg = (f"product {row['id']} ({row['path']}): file is corrupt (sha256 {actual}, "
-                   f"recorded {row['sha256']}); run `cosmodm archive verify`")
-            raise ArchiveError(msg)
-        return full
+        return queries.product(self._db, self.root, spec)
 
     def find(self, *, survey: str | None = None, night: str | None = None, expnum: int | None = None,
              ccd: int | None = None, tile: str | None = None, band: str | None = None, kind: str | None = None,
              version: str | None = None, stage: str | None = None, include_superseded: bool = False,
-             limit: int | None = None) -> list[dict[str, Any]]:
+             limit: int | None = None) -> list[ProductRow]:
         """Products matching every given tag (current revisions only unless ``include_superseded``)."""
-        p = S.products
-        given = {"survey": survey, "night": night, "expnum": expnum, "ccd": ccd, "tile": tile, "band": band,
-                 "kind": kind, "version": version, "stage": stage}
-        q = sa.select(p).where(*[p.c[k] == v for k, v in given.items() if v is not None])
-        if not include_superseded:
-            q = q.where(p.c.state == "current")
-        q = q.order_by(p.c.night, p.c.expnum, p.c.tile, p.c.band, p.c.ccd, p.c.kind, p.c.revision)
-        if limit:
-            q = q.limit(limit)
-        with self._tx() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+        return queries.find(self._db, survey=survey, night=night, expnum=expnum, ccd=ccd, tile=tile, band=band,
+                            kind=kind, version=version, stage=stage, include_superseded=include_superseded,
+                            limit=limit)
 
-    _UP_SQL = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT CAST(:start AS BIGINT), 0
-    UNION
-    SELECT l.input_product_id, w.depth + 1
-    FROM lineage l JOIN walk w ON l.product_id = w.id
-    WHERE w.depth < :depth AND l.input_product_id IS NOT NULL
-)
-SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
-       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w JOIN lineage l ON l.product_id = w.id
-WHERE w.depth < :depth
-GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
-"""
-    _DOWN_SQL = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT CAST(:start AS BIGINT), 0
-    UNION
-    SELECT l.product_id, w.depth + 1
-    FROM lineage l JOIN walk w ON l.input_product_id = w.id
-    WHERE w.depth < :depth
-)
-SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
-       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w JOIN lineage l ON l.input_product_id = w.id
-WHERE w.depth < :depth
-GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
-"""
-
-    def lineage(self, spec: int | str, *, direction: str = "up", depth: int | None = None) -> dict[str, Any]:
+    def lineage(self, spec: int | str, *, direction: str = "up", depth: int | None = None) -> LineageGraph:
         """The lineage graph around a product, by a recursive CTE (PostgreSQL and SQLite alike).
 
         Parameters
@@ -859,63 +197,40 @@ GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
 
         Returns
         -------
-        dict
-            ``{"product": row, "edges": [{"product_id", "input_id", "role", "input_path",
-            "input_sha256", "depth"}], "products": {id: row}}``: edges point product <- input;
-            ``input_id`` is None for inputs that are not archived products.
+        LineageGraph
+            ``{"product": row, "direction": direction, "edges": [{"product_id", "input_id", "role",
+            "input_path", "input_sha256", "depth"}], "products": {id: row}}``: edges point
+            product <- input; ``input_id`` is None for inputs that are not archived products.
         """
-        if direction not in ("up", "down"):
-            msg = f"direction must be 'up' or 'down', got {direction!r}"
-            raise ArchiveInputError(msg)
-        depth = 64 if depth is None else int(depth)
-        if depth < 1:
-            msg = f"depth must be >= 1, got {depth}"
-            raise ArchiveInputError(msg)
-        sql = sa.text(self._UP_SQL if direction == "up" else self._DOWN_SQL)
-        with self._tx() as conn:
-            start = self._product(conn, spec)
-            edges = [dict(r) for r in conn.execute(sql, {"start": start["id"], "depth": depth}).mappings()]
-            ids = sorted({e[k] for e in edges for k in ("product_id", "input_id") if e[k] is not None})
-            prods: dict[int, dict[str, Any]] = {}
-            p = S.products
-            for j in range(0, len(ids), 500):
-                for r in conn.execute(sa.select(p).where(p.c.id.in_(ids[j:j + 500]))).mappings():
-                    prods[int(r["id"])] = dict(r)
-        edges.sort(key=lambda e: (e["depth"], e["product_id"], e["role"], e["input_id"] or 0))
-        return {"product": start, "direction": direction, "edges": edges, "products": prods}
+        return queries.lineage(self._db, self.root, spec, direction=direction, depth=depth)
 
-    _STALE_SQL = """
-WITH RECURSIVE walk(id, depth, origin) AS (
-    SELECT id, 0, id FROM products WHERE {seed}
-    UNION
-    SELECT l.product_id, w.depth + 1, w.origin
-    FROM lineage l JOIN walk w ON l.input_product_id = w.id
-    WHERE w.depth < 64
-)
-SELECT id, MIN(depth) AS depth, MIN(origin) AS from_id FROM walk WHERE depth > 0 GROUP BY id
-"""
-
-    def stale(self, spec: int | str | None = None) -> list[dict[str, Any]]:
+    def stale(self, spec: int | str | None = None) -> list[StaleRow]:
         """Current products made, directly or not, from a superseded product (one recursive CTE).
 
         With ``spec``: from that product (typically a replaced flat or an older image revision);
         without: from any superseded product. Each row carries ``depth`` (shortest distance) and
         ``from_id`` (the superseded product it descends from; the smallest id when several).
         """
-        p = S.products
-        with self._tx() as conn:
-            if spec is not None:
-                sql, params = self._STALE_SQL.format(seed="id = :start"), {"start": self._product(conn, spec)["id"]}
-            else:
-                sql, params = self._STALE_SQL.format(seed="state = 'superseded'"), {}
-            hits = {int(r.id): (int(r.depth), int(r.from_id)) for r in conn.execute(sa.text(sql), params)}
-            ids = sorted(hits)
-            out = []
-            for j in range(0, len(ids), 500):
-                for r in conn.execute(sa.select(p).where(p.c.id.in_(ids[j:j + 500]), p.c.state == "current")).mappings():
-                    depth, origin = hits[int(r["id"])]
-                    out.append({**dict(r), "depth": depth, "from_id": origin})
-        return sorted(out, key=lambda r: (r["depth"], r["id"]))
+        return queries.stale(self._db, self.root, spec)
+
+    def cone(self, ra: float, dec: float, radius: float, *, current_only: bool = True,
+             limit: int | None = None) -> list[ConeRow]:
+        """Catalog objects within ``radius`` degrees of (``ra``, ``dec``), nearest first.
+
+        Candidates come from HEALPix ranges (:func:`cone_ranges`); the exact great-circle
+        distance then decides. Objects of superseded catalogs are left out unless
+        ``current_only=False``. Each row has the object columns plus ``dist`` (degrees).
+        """
+        return queries.cone(self._db, ra, dec, radius, current_only=current_only, limit=limit)
+
+    def counts(self) -> Counts:
+        """Row counts of every table (for summaries and tests)."""
+        return queries.counts(self._db)
+
+    # ------------------------------------------------------------------ files against their checksums
+    def fetch(self, spec: int | str) -> Path:
+        """Path of a product's file after checking its sha256 (a corrupt file is never served silently)."""
+        return verify_mod.fetch(self._db, self.root, spec)
 
     def verify(self, *, quarantine: bool = True) -> VerifyReport:
         """Check every archived file (current and superseded) against its recorded size and sha256.
@@ -923,111 +238,4 @@ SELECT id, MIN(depth) AS depth, MIN(origin) AS from_id FROM walk WHERE depth > 0
         Missing and corrupt files are reported and, with ``quarantine=True``, quarantined (so
         :meth:`is_quarantined` and ``find`` consumers see them); :meth:`fetch` refuses them anyway.
         """
-        p = S.products
-        with self._tx() as conn:
-            rows = [dict(r) for r in conn.execute(sa.select(p.c.id, p.c.path, p.c.sha256, p.c.size)
-                                                  .order_by(p.c.id)).mappings()]
-        report = VerifyReport()
-        for r in rows:
-            report.checked += 1
-            full = resolve_under(self.root, r["path"])
-            if not full.is_file():
-                report.missing.append({"id": r["id"], "path": r["path"]})
-                continue
-            actual = sha256_file(full)
-            if full.stat().st_size != r["size"] or actual != r["sha256"]:
-                report.corrupt.append({"id": r["id"], "path": r["path"], "sha256": actual, "expected": r["sha256"]})
-                continue
-            report.ok += 1
-        report.temporaries = [str(t.relative_to(self.root)) for t in stale_temporaries(self.root)]
-        if quarantine:
-            for r in report.missing:
-                self.quarantine(r["id"], [f"verify: file {r['path']} is missing from the archive"])
-            for r in report.corrupt:
-                reason = f"verify: file {r['path']} is corrupt (sha256 {r['sha256']}, recorded {r['expected']})"
-                self.quarantine(r["id"], [reason])
-        return report
-
-    def counts(self) -> dict[str, int]:
-        """Row counts of every table (for summaries and tests)."""
-        with self._tx() as conn:
-            return {t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
-                    for t in S.metadata.sorted_tables}
-
-
-# ---------------------------------------------------------------------- bulk object loading
-_OBJ_FLOATS = ("mag_auto", "magerr_auto", "mag_psf", "magerr_psf", "spread_model", "class_star")
-
-
-def _sorted_by_hpx(cat: ObjectColumns) -> ObjectColumns:
-    """Rows in HEALPix order: index inserts become near-sequential and the table is clustered on the sky."""
-    order = np.argsort(cat.hpx, kind="stable")
-    return ObjectColumns(number=cat.number[order], ra=cat.ra[order], dec=cat.dec[order], hpx=cat.hpx[order],
-                         flags=cat.flags[order], floats={k: v[order] for k, v in cat.floats.items()})
-
-
-def insert_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns, batch: int = 5000) -> int:
-    """Batched INSERT of catalog objects (SQLite, and the row-by-row reference on PostgreSQL)."""
-    cat = _sorted_by_hpx(cat)
-    cols = [k for k, v in const.items() if v is not None]
-    names = [*cols, "number", "ra", "dec", "hpx", "flags", *_OBJ_FLOATS]
-    base = [const[c] for c in cols]
-    floats = [[v if math.isfinite(v) else None for v in cat.floats[f].tolist()] for f in _OBJ_FLOATS]
-    columns = [cat.number.tolist(), cat.ra.tolist(), cat.dec.tolist(), cat.hpx.tolist(), cat.flags.tolist(),
-               *floats]
-    rows = [tuple(base) + t for t in zip(*columns, strict=True)]
-    marks = ", ".join(["?" if conn.dialect.name == "sqlite" else "%s"] * len(names))
-    sql = f"INSERT INTO objects ({', '.join(names)}) VALUES ({marks})"
-    for i in range(0, len(rows), batch):
-        conn.exec_driver_sql(sql, rows[i:i + batch])
-    return len(rows)
-
-
-def copy_objects(conn: Connection, const: dict[str, Any], cat: ObjectColumns) -> int:
-    """Bulk-load catalog objects with PostgreSQL ``COPY ... FROM STDIN (FORMAT binary)``.
-
-    The binary COPY buffer is built with numpy in one pass (no per-row Python), sent by
-    psycopg2's ``copy_expert`` on the transaction's own connection. Non-finite floats are
-    stored as NaN (fixed-width records cannot hold NULLs; :meth:`Archive.cone` answers None for
-    them, as on SQLite); constant columns that are None are left out (NULL).
-    """
-    import io
-
-    cat = _sorted_by_hpx(cat)
-    n = cat.n
-    fields: list[tuple[str, str, Any]] = []  # (column, numpy big-endian dtype, values)
-    for name, value in const.items():
-        if value is None:
-            continue
-        if isinstance(value, str):
-            b = value.encode()
-            fields.append((name, f"S{len(b)}", np.full(n, b, dtype=f"S{len(b)}")))
-        else:
-            fields.append((name, ">i8", np.full(n, int(value), dtype=np.int64)))
-    fields += [("number", ">i4", cat.number), ("ra", ">f8", cat.ra), ("dec", ">f8", cat.dec),
-               ("hpx", ">i8", cat.hpx), ("flags", ">i4", cat.flags)]
-    fields += [(f, ">f8", cat.floats[f]) for f in _OBJ_FLOATS]
-    # integer columns of the table that are 4 bytes wide
-    int4 = {"expnum", "ccd", "number", "flags"}
-    dtype = [("nfields", ">i2")]
-    for name, dt_, _ in fields:
-        if name in int4 and dt_ == ">i8":
-            dt_ = ">i4"
-        dtype += [(f"len_{name}", ">i4"), (name, dt_)]
-    rec = np.empty(n, dtype=dtype)
-    rec["nfields"] = len(fields)
-    for name, _dt, values in fields:
-        rec[f"len_{name}"] = rec.dtype[name].itemsize
-        rec[name] = values
-    buf = io.BytesIO()
-    buf.write(b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big"))
-    buf.write(rec.tobytes())
-    buf.write((-1).to_bytes(2, "big", signed=True))
-    buf.seek(0)
-    cols = ", ".join(name for name, _, _ in fields)
-    cur = conn.connection.driver_connection.cursor()
-    try:
-        cur.copy_expert(f"COPY objects ({cols}) FROM STDIN WITH (FORMAT binary)", buf)
-    finally:
-        cur.close()
-    return n
+        return verify_mod.verify(self._db, self.root, quarantine=quarantine)

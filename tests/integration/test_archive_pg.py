@@ -130,10 +130,11 @@ _KILL = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import cosmodm_ops.archive.api as api
-    def slow(self, *a, **k):
+    import cosmodm_ops.archive.register as register
+    def slow(*a, **k):  # files placed, rows inserted, transaction not committed
         Path(sys.argv[3]).write_text("x")
         time.sleep(60)
-    api.Archive._index_products = slow
+    register._index_products = slow
     api.Archive(sys.argv[1], sys.argv[2]).register_manifest(sys.argv[4])
 """)
 

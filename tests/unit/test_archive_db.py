@@ -303,11 +303,11 @@ _KILL_SCRIPT = textwrap.dedent("""
             time.sleep(60)
         store.os.fsync = slow_fsync
     else:
-        real = api.Archive._index_products
-        def slow(self, *a, **k):  # files placed, rows inserted, transaction not committed
+        import cosmodm_ops.archive.register as register
+        def slow(*a, **k):  # files placed, rows inserted, transaction not committed
             marker.write_text("before commit")
             time.sleep(60)
-        api.Archive._index_products = slow
+        register._index_products = slow
     api.Archive(sys.argv[1], sys.argv[2]).register_manifest(sys.argv[5])
 """)
 

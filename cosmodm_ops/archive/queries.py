@@ -1,0 +1,209 @@
+"""Reading the archive: product lookup, find by tags, lineage and stale walks, cone search, counts.
+
+Nothing here writes. Whole queries take the :class:`~cosmodm_ops.archive.db.Database` and
+open one transaction each; :func:`product_row` works inside a caller's transaction (the QA and
+quarantine writes look products up with it). Lineage and stale walks are one recursive CTE
+each, the same SQL on PostgreSQL and SQLite. Answers are typed rows (:mod:`.rows`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cosmodm_ops.archive import schema as S
+from cosmodm_ops.archive.catalogs import angular_distance, cone_ranges
+from cosmodm_ops.archive.db import Database, chunks
+from cosmodm_ops.archive.errors import ArchiveInputError, ProductNotFound
+from cosmodm_ops.archive.rows import ConeRow, Counts, LineageEdge, LineageGraph, ProductRow, StaleRow
+
+__all__ = ["cone", "counts", "find", "lineage", "product", "product_row", "stale"]
+
+_UP_SQL = """
+WITH RECURSIVE walk(id, depth) AS (
+    SELECT CAST(:start AS BIGINT), 0
+    UNION
+    SELECT l.input_product_id, w.depth + 1
+    FROM lineage l JOIN walk w ON l.product_id = w.id
+    WHERE w.depth < :depth AND l.input_product_id IS NOT NULL
+)
+SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
+       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
+FROM walk w JOIN lineage l ON l.product_id = w.id
+WHERE w.depth < :depth
+GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
+"""
+_DOWN_SQL = """
+WITH RECURSIVE walk(id, depth) AS (
+    SELECT CAST(:start AS BIGINT), 0
+    UNION
+    SELECT l.product_id, w.depth + 1
+    FROM lineage l JOIN walk w ON l.input_product_id = w.id
+    WHERE w.depth < :depth
+)
+SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
+       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
+FROM walk w JOIN lineage l ON l.input_product_id = w.id
+WHERE w.depth < :depth
+GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
+"""
+_STALE_SQL = """
+WITH RECURSIVE walk(id, depth, origin) AS (
+    SELECT id, 0, id FROM products WHERE {seed}
+    UNION
+    SELECT l.product_id, w.depth + 1, w.origin
+    FROM lineage l JOIN walk w ON l.input_product_id = w.id
+    WHERE w.depth < 64
+)
+SELECT id, MIN(depth) AS depth, MIN(origin) AS from_id FROM walk WHERE depth > 0 GROUP BY id
+"""
+
+
+def product_row(conn: Connection, root: Path, spec: int | str) -> ProductRow:
+    """The product for an id, archive path (relative to ``root`` or absolute) or sha256, in ``conn``.
+
+    Several rows can share a sha256 (the same bytes filed under two tags): the current one,
+    then the oldest, wins. Raises :class:`ProductNotFound` when none matches.
+    """
+    p = S.products
+    text = str(spec).strip()
+    if isinstance(spec, int) or text.isdigit():
+        cond = p.c.id == int(text)
+    elif len(text) == 64 and all(c in "0123456789abcdef" for c in text.lower()):
+        cond = p.c.sha256 == text.lower()
+    else:
+        rel = text
+        if os.path.isabs(text):
+            try:
+                rel = Path(text).resolve().relative_to(root).as_posix()
+            except ValueError as err:
+                msg = f"{text}: not under the archive root {root}"
+                raise ProductNotFound(msg) from err
+        cond = p.c.path == rel
+    rows = conn.execute(sa.select(p).where(cond).order_by(p.c.state, p.c.id)).mappings().all()
+    if not rows:
+        msg = f"no product with id, archive path or sha256 {text!r}"
+        raise ProductNotFound(msg)
+    return ProductRow.from_mapping(rows[0])
+
+
+def product(db: Database, root: Path, spec: int | str) -> ProductRow:
+    """:func:`product_row` in a transaction of its own."""
+    with db.transaction() as conn:
+        return product_row(conn, root, spec)
+
+
+def find(db: Database, *, include_superseded: bool = False, limit: int | None = None,
+         **tags: Any) -> list[ProductRow]:
+    """Products whose columns equal every given (not None) tag, in night/exposure/tile/band/ccd/kind order.
+
+    ``tags``: any of ``survey``, ``night``, ``expnum``, ``ccd``, ``tile``, ``band``, ``kind``,
+    ``version``, ``stage``. Current revisions only unless ``include_superseded``.
+    """
+    p = S.products
+    q = sa.select(p).where(*[p.c[k] == v for k, v in tags.items() if v is not None])
+    if not include_superseded:
+        q = q.where(p.c.state == "current")
+    q = q.order_by(p.c.night, p.c.expnum, p.c.tile, p.c.band, p.c.ccd, p.c.kind, p.c.revision)
+    if limit:
+        q = q.limit(limit)
+    with db.transaction() as conn:
+        return [ProductRow.from_mapping(r) for r in conn.execute(q).mappings()]
+
+
+def _products_by_id(conn: Connection, ids: list[int], *, current_only: bool = False) -> list[ProductRow]:
+    p = S.products
+    out = []
+    for part in chunks(ids):
+        q = sa.select(p).where(p.c.id.in_(part))
+        if current_only:
+            q = q.where(p.c.state == "current")
+        out += [ProductRow.from_mapping(r) for r in conn.execute(q).mappings()]
+    return out
+
+
+def lineage_depth(direction: str, depth: int | None) -> int:
+    """Check a lineage walk's arguments; the depth to walk (default 64)."""
+    if direction not in ("up", "down"):
+        msg = f"direction must be 'up' or 'down', got {direction!r}"
+        raise ArchiveInputError(msg)
+    depth = 64 if depth is None else int(depth)
+    if depth < 1:
+        msg = f"depth must be >= 1, got {depth}"
+        raise ArchiveInputError(msg)
+    return depth
+
+
+def lineage(db: Database, root: Path, spec: int | str, *, direction: str = "up",
+            depth: int | None = None) -> LineageGraph:
+    """The lineage graph around a product (see :meth:`Archive.lineage <cosmodm_ops.archive.api.Archive.lineage>`)."""
+    depth = lineage_depth(direction, depth)
+    sql = sa.text(_UP_SQL if direction == "up" else _DOWN_SQL)
+    with db.transaction() as conn:
+        start = product_row(conn, root, spec)
+        edges = [LineageEdge.from_mapping(r) for r in conn.execute(sql, {"start": start.id, "depth": depth}).mappings()]
+        ids = sorted({i for e in edges for i in (e.product_id, e.input_id) if i is not None})
+        prods = {int(r.id): r for r in _products_by_id(conn, ids)}
+    edges.sort(key=lambda e: (e.depth, e.product_id, e.role, e.input_id or 0))
+    return LineageGraph(product=start, direction=direction, edges=edges, products=prods)
+
+
+def stale(db: Database, root: Path, spec: int | str | None = None) -> list[StaleRow]:
+    """Current products made, directly or not, from ``spec`` (default: any superseded product)."""
+    with db.transaction() as conn:
+        if spec is not None:
+            sql, params = _STALE_SQL.format(seed="id = :start"), {"start": product_row(conn, root, spec).id}
+        else:
+            sql, params = _STALE_SQL.format(seed="state = 'superseded'"), {}
+        hits = {int(r.id): (int(r.depth), int(r.from_id)) for r in conn.execute(sa.text(sql), params)}
+        rows = _products_by_id(conn, sorted(hits), current_only=True)
+    out = [StaleRow.from_mapping(r, depth=hits[int(r.id)][0], from_id=hits[int(r.id)][1]) for r in rows]
+    return sorted(out, key=lambda r: (r.depth, r.id))
+
+
+def counts(db: Database) -> Counts:
+    """Row counts of every table of the schema's ``metadata``."""
+    with db.transaction() as conn:
+        return Counts({t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+                       for t in S.metadata.sorted_tables})
+
+
+def cone(db: Database, ra: float, dec: float, radius: float, *, current_only: bool = True,
+         limit: int | None = None) -> list[ConeRow]:
+    """Catalog objects within ``radius`` degrees of (``ra``, ``dec``), nearest first.
+
+    Candidates come from HEALPix ranges (:func:`~cosmodm_ops.archive.catalogs.cone_ranges`);
+    the exact great-circle distance then decides.
+    """
+    try:
+        ranges = cone_ranges(float(ra), float(dec), float(radius))
+    except ValueError as err:
+        raise ArchiveInputError(str(err)) from err
+    o, p = S.objects, S.products
+    rows: list[dict[str, Any]] = []
+    with db.transaction() as conn:
+        for part in chunks(ranges, 200):
+            cond = sa.or_(*[o.c.hpx.between(lo, hi) for lo, hi in part])
+            q = sa.select(o, p.c.path).join(p, p.c.id == o.c.product_id).where(cond)
+            if current_only:
+                q = q.where(p.c.state == "current")
+            rows += [dict(r) for r in conn.execute(q).mappings()]
+    if not rows:
+        return []
+    d = angular_distance(np.array([r["ra"] for r in rows]), np.array([r["dec"] for r in rows]), ra, dec)
+    keep = np.nonzero(d <= radius)[0]
+    keep = keep[np.argsort(d[keep], kind="stable")]
+    out = []
+    for i in keep[:limit] if limit else keep:
+        r = rows[int(i)]
+        for k, v in r.items():  # COPY keeps NaN, INSERT (SQLite) stores NULL: answer None on both
+            if isinstance(v, float) and not math.isfinite(v):
+                r[k] = None
+        out.append(ConeRow.from_mapping(r, dist=float(d[i])))
+    return out
