@@ -42,15 +42,22 @@ import math
 import os
 import socket
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cosmodm_ops.coadd.imageio import compress_from as _compress_from
+from cosmodm_ops.coadd.imageio import image_hdu_header as _image_hdu_header
+from cosmodm_ops.coadd.imageio import pixel_scale as _pixel_scale
+from cosmodm_ops.coadd.imageio import plain_header as _plain_header
+from cosmodm_ops.coadd.imageio import read_image as _read_image
+from cosmodm_ops.coadd.imageio import wcs_of as _wcs
+from cosmodm_ops.coadd.imageio import write_plain as _write_plain
+from cosmodm_ops.coadd.inputs import SE_MAGZERO, CoaddBadInput, CoaddInput, InputFile, NoInputsError
+from cosmodm_ops.coadd.inputs import read_band_coadds as _band_coadds
 from cosmodm_ops.coadd.tiling import Tile
 from cosmodm_ops.common import scratch_root as _scratch_root
 from cosmodm_ops.common import utc_now as _now
@@ -74,56 +81,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Zeropoint of the single-epoch catalogs' magnitudes (SExtractor MAG_ZEROPOINT on images in electrons).
-SE_MAGZERO = 25.0
-#: Roles of an input image's files that the coadd needs.
-NEEDED_ROLES = ("image", "weight", "psf", "catalog")
-
-
-class CoaddBadInput(ValueError):
-    """Inputs the coadd cannot use (exit 65: retrying does not help)."""
-
-
-class NoInputsError(CoaddBadInput):
-    """No accepted input image for the tile and band."""
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One archived input file of the coadd."""
-
-    role: str
-    path: Path
-    sha256: str
-    size: int
-    tags: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CoaddInput:
-    """One accepted single-epoch CCD image with its weight, PSF model and catalog.
-
-    Attributes
-    ----------
-    name : str
-        ``<expnum:08d>_c<ccd:02d>``.
-    expnum, ccd : int
-    files : dict of role to InputFile
-        ``image``, ``weight``, ``psf``, ``catalog`` (``mask`` optional).
-    """
-
-    name: str
-    expnum: int
-    ccd: int
-    files: dict[str, InputFile]
-
-    def __post_init__(self) -> None:
-        missing = [r for r in NEEDED_ROLES if r not in self.files]
-        if missing:
-            msg = f"input {self.name}: missing {missing} (need image, weight, psf and catalog)"
-            raise CoaddBadInput(msg)
-
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
@@ -162,58 +119,6 @@ def _check(name: str, value: float | None, threshold: float | None, *, upper: bo
     return out
 
 
-def _image_hdu_header(path: Path) -> Any:
-    """The astropy header of the first 2-D image HDU (compressed or not)."""
-    from astropy.io import fits as afits
-
-    with afits.open(path) as hdul:
-        for hdu in hdul:
-            if hdu.is_image and hdu.header.get("NAXIS", 0) == 2:
-                return hdu.header.copy()
-    msg = f"{path}: no 2-D image HDU"
-    raise CoaddBadInput(msg)
-
-
-def _read_image(path: Path) -> tuple[np.ndarray, Any]:
-    """(data float32, astropy header) of the first 2-D image HDU."""
-    from astropy.io import fits as afits
-
-    with afits.open(path) as hdul:
-        for hdu in hdul:
-            if hdu.is_image and hdu.header.get("NAXIS", 0) == 2:
-                return np.asarray(hdu.data, dtype=np.float32), hdu.header.copy()
-    msg = f"{path}: no 2-D image HDU"
-    raise CoaddBadInput(msg)
-
-
-def _wcs(header: Any) -> Any:
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header)
-
-
-def _pixel_scale(wcs: Any) -> float:
-    """Pixel scale in arcsec (square root of the pixel area at the reference point)."""
-    return float(math.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
-
-
-def _plain_header(header: Any) -> Any:
-    out = header.copy()
-    for key in ("XTENSION", "PCOUNT", "GCOUNT", "EXTNAME", "CHECKSUM", "DATASUM", "BSCALE", "BZERO", "INHERIT"):
-        out.remove(key, ignore_missing=True, remove_all=True)
-    return out
-
-
-def _write_plain(path: Path, data: np.ndarray, header: Any, dtype: Any = np.float32) -> Path:
-    from astropy.io import fits as afits
-
-    afits.PrimaryHDU(np.ascontiguousarray(data, dtype=dtype), header=_plain_header(header)).writeto(
-        path, overwrite=True, output_verify="silentfix")
-    return path
-
-
 def _robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
     vals = image[good]
     vals = vals[np.isfinite(vals)]
@@ -223,19 +128,6 @@ def _robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
         vals = vals[:: vals.size // 400_000]
     med = float(np.median(vals))
     return med, float(1.4826 * np.median(np.abs(vals - med)))
-
-
-def _compress_from(src: Path, dst: Path, extra: Mapping[str, tuple[Any, str]]) -> Path:
-    """Write a plain FITS image RICE-compressed (q=4) with extra header keywords."""
-    import fitsio
-
-    from cosmodm_ops.fits import write_image
-
-    data, header = fitsio.read(str(src), header=True)
-    for key, (value, comment) in extra.items():
-        header.add_record({"name": key, "value": value, "comment": comment})
-    write_image(dst, data, header, compress=True)
-    return dst
 
 
 def _product(path: Path, out: Path, kind: ProductKind, tags: Tags,
@@ -633,55 +525,6 @@ def run_band(
 # ---------------------------------------------------------------------------------------------
 # the multi-band calibration of a tile
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class _Band:
-    band: str
-    folder: Path
-    image: Path
-    weight: Path
-    inputs: list[ManifestInput]
-    tags: dict[str, Any]
-
-
-def _band_coadds(coadds: Sequence[Path], bands: Sequence[str], tile: str) -> dict[str, _Band]:
-    """The homogenized coadd of each band from the band jobs' folders (checksums verified)."""
-    from cosmodm_ops.fits import file_sha256
-    from cosmodm_ops.manifest import read_manifest
-
-    folders: list[Path] = []
-    for c in coadds:
-        c = Path(c)
-        if (c / "manifest.json").exists():
-            folders.append(c)
-        else:
-            folders += [c / b for b in bands if (c / b / "manifest.json").exists()]
-    found: dict[str, _Band] = {}
-    for f in folders:
-        m = read_manifest(f / "manifest.json")
-        band = m.tags.get("band")
-        if band not in bands or m.tags.get("tile") != tile:
-            continue
-        prods = {p.kind: p for p in m.products}
-        if "coadd_homog" not in prods or "coadd_homog_weight" not in prods:
-            msg = f"{f / 'manifest.json'}: no coadd_homog / coadd_homog_weight product (run `cosmodm coadd run`)"
-            raise CoaddBadInput(msg)
-        ins = []
-        for kind in ("coadd_homog", "coadd_homog_weight"):
-            p = prods[kind]
-            path = (f / p.path).resolve()
-            if not path.exists() or file_sha256(path) != p.sha256:
-                msg = f"{path}: missing or its sha256 differs from {f / 'manifest.json'}"
-                raise CoaddBadInput(msg)
-            ins.append(ManifestInput(role=kind, path=str(path), sha256=p.sha256, size=p.size, tags=p.tags))
-        found[band] = _Band(band, f, Path(ins[0].path), Path(ins[1].path), ins, prods["coadd_homog"].tags)
-    missing = [b for b in bands if b not in found]
-    if missing:
-        msg = (f"tile {tile}: no coadd of band(s) {missing} under {[str(c) for c in coadds]} "
-               f"(expected <dir>/<band>/manifest.json from `cosmodm coadd run`)")
-        raise CoaddBadInput(msg)
-    return found
-
-
 def chi_mean(images: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.ndarray:
     """The CHI-MEAN detection image of several bands (Drlica-Wagner et al. 2018).
 
