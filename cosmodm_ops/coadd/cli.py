@@ -222,8 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cosmodm_ops.archive.errors import ArchiveError, ArchiveUnavailable
     from cosmodm_ops.astromatic import ToolError
     from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
+    from cosmodm_ops.coadd.band import run_band
+    from cosmodm_ops.coadd.inputs import CoaddBadInput
     from cosmodm_ops.coadd.psfhomog import PSFHomogError
-    from cosmodm_ops.coadd.runner import CoaddBadInput, run_band
     from cosmodm_ops.coadd.tiling import TilingError
     from cosmodm_ops.config import ConfigError
     from cosmodm_ops.model import TagError, validate_token
@@ -255,7 +256,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """``cosmodm coadd calibrate``: map failures to the shared exit codes."""
     from cosmodm_ops.astromatic import ToolError
     from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
-    from cosmodm_ops.coadd.runner import CoaddBadInput, calibrate_tile
+    from cosmodm_ops.coadd.inputs import CoaddBadInput
+    from cosmodm_ops.coadd.tile import calibrate_tile
     from cosmodm_ops.coadd.tiling import TilingError
     from cosmodm_ops.config import ConfigError
     from cosmodm_ops.model import TagError, validate_token
