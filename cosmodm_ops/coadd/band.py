@@ -81,22 +81,14 @@ def run_band(tile: Tile, band: str, inputs: Sequence[CoaddInput], cfg: Config, o
     skipped : sequence of dict
         Candidate images that were left out before the run (quarantined, incomplete), for the QA record.
 
-    Returns
-    -------
-    int
-        0 (done; a QA failure is recorded in qa.json, the gate acts on it).
-
-    Raises
-    ------
-    NoInputsError, CoaddBadInput
-        Nothing to coadd, or inputs that cannot be calibrated (exit 65).
+    Returns 0 (done; a QA failure is recorded in qa.json, the gate acts on it). Raises
+    NoInputsError or CoaddBadInput: nothing to coadd, or inputs that cannot be calibrated (exit 65).
     """
     if not inputs:
         msg = (f"tile {tile.name} band {band}: no accepted inputs (no single-epoch image of the band that "
                f"overlaps the tile and is not quarantined)")
         raise NoInputsError(msg)
-    start_iso, t_start = utc_now(), time.perf_counter()
-    out = Path(out)
+    start_iso, t_start, out = utc_now(), time.perf_counter(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     label, co = f"coadd {tile.name} {band}", cfg.coadd
     stage = StageTimer(label)
@@ -126,13 +118,8 @@ def run_band(tile: Tile, band: str, inputs: Sequence[CoaddInput], cfg: Config, o
 
             coverage = stack.coverage_fraction(fitsio.read(str(coadds.plain_weight)))
     with stage("qa"):
-        checks = coadd_qa.band_checks(zps, homog, target_arcsec=target_arcsec, coverage=coverage, qa=cfg.qa)
-        summary = coadd_qa.band_summary(tile.name, band, n_inputs=len(inputs), n_skipped=len(skipped), zps=zps,
-                                        psfs=psfs, homog=homog, target_arcsec=target_arcsec, coverage=coverage,
-                                        co=co, checks=checks)
-        images = coadd_qa.band_images(inputs, [len(t) for t in tables], zps, fscale, psfs, homog)
-        qa_path, report = _write_band_qa(out, tile, band, cfg, zps, homog, target_arcsec, summary, checks, images,
-                                         skipped)
+        summary, qa_path, report = _band_qa(out, tile, band, cfg, inputs, [len(t) for t in tables], zps, fscale,
+                                            psfs, homog, target_arcsec, coverage, skipped)
     with stage("manifest"):
         tags = Tags(survey=cfg.survey.name, camera=cfg.camera.name, stage=Stage.COADD, version=cfg.pipeline_version,
                     kind=ProductKind.COADD, tile=tile.name, band=band)
@@ -142,10 +129,9 @@ def run_band(tile: Tile, band: str, inputs: Sequence[CoaddInput], cfg: Config, o
                                  "version": cfg.pipeline_version, "tile": tile.name, "band": band},
                            products=_band_products(coadds.paths, qa_path, report, out, tags),
                            inputs=band_inputs(inputs, zps.used), timings=stage.timings)
-    rep_mmag = summary["repeatability_mmag"]
     log.info("%s: done in %.1f s: %d of %d images, repeatability %s mmag, QA %s", label,
-             time.perf_counter() - t_start, len(zps.used), len(inputs),
-             f"{rep_mmag:.1f}" if rep_mmag is not None else "n/a", summary["verdict"])
+             time.perf_counter() - t_start, len(zps.used), len(inputs), _mmag(summary["repeatability_mmag"]),
+             summary["verdict"])
     return 0
 
 
@@ -155,15 +141,24 @@ def _log_target(label: str, psfs: Mapping[int, psf.ImagePSF], target_arcsec: flo
              label, fwhm_in.min(), fwhm_in.max(), np.median(fwhm_in), target_arcsec, beta)
 
 
-def _write_band_qa(out: Path, tile: Tile, band: str, cfg: Config, zps: zeropoints.RelativeZeropoints,
-                   homog: HomogenizedInputs, target_arcsec: float, summary: dict[str, Any],
-                   checks: list[dict[str, Any]], images: list[dict[str, Any]],
-                   skipped: Sequence[Mapping[str, Any]]) -> tuple[Path, Path]:
-    """``qa.json``, the repeatability plot, the PSF-FWHM map and the HTML report of a band."""
+def _mmag(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "n/a"
+
+
+def _band_qa(out: Path, tile: Tile, band: str, cfg: Config, inputs: Sequence[CoaddInput], n_stars: list[int],
+             zps: zeropoints.RelativeZeropoints, fscale: np.ndarray, psfs: Mapping[int, psf.ImagePSF],
+             homog: HomogenizedInputs, target_arcsec: float, coverage: float,
+             skipped: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], Path, Path]:
+    """Checks, summary, ``qa.json``, the repeatability plot, the PSF-FWHM map and the HTML report of a band."""
     from cosmodm_ops.coadd.photcal import plot_repeatability
     from cosmodm_ops.coadd.plots import plot_fwhm_map
     from cosmodm_ops.coadd.report import band_tables, write_band_report
 
+    checks = coadd_qa.band_checks(zps, homog, target_arcsec=target_arcsec, coverage=coverage, qa=cfg.qa)
+    summary = coadd_qa.band_summary(tile.name, band, n_inputs=len(inputs), n_skipped=len(skipped), zps=zps,
+                                    psfs=psfs, homog=homog, target_arcsec=target_arcsec, coverage=coverage,
+                                    co=cfg.coadd, checks=checks)
+    images = coadd_qa.band_images(inputs, n_stars, zps, fscale, psfs, homog)
     plots: list[tuple[str, Path]] = []
     if zps.repeatability is not None:
         p = plot_repeatability(zps.repeatability, out / f"{tile.name}_{band}_repeatability.png",
@@ -178,7 +173,7 @@ def _write_band_qa(out: Path, tile: Tile, band: str, cfg: Config, zps: zeropoint
     qa_path = write_json(out / "qa.json", qa_doc)
     report = write_band_report(out / f"{tile.name}_{band}_report.html", tile.name, band, summary, checks, plots,
                                band_tables(images, skipped, homog.not_homogenized))
-    return qa_path, report
+    return summary, qa_path, report
 
 
 def _band_products(paths: Mapping[str, Path], qa_path: Path, report: Path, out: Path, tags: Tags) -> list[Any]:

@@ -71,8 +71,7 @@ def calibrate_tile(tile: Tile, bands: Sequence[str], coadds: Sequence[str | os.P
         PSFEx found no model, or the reference or truth catalogue cannot be read (exit 65).
     """
     label, bands = f"calibrate {tile.name}", list(dict.fromkeys(bands))
-    start_iso, t_start = utc_now(), time.perf_counter()
-    out = Path(out)
+    start_iso, t_start, out = utc_now(), time.perf_counter(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stage, co, se = StageTimer(label), cfg.coadd, cfg.single_epoch
     with stage("read"):
