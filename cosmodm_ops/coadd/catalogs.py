@@ -9,6 +9,10 @@
 - :func:`aperture_correction`, :func:`moffat_to_total` (pure): MAG_PSF -> the largest aperture
   (measured on the stars) -> total (the homogenized PSF is a known Moffat);
 - :func:`write_catalog`: the calibrated catalog product (every MAG_* + dzp, MAG_PSF + apcorr).
+
+SExtractor and PSFEx are outside programs that work on files: their stages are thin wrappers
+around :func:`cosmodm_ops.astromatic.run_tool`, and the catalogs they return are the inputs of
+the pure steps (:mod:`~cosmodm_ops.coadd.abscal`, :mod:`~cosmodm_ops.coadd.truth`).
 """
 
 from __future__ import annotations

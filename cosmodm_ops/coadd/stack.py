@@ -7,7 +7,10 @@
   with the target PSF in its header (``PSF_FWHM``, ``PSF_BETA``).
 
 Both RICE-compressed into the output folder with ``MAGZERO``, ``BAND``, ``TILENAME`` and
-``NIMAGES``. :func:`coverage_fraction` (pure) is the fraction of the tile with weight > 0.
+``NIMAGES``. SWarp is an outside program that works on files, so this stage has no in-memory
+``run`` of its own: its pure parts are :func:`header_keywords`, :func:`product_paths` and
+:func:`coverage_fraction` (the fraction of the tile with weight > 0); the resampling maths is
+SWarp's, the flux scales are :meth:`cosmodm_ops.coadd.zeropoints.RelativeZeropoints.flux_scales`.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class RelativeZeropoints:
         self.zeropoints[index] = np.nan
 
     def flux_scales(self, magzero: float) -> np.ndarray:
-        """SWarp FLXSCALE of each image to the coadd zeropoint ``magzero`` (NaN for removed images)."""
+        """SWarp FLXSCALE of each image to the coadd zeropoint ``magzero`` (0 for removed images)."""
         from cosmodm_ops.coadd.swarp import flux_scales
 
         return flux_scales(np.asarray(self.zeropoints) + SE_MAGZERO, magzero)
