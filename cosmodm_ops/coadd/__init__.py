@@ -4,6 +4,11 @@ Modules (import them directly; this package imports nothing heavy):
 
 - :mod:`~cosmodm_ops.coadd.tiling`: tilings from ``include/configs/tilings/``, tile names
   (``DES0204-0500``), tile TAN WCS, the tiles a CCD touches.
+- :mod:`~cosmodm_ops.coadd.band` / :mod:`~cosmodm_ops.coadd.tile`: ``run_band`` and
+  ``calibrate_tile``, each the list of its stages; one module per stage (``stars``,
+  ``zeropoints``, ``psf``, ``homogenize``, ``stack``, ``detection``, ``catalogs``, ``abscal``,
+  ``truth``), each with a pure ``run`` on arrays and tables and a thin wrapper doing the file
+  I/O; ``qa``, ``plots``, ``report``, ``manifests`` record the outcome (DESIGN.md lists them).
 - :mod:`~cosmodm_ops.coadd.photcal`: relative zeropoints of a tile's images (star matching,
   Schur-complement least squares, repeatability QA with image removal, Cramer-Rao bound)
   and the survey-wide solve.

@@ -153,7 +153,7 @@ def _best_tile(manifests: list[Path], tiling_name: str) -> str:
     """The tile of the tiling that the most input CCD images touch."""
     from collections import Counter
 
-    from cosmodm_ops.coadd.runner import _image_hdu_header, _wcs
+    from cosmodm_ops.coadd.imageio import image_hdu_header, wcs_of
     from cosmodm_ops.coadd.tiling import ccd_corners, load_tiling
     from cosmodm_ops.manifest import read_manifest
 
@@ -162,8 +162,8 @@ def _best_tile(manifests: list[Path], tiling_name: str) -> str:
     for mpath in manifests:
         for p in read_manifest(mpath).products:
             if p.kind == "image" and p.tags.get("ccd") is not None:
-                hdr = _image_hdu_header(mpath.parent / p.path)
-                ra, dec = ccd_corners(_wcs(hdr), int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))
+                hdr = image_hdu_header(mpath.parent / p.path)
+                ra, dec = ccd_corners(wcs_of(hdr), int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))
                 counts.update(t.name for t in tiling.tiles_touching(ra, dec))
     if not counts:
         msg = f"bench tile: no input image touches a tile of {tiling_name}"

@@ -115,7 +115,8 @@ def gather_inputs(archive: Any, tile: Any, *, survey: str, band: str, version: s
         ``{"name", "reason"}`` of overlapping images left out (quarantined, incomplete).
     """
     from cosmodm_ops.archive.layout import resolve_under
-    from cosmodm_ops.coadd.runner import CoaddInput, InputFile, _image_hdu_header, _wcs
+    from cosmodm_ops.coadd.imageio import image_hdu_header, wcs_of
+    from cosmodm_ops.coadd.inputs import CoaddInput, InputFile
     from cosmodm_ops.coadd.tiling import ccd_corners
 
     def key(row: dict[str, Any]) -> tuple[int, int]:
@@ -131,8 +132,8 @@ def gather_inputs(archive: Any, tile: Any, *, survey: str, band: str, version: s
         name = f"{int(row['expnum']):08d}_c{int(row['ccd']):02d}"
         path = resolve_under(archive.root, row["path"])
         try:
-            hdr = _image_hdu_header(path)
-            ra, dec = ccd_corners(_wcs(hdr), int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))
+            hdr = image_hdu_header(path)
+            ra, dec = ccd_corners(wcs_of(hdr), int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))
         except (OSError, ValueError) as err:
             skipped.append({"name": name, "reason": f"cannot read the WCS of {row['path']}: {err}"})
             continue
@@ -166,7 +167,8 @@ def inputs_from_manifests(manifests: list[Path], tile: Any, *, band: str) -> tup
     Every CCD with an image, weight, PSF and catalog product whose files match the
     manifest's sha256 is used; CCDs the job failed have no products and do not appear.
     """
-    from cosmodm_ops.coadd.runner import CoaddBadInput, CoaddInput, InputFile, _image_hdu_header, _wcs
+    from cosmodm_ops.coadd.imageio import image_hdu_header, wcs_of
+    from cosmodm_ops.coadd.inputs import CoaddBadInput, CoaddInput, InputFile
     from cosmodm_ops.coadd.tiling import ccd_corners
     from cosmodm_ops.fits import file_sha256
     from cosmodm_ops.manifest import read_manifest
@@ -194,8 +196,8 @@ def inputs_from_manifests(manifests: list[Path], tile: Any, *, band: str) -> tup
                     msg = f"{path}: missing, or its sha256 differs from {mpath}"
                     raise CoaddBadInput(msg)
                 files[kind] = InputFile(kind, path, p.sha256, p.size, dict(p.tags))
-            hdr = _image_hdu_header(files["image"].path)
-            if tile.overlaps(*ccd_corners(_wcs(hdr), int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))):
+            hdr = image_hdu_header(files["image"].path)
+            if tile.overlaps(*ccd_corners(wcs_of(hdr), int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))):
                 inputs.append(CoaddInput(name=name, expnum=expnum, ccd=ccd, files=files))
     return inputs, skipped
 
@@ -220,8 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cosmodm_ops.archive.errors import ArchiveError, ArchiveUnavailable
     from cosmodm_ops.astromatic import ToolError
     from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
+    from cosmodm_ops.coadd.band import run_band
+    from cosmodm_ops.coadd.inputs import CoaddBadInput
     from cosmodm_ops.coadd.psfhomog import PSFHomogError
-    from cosmodm_ops.coadd.runner import CoaddBadInput, run_band
     from cosmodm_ops.coadd.tiling import TilingError
     from cosmodm_ops.config import ConfigError
     from cosmodm_ops.model import TagError, validate_token
@@ -253,7 +256,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """``cosmodm coadd calibrate``: map failures to the shared exit codes."""
     from cosmodm_ops.astromatic import ToolError
     from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
-    from cosmodm_ops.coadd.runner import CoaddBadInput, calibrate_tile
+    from cosmodm_ops.coadd.inputs import CoaddBadInput
+    from cosmodm_ops.coadd.tile import calibrate_tile
     from cosmodm_ops.coadd.tiling import TilingError
     from cosmodm_ops.config import ConfigError
     from cosmodm_ops.model import TagError, validate_token

@@ -305,6 +305,60 @@ def fit_locus(
     LocusResult
     """
     loc = locus or read_covey_locus()
+    obs, ok, has_j, w = _observed_colours(mags, errs, anchor, intrinsic, min_stars)
+    n = len(obs)
+    absolute = bool(has_j.sum() >= max(5, min_stars // 4))
+    curve4 = loc.curve(COLOURS)
+    curve3 = curve4[:, :3]
+    trees = {4: cKDTree(curve4), 3: cKDTree(curve3)}
+    groups = (
+        {4: np.flatnonzero(has_j), 3: np.flatnonzero(ok & ~has_j)} if absolute else {3: np.flatnonzero(ok)}
+    )
+    shift = np.zeros(4)
+    use = ok.copy()
+    dist = np.full(n, np.nan)
+    converged = False
+    it = 0
+    normal = np.eye(4)
+    for it in range(1, max_iter + 1):
+        normal, rhs = _normal_equations(groups, obs, shift, trees, curve4, w, dist, use, clip=clip, clipping=it > 2)
+        if not absolute:
+            normal[3, 3] = 1.0  # r-J not constrained: hold it
+        step = np.linalg.solve(normal + 1e-12 * np.eye(4), rhs)
+        shift += step
+        if np.max(np.abs(step)) < tol:
+            converged = True
+            break
+    dzp, cov_z = _band_corrections(shift, normal, w, dist, use, absolute=absolute)
+    corrected = obs + shift
+    scatter = _plane_scatter(loc, corrected, use)
+    return LocusResult(
+        zeropoints={b: float(v) for b, v in zip(_BANDS, dzp, strict=True)},
+        errors={b: float(math.sqrt(max(v, 0.0))) for b, v in zip(_BANDS, np.diag(cov_z), strict=True)},
+        colour_shifts={c: float(v) for c, v in zip(COLOURS, shift, strict=True)},
+        scatter=scatter,
+        absolute=absolute,
+        n_stars=int(ok.sum()),
+        n_used=int(use.sum()),
+        n_with_j=int(has_j.sum()),
+        iterations=it,
+        converged=converged,
+        colours=corrected,
+        used=use,
+    )
+
+
+def _observed_colours(
+    mags: Mapping[str, np.ndarray], errs: Mapping[str, np.ndarray] | None, anchor: str, intrinsic: float,
+    min_stars: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stars' colours (g-r, r-i, i-z, r-J; shape (n, 4)), the griz and J masks and the fit weights.
+
+    Raises
+    ------
+    LocusError
+        A band of g, r, i, z is missing, or fewer than ``min_stars`` stars have all four.
+    """
     missing = [b for b in _BANDS if b not in mags]
     if missing:
         msg = f"stellar-locus fit needs magnitudes in g, r, i, z; missing {missing}"
@@ -327,50 +381,48 @@ def fit_locus(
     if ok.sum() < min_stars:
         msg = f"only {int(ok.sum())} stars with g, r, i and z (need {min_stars}) for the stellar-locus fit"
         raise LocusError(msg)
-    absolute = bool(has_j.sum() >= max(5, min_stars // 4))
-    curve4 = loc.curve(COLOURS)
-    curve3 = curve4[:, :3]
-    trees = {4: cKDTree(curve4), 3: cKDTree(curve3)}
-    groups = (
-        {4: np.flatnonzero(has_j), 3: np.flatnonzero(ok & ~has_j)} if absolute else {3: np.flatnonzero(ok)}
-    )
-    shift = np.zeros(4)
-    use = ok.copy()
-    dist = np.full(n, np.nan)
-    converged = False
-    it = 0
-    normal = np.eye(4)
-    for it in range(1, max_iter + 1):
-        normal = np.zeros((4, 4))
-        rhs = np.zeros(4)
-        for dim, idx in groups.items():
-            if len(idx) == 0:
-                continue
-            pts = obs[idx, :dim] + shift[:dim]
-            p, t, end = _nearest_on_polyline(trees[dim], curve4[:, :dim] if dim == 4 else curve3, pts)
-            r = pts - p
-            dist[idx] = np.sqrt(np.sum(r * r, axis=1))
-            use[idx] = ~end
-            proj = np.eye(dim)[None, :, :] - t[:, :, None] * t[:, None, :]
-            sel = ~end
-            if it > 2:
-                # perpendicular offsets have dim-1 components: clip on chi^2 with dim-1 degrees of freedom
-                k = dim - 1
-                d2 = dist[idx] ** 2
-                sigma2 = np.median(d2[sel]) / chi2.median(k)
-                sel &= d2 <= sigma2 * chi2.ppf(math.erf(clip / math.sqrt(2.0)), k)
-            use[idx] = sel
-            ww = w[idx][sel]
-            normal[:dim, :dim] += np.einsum("k,kij->ij", ww, proj[sel])
-            rhs[:dim] -= np.einsum("k,kij,kj->i", ww, proj[sel], r[sel])
-        if not absolute:
-            normal[3, 3] = 1.0  # r-J not constrained: hold it
-        step = np.linalg.solve(normal + 1e-12 * np.eye(4), rhs)
-        shift += step
-        if np.max(np.abs(step)) < tol:
-            converged = True
-            break
-    # corrections per band from colour shifts: s = T dzp (without J: hold dzp_r = 0)
+    return obs, ok, has_j, w
+
+
+def _normal_equations(
+    groups: Mapping[int, np.ndarray], obs: np.ndarray, shift: np.ndarray, trees: Mapping[int, cKDTree],
+    curve4: np.ndarray, w: np.ndarray, dist: np.ndarray, use: np.ndarray, *, clip: float, clipping: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Gauss-Newton step's normal matrix (4, 4) and right-hand side (4,) for the colour shifts.
+
+    Each group (stars with J: 4 colours; without: 3) is projected on the locus; ``dist`` and
+    ``use`` (shape (n,)) are updated in place with each star's distance and whether it counts
+    (not beyond an end of the locus; with ``clipping``, within ``clip`` robust sigmas).
+    """
+    normal = np.zeros((4, 4))
+    rhs = np.zeros(4)
+    for dim, idx in groups.items():
+        if len(idx) == 0:
+            continue
+        pts = obs[idx, :dim] + shift[:dim]
+        p, t, end = _nearest_on_polyline(trees[dim], curve4[:, :dim], pts)
+        r = pts - p
+        dist[idx] = np.sqrt(np.sum(r * r, axis=1))
+        use[idx] = ~end
+        proj = np.eye(dim)[None, :, :] - t[:, :, None] * t[:, None, :]
+        sel = ~end
+        if clipping:
+            # perpendicular offsets have dim-1 components: clip on chi^2 with dim-1 degrees of freedom
+            k = dim - 1
+            d2 = dist[idx] ** 2
+            sigma2 = np.median(d2[sel]) / chi2.median(k)
+            sel &= d2 <= sigma2 * chi2.ppf(math.erf(clip / math.sqrt(2.0)), k)
+        use[idx] = sel
+        ww = w[idx][sel]
+        normal[:dim, :dim] += np.einsum("k,kij->ij", ww, proj[sel])
+        rhs[:dim] -= np.einsum("k,kij,kj->i", ww, proj[sel], r[sel])
+    return normal, rhs
+
+
+def _band_corrections(
+    shift: np.ndarray, normal: np.ndarray, w: np.ndarray, dist: np.ndarray, use: np.ndarray, *, absolute: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band corrections (g, r, i, z) from the colour shifts ``s = T dzp`` (without J: dzp_r = 0), and their covariance."""
     if absolute:
         dzp = np.linalg.solve(_T, shift)
     else:
@@ -378,23 +430,7 @@ def fit_locus(
     sigma2 = float(np.sum(w[use] * dist[use] ** 2) / max(1, use.sum() - 4))
     cov_s = np.linalg.inv(normal + 1e-12 * np.eye(4)) * sigma2
     tinv = np.linalg.inv(_T)
-    cov_z = tinv @ cov_s @ tinv.T
-    corrected = obs + shift
-    scatter = _plane_scatter(loc, corrected, use)
-    return LocusResult(
-        zeropoints={b: float(v) for b, v in zip(_BANDS, dzp, strict=True)},
-        errors={b: float(math.sqrt(max(v, 0.0))) for b, v in zip(_BANDS, np.diag(cov_z), strict=True)},
-        colour_shifts={c: float(v) for c, v in zip(COLOURS, shift, strict=True)},
-        scatter=scatter,
-        absolute=absolute,
-        n_stars=int(ok.sum()),
-        n_used=int(use.sum()),
-        n_with_j=int(has_j.sum()),
-        iterations=it,
-        converged=converged,
-        colours=corrected,
-        used=use,
-    )
+    return dzp, tinv @ cov_s @ tinv.T
 
 
 def _plane_scatter(loc: Locus, colours: np.ndarray, use: np.ndarray) -> dict[str, float]:

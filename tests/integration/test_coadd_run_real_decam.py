@@ -71,7 +71,7 @@ def _make_exposure(folder: Path, expnum: int, factor: float, dx: int, dy: int, s
 def _tile_yaml(folder: Path) -> tuple[Path, float, float]:
     from astropy.io import fits
 
-    from cosmodm_ops.coadd.runner import _wcs as WCS
+    from cosmodm_ops.coadd.imageio import wcs_of as WCS
 
     with fits.open(real_file(STEM.format("ooi"))) as hdul:
         w = WCS(hdul[1].header)
@@ -187,7 +187,7 @@ def test_relative_zeropoints_recover_the_flux_factors(world: dict):
 
 
 def test_coadd_wcs_is_the_tiles_and_star_fluxes_match_the_scaled_inputs(world: dict):
-    from cosmodm_ops.coadd.runner import _wcs as WCS
+    from cosmodm_ops.coadd.imageio import wcs_of as WCS
     from cosmodm_ops.coadd.tiling import load_tiling
 
     tile = load_tiling(world["tiling"]).tile(TILE)
@@ -221,8 +221,8 @@ def test_coadd_wcs_is_the_tiles_and_star_fluxes_match_the_scaled_inputs(world: d
 
 
 def test_homogenized_coadd_has_the_target_psf(world: dict):
+    from cosmodm_ops.coadd.imageio import wcs_of as WCS
     from cosmodm_ops.coadd.psfhomog import psf_fwhm
-    from cosmodm_ops.coadd.runner import _wcs as WCS
 
     data, hdr = _read(world["out"] / f"{TILE}_z_coadd_homog.fits.fz")
     raw, _ = _read(world["out"] / f"{TILE}_z_coadd.fits.fz")

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cosmodm_ops.coadd.catalogs import moffat_to_total as _moffat_to_total
 from cosmodm_ops.coadd.cli import _overrides
-from cosmodm_ops.coadd.runner import CoaddBadInput, CoaddInput, InputFile, _moffat_to_total, chi_mean
+from cosmodm_ops.coadd.detection import chi_mean
+from cosmodm_ops.coadd.inputs import CoaddBadInput, CoaddInput, InputFile
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +71,7 @@ def test_the_workflow_commands_parse():
 
 
 def test_scratch_moves_off_a_full_ramdisk(tmp_path, caplog):
-    from cosmodm_ops.coadd.runner import _scratch_root
+    from cosmodm_ops.common import scratch_root as _scratch_root
 
     assert _scratch_root(tmp_path / "ram" / "x", 1, 0.99, tmp_path / "out") == tmp_path / "ram" / "x"
     with caplog.at_level("WARNING"):
@@ -78,7 +80,7 @@ def test_scratch_moves_off_a_full_ramdisk(tmp_path, caplog):
 
 
 def test_truth_is_scored_only_where_every_detection_band_has_data():
-    from cosmodm_ops.coadd.runner import _covered
+    from cosmodm_ops.coadd.truth import covered as _covered
 
     a = np.array([[1.0, 1.0, 0.9, 1e-4, 0.0]])
     b = np.array([[2.0, 0.1, 2.0, 2.0, 2.0]])
