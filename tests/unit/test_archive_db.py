@@ -45,7 +45,7 @@ def night(archive, tmp_path):
 
 
 def test_init_creates_every_table_and_is_idempotent(archive):
-    assert archive.init() == "0001"
+    assert archive.init() == "0002"  # 0002: campaign tables
     names = set(sa.inspect(archive.engine).get_table_names())
     assert {"products", "exposures", "ccd_images", "tiles", "lineage", "runs", "qa_results", "quarantine",
             "objects", "alembic_version"} <= names
