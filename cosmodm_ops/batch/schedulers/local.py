@@ -254,6 +254,8 @@ if [ -e "$f.array" ]; then  # the whole array: stop the launcher, then every ele
     e="$f.$i"
     [ -e "$e.rc" ] && continue
     : > "$e.cancelled"
+    # started (it checks the marker after writing .start) but no pid file yet: it is about to write one
+    for _ in $(seq 100); do [ -e "$e.start" ] && [ ! -e "$e.pid" ] || break; sleep 0.05; done
     if _alive "$e.pid"; then kill -TERM -- "-$j" 2>/dev/null; left+=("$e $j"); fi
   done
   for _ in $(seq 100); do
