@@ -32,6 +32,9 @@ _FAKE = textwrap.dedent('''
     import json, os, sys, hashlib
     from pathlib import Path
     argv = sys.argv[1:]
+    if argv[:2] == ["campaign", "element"]:  # the array element entry point is the real one
+        from cosmodm_ops.campaign.execute import element_main
+        sys.exit(element_main(argv[argv.index("--chunk-file") + 1]))
     assert argv[:2] == ["single-epoch", "run"], argv
     opt = {argv[i][2:]: argv[i + 1] for i in range(2, len(argv) - 1, 2)}
     from cosmodm_ops.config import config_hash, load_config
