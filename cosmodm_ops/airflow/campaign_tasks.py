@@ -139,7 +139,7 @@ def chunk_array(task_id: str, site: str, specs: Any) -> Any:
         pool = {"pool": pool_name(site)}
     if ArrayJobOperator is not None:
         args = specs.map(lambda s: {"command": s["command"], "array_size": s["array_size"]})
-        return ArrayJobOperator.partial(task_id=task_id, site=site, **pool).expand_kwargs(args)
+        return ArrayJobOperator.partial(task_id=task_id, site=site, **pool).expand_kwargs(args).output
 
     from airflow.sdk import task
 
