@@ -121,9 +121,9 @@ def main() -> int:
     proc, url, password = _start(env)
     try:
         api = AirflowREST(url, user="admin", password=password)
-        for _ in range(120):  # the DAG processor serializes the DAG files first
+        for _ in range(120):  # the DAG processor serializes the DAG files first; `make demo` may have left it paused
             try:
-                api._request("GET", f"/api/v2/dags/{DAG_ID}")
+                api._request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
                 break
             except Exception:  # noqa: BLE001 - not yet
                 time.sleep(2)
