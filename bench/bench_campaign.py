@@ -48,7 +48,7 @@ STAGE = ('k=$((${OFFSET:-0} + ${COSMODM_ARRAY_INDEX:-0})); d="$1/$2"; mkdir -p "
          'printf \\'{"item": %s, "sha256": "%s"}\\\\n\\' "$k" "$h" > "$d/item$k.$$.tmp" && '
          'mv "$d/item$k.$$.tmp" "$d/item$k.$$.json"')
 ARGS = dict(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
-            default_args={"retries": 1}, tags=["cosmodm", "bench"], doc_md=__doc__)
+            default_args={"retries": 1, "retry_delay": pendulum.duration(seconds=5)}, tags=["cosmodm", "bench"], doc_md=__doc__)
 
 with DAG(dag_id="bench_campaign_chunked", max_active_tasks=64, **ARGS):
     ArrayJobOperator.partial(task_id="chunk", site="local").expand_kwargs(
