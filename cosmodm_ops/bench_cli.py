@@ -48,10 +48,23 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min", "core_min_ratio_vs_desdm",
          "own_share", "bytes_output", "bytes_naive", "bytes_ratio", "n_ccds_ok"),
     ),
+    "campaign": (
+        "bench.bench_campaign:campaign",
+        ("a campaign's items through Airflow: one job array per chunk (ArrayJobOperator) vs one task per item "
+         "(the naive anchor), in one airflow standalone; run from the repository (needs bench/ and tests/)"),
+        ("items", "task_instances", "ssh_logins_per_site", "lost", "duplicated", "wall_s", "naive_wall_s",
+         "naive_task_instances", "throughput_ratio", "scheduler_peak_rss_mb", "triggerer_peak_rss_mb"),
+    ),
 }
 
 #: name -> options of that benchmark: (flag, ``add_argument`` keywords); each value goes to its function by ``dest``.
 OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "campaign": [
+        ("--items", {"type": int, "default": 200, "help": "work items (default 200)"}),
+        ("--chunk", {"type": int, "default": 50, "help": "items per chunk = elements per job array (default 50)"}),
+        ("--site", {"default": "local", "choices": ["local", "loopback-slurm"],
+                    "help": "site (only local is implemented)"}),
+    ],
     "exposure": [
         ("--camera", {"default": "decam", "help": "camera to simulate (default decam: 62 CCDs)"}),
         ("--jobs", {"type": int, "default": 2, "help": "worker processes of the run (default 2)"}),

@@ -119,6 +119,14 @@ def test_slurm_sacct_array_elements():
     assert st["210_0"].state is JobState.CANCELLED
 
 
+def test_slurm_sacct_array_real_capture_with_pending_range():
+    ids = [f"1_{i}" for i in range(6)]
+    st = parse_sacct(_read("slurm_sacct_array_pending.txt"), ids)
+    assert [(st[i].state, st[i].exit_code) for i in ids] == [
+        (JobState.COMPLETED, 0), (JobState.COMPLETED, 0), (JobState.FAILED, 3), (JobState.COMPLETED, 0),
+        (JobState.PENDING, None), (JobState.PENDING, None)]
+
+
 def test_slurm_squeue_array_elements():
     st = parse_squeue(_read("slurm_squeue_array.txt"), [f"300_{i}" for i in range(6)])
     assert [st[f"300_{i}"].state for i in range(6)] == [

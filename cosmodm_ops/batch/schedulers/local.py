@@ -105,7 +105,10 @@ while [ -z "$rc" ]; do
   who=
   wait -n -p who "$j" ${dog:+"$dog"}
   st=$?
-  if [ "$who" = "$j" ]; then
+  if [ -z "$who" ] && [ "$st" = 127 ]; then  # no child left to wait for (reaped during a trap): never spin
+    rc=137
+    echo "cosmodm: the job's process was reaped without an exit status" >> "$d/$name.err"
+  elif [ "$who" = "$j" ]; then
     rc=$st
   elif [ -n "$dog" ] && [ "$who" = "$dog" ]; then
     dog=
