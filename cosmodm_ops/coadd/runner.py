@@ -63,6 +63,7 @@ from cosmodm_ops.coadd.tiling import Tile
 from cosmodm_ops.config import Config, config_hash
 from cosmodm_ops.manifest import Manifest, ManifestInput, ManifestProduct, write_manifest
 from cosmodm_ops.model import ProductKind, Stage, Tags
+from cosmodm_ops.qa.thumbnail_products import coadd_thumbnail
 
 __all__ = [
     "SE_MAGZERO",
@@ -737,6 +738,8 @@ def run_band(
             _product(qa_path, out, ProductKind.QA, tags),
             _product(report, out, ProductKind.REPORT, tags),
         ]
+        thumb = coadd_thumbnail(tnames["coadd"], out, tags.to_dict())  # UI preview
+        products += [thumb] if thumb else []
         stage.timings["total"] = round(time.perf_counter() - t_start, 4)
         manifest = Manifest(
             job={"name": f"coadd-{tile.name}-{band}", "site": cfg.site.name, "host": socket.gethostname(),
