@@ -48,10 +48,21 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min", "core_min_ratio_vs_desdm",
          "own_share", "bytes_output", "bytes_naive", "bytes_ratio", "n_ccds_ok"),
     ),
+    "ui": (
+        "cosmodm_ops.ui.bench:ui",
+        ("survey pages on 10^5 products / 10^4 exposures / 10^3 tiles (SQLite and PostgreSQL): p50/p95 of every "
+         "page and JSON endpoint under 10 clients, against Airflow's dagRuns list"),
+        (),
+    ),
 }
 
 #: name -> options of that benchmark: (flag, ``add_argument`` keywords); each value goes to its function by ``dest``.
 OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "ui": [
+        ("--clients", {"type": int, "default": 10, "help": "concurrent clients (default 10)"}),
+        ("--per-client", {"type": int, "default": 10, "help": "requests per client and endpoint (default 10)"}),
+        ("--backends", {"default": "sqlite,postgres", "help": "archive databases to measure (default both)"}),
+    ],
     "exposure": [
         ("--camera", {"default": "decam", "help": "camera to simulate (default decam: 62 CCDs)"}),
         ("--jobs", {"type": int, "default": 2, "help": "worker processes of the run (default 2)"}),

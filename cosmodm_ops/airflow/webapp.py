@@ -192,12 +192,23 @@ def night_json(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=
 
 
 # ---------------------------------------------------------------------------------------------- exposure
+def _focal_plane(camera: str) -> Any:
+    from cosmodm_ops.cameras.layout import focal_plane
+
+    cam = camera_config(camera)
+    try:
+        return focal_plane(cam) if cam is not None else None
+    except Exception:  # noqa: BLE001 - a missing camera table only loses the map
+        return None
+
+
 def _exposure_data(survey: str, expnum: int) -> dict[str, Any]:
     with archive().engine.connect() as conn:
         detail = Q.exposure_detail(conn, survey=survey, expnum=expnum)
         if detail is None:
             raise HTTPException(404, f"no exposure {expnum} in survey {survey}")
-        detail["ccd_metrics"] = Q.ccd_metrics(conn, detail)
+        fp = _focal_plane(detail["exposure"]["camera"])
+        detail["ccd_metrics"] = Q.ccd_metrics(conn, detail, [c.ccdnum for c in fp.ccds] if fp else ())
     return detail
 
 
@@ -206,17 +217,12 @@ def exposure_page(request: Request, survey: str = P(..., pattern=_NAME), expnum:
                   metric: str = Query("fwhm_arcsec", pattern="^(" + "|".join(svg.METRICS) + ")$")) -> HTMLResponse:
     """Every QA value, the focal-plane map by a chosen metric, products with downloads, lineage."""
     d = _exposure_data(survey, expnum)
-    cam = camera_config(d["exposure"]["camera"])
-    fp_svg = "<p>Unknown camera: no focal-plane map.</p>"
-    if cam is not None:
-        from cosmodm_ops.cameras.layout import focal_plane
-
-        try:
-            fp = focal_plane(cam)
-            w, h = cam.ccd_nx * cam.pixel_size_mm, cam.ccd_ny * cam.pixel_size_mm
-            fp_svg = svg.focal_plane_svg(fp.ccds, w, h, d["ccd_metrics"], metric)
-        except Exception as err:  # noqa: BLE001 - a missing camera table only loses the map
-            fp_svg = f"<p>No focal-plane map: {type(err).__name__}</p>"
+    fp = _focal_plane(d["exposure"]["camera"])
+    fp_svg = "<p>Unknown camera or camera tables: no focal-plane map.</p>"
+    if fp is not None:
+        cam = fp.camera
+        w, h = cam.ccd_nx * cam.pixel_size_mm, cam.ccd_ny * cam.pixel_size_mm
+        fp_svg = svg.focal_plane_svg(fp.ccds, w, h, d["ccd_metrics"], metric)
     thumb = next((x["id"] for x in d["products"] if x["kind"] == "thumbnail" and x["ccd"] is None), None)
     return page(request, "exposure.html", survey=survey, metric=metric, metrics=svg.METRICS, focal_plane_svg=fp_svg,
                 thumbnail_id=thumb, **d)

@@ -65,7 +65,9 @@ def exposure_thumbnail(outdir: str | os.PathLike[str], products: Sequence[Manife
             data, _ = read_image(outdir / p.path)
             c = int(p.tags["ccd"])
             info = fp.ccd(c)
-            ccds[c] = bin_image(data, factor)
+            # the image may be smaller than the camera's CCD (a binned test image): bin to the same scale
+            own = max(1, round(factor * data.shape[1] / camera.ccd_nx))
+            ccds[c] = bin_image(data, own)
             centres[c] = (info.x_mm / camera.pixel_size_mm / factor, info.y_mm / camera.pixel_size_mm / factor)
         png = encode_png(focal_plane_preview(ccds, centres, size=PREVIEW_SIZE))
         return _write(png, outdir / "thumbnail.png", outdir, {**tags, "ccd": None})

@@ -20,6 +20,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -228,10 +229,11 @@ def exposure_detail(conn: Connection, *, survey: str, expnum: int) -> dict[str, 
             "raw_id": exp.get("raw_product_id")}
 
 
-def ccd_metrics(conn: Connection, detail: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def ccd_metrics(conn: Connection, detail: dict[str, Any], all_ccds: Sequence[int] = ()) -> dict[int, dict[str, Any]]:
     """Per CCD of an exposure: fwhm, zeropoint offset from the median, astrometric scatter, object count, failed.
 
-    A CCD is failed when a check of it failed, a quarantine covers it, or it has no image product.
+    A CCD is failed when a check of it failed, a quarantine covers it, or it has no image product
+    (``all_ccds``: the camera's CCD numbers, so that a CCD that left no row at all is found too).
     """
     expnum = detail["exposure"]["expnum"]
     out: dict[int, dict[str, Any]] = defaultdict(lambda: {"failed": False, "why": []})
@@ -249,7 +251,7 @@ def ccd_metrics(conn: Connection, detail: dict[str, Any]) -> dict[int, dict[str,
         out[ccd]["failed"] = True
         out[ccd]["why"] += why
     with_image = {x["ccd"] for x in detail["products"] if x["kind"] == "image"}
-    for ccd in list(out):
+    for ccd in sorted(set(out) | set(all_ccds)):
         if ccd not in with_image:
             out[ccd]["failed"] = True
             out[ccd]["why"].append("no image product")

@@ -44,7 +44,7 @@ def _fmt(v: float | None) -> str:
 
 
 def focal_plane_svg(ccds: Sequence[Any], ccd_w_mm: float, ccd_h_mm: float, metrics: Mapping[int, Mapping[str, Any]],
-                    metric: str, *, width: int = 520) -> str:
+                    metric: str, *, width: int = 360) -> str:
     """CCD outlines at their focal-plane positions, filled by ``metric``; failed CCDs crossed out.
 
     Parameters
@@ -184,7 +184,7 @@ def lineage_svg(centre: Mapping[str, Any], up: Mapping[str, Any], down: Mapping[
                                               "external": True}
                 cols.setdefault(sign * int(edge["depth"]), []).append(node)
             edges.append((a, key))
-    col_w, row_h, box_w, box_h = 230, 34, 200, 26
+    col_w, row_h, box_w, box_h = 270, 34, 240, 26
     lo, hi = min(cols), max(cols)
     shown: dict[Any, tuple[float, float]] = {}
     n_rows = max(min(len(v), max_per_column + 1) for v in cols.values())
@@ -200,7 +200,7 @@ def lineage_svg(centre: Mapping[str, Any], up: Mapping[str, Any], down: Mapping[
             label = f"{node.get('kind', '')} {_short(node)}"
             cls = "node centre" if c == 0 else "node external" if node.get("external") else "node"
             inner = (f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="4"/>'
-                     f'<text x="{x + 6}" y="{y + 17}">{escape(label[:34])}</text>'
+                     f'<text x="{x + 6}" y="{y + 17}">{escape(label[:36])}</text>'
                      f'<title>{escape(str(node.get("path", "")))}</title>')
             if node.get("external"):
                 boxes.append(f'<g class="{cls}">{inner}</g>')
