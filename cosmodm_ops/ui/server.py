@@ -78,7 +78,7 @@ def start_api_server(home: str | Path, *, db: str, root: str, port: int | None =
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    secret = os.urandom(24).hex()
+    secret = os.urandom(64).hex()  # HS512 wants >= 64 bytes
     pw_file = home / "simple_auth_manager_passwords.json.generated"
     pw_file.write_text(json.dumps(USERS))
     env = _env(home, port, db, root, secret, env_extra)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import time
 import urllib.parse
 
@@ -48,7 +49,7 @@ def test_no_token_forged_or_expired_is_401(survey_ui):
     good = survey_ui.token("admin")
     claims = jwt.decode(good, options={"verify_signature": False})
     header = jwt.get_unverified_header(good)
-    forged = jwt.encode(claims, "not-the-secret", algorithm=header["alg"])
+    forged = jwt.encode(claims, os.urandom(64).hex(), algorithm=header["alg"])
     expired = jwt.encode({**claims, "exp": int(time.time()) - 60, "iat": int(time.time()) - 3600,
                           "nbf": int(time.time()) - 3600}, survey_ui.server.jwt_secret, algorithm=header["alg"])
     for path in PAGES:
