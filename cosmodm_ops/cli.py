@@ -35,6 +35,7 @@ _GROUPS: tuple[tuple[str, str], ...] = (
     ("cosmodm_ops.batch.cli", "batch"),
     ("cosmodm_ops.coadd.cli", "coadd"),
     ("cosmodm_ops.config.cli", "config"),
+    ("cosmodm_ops.campaign.cli", "campaign"),
     ("cosmodm_ops.bench_cli", "bench"),
 )
 

@@ -142,13 +142,15 @@ class BatchJobOperator(BaseOperator):
             raise AirflowException(msg) from err
         self.log.info("submitted %s as %s job %s at site %s", spec.name, cfg.batch.system, job_id, self.site)
         context["ti"].xcom_push(key="batch_job", value={"job_id": job_id, "name": spec.name, "site": self.site,
-                                                        "scheduler": cfg.batch.system, "workdir": spec.workdir})
-        self.defer(
-            trigger=BatchJobTrigger(job_id=job_id, scheduler=cfg.batch.system, ssh_conn_id=cfg.ssh_conn_id,
-                                    site=self.site, poll_interval=cfg.batch.poll_interval_s,
-                                    verify_host_key=cfg.verify_host_key),
-            method_name="execute_complete",
-        )
+                                                        "scheduler": cfg.batch.system, "workdir": spec.workdir,
+                                                        "array_size": spec.array_size})
+        self.defer(trigger=self.trigger_for(cfg, job_id, spec), method_name="execute_complete")
+
+    def trigger_for(self, cfg: Any, job_id: str, spec: Any) -> BatchJobTrigger:
+        """The trigger that watches the submitted job (subclasses watch arrays)."""
+        return BatchJobTrigger(job_id=job_id, scheduler=cfg.batch.system, ssh_conn_id=cfg.ssh_conn_id,
+                               site=self.site, poll_interval=cfg.batch.poll_interval_s,
+                               verify_host_key=cfg.verify_host_key)
 
     def _diagnostics(self, context: Any) -> str:
         """Tail of the job's stderr when the job ran here (remote logs stay on the site)."""

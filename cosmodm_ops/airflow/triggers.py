@@ -62,9 +62,12 @@ class SitePoller:
         poller.interval = min(poller.interval, interval)
         return poller
 
-    def watch(self, job_id: str) -> asyncio.Queue:
-        """Register interest in a job; its states arrive on the returned queue."""
-        queue: asyncio.Queue = asyncio.Queue()
+    def watch(self, job_id: str, queue: asyncio.Queue | None = None) -> asyncio.Queue:
+        """Register interest in a job; its states arrive on the returned queue.
+
+        ``queue``: deliver to this queue (one queue for many jobs: the elements of an array); new by default.
+        """
+        queue = asyncio.Queue() if queue is None else queue
         self.watchers.setdefault(job_id, []).append(queue)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._loop())

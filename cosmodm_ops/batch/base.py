@@ -109,7 +109,14 @@ class JobSpec:
     env : mapping
         Environment variables exported in the script (never secrets).
     ramdisk : str, optional
-        RAM-disk parent; the script creates ``<ramdisk>/<name>`` and removes it on exit (trap).
+        RAM-disk parent; the script creates ``<ramdisk>/<name>`` (``<ramdisk>/<name>.<index>`` for an
+        array element) and removes it on exit (trap).
+    array_size : int, optional
+        Submit a job array of this many elements (indices ``0 .. array_size - 1``); each element runs
+        ``command`` with ``COSMODM_ARRAY_INDEX`` set to its index and writes its own
+        ``<workdir>/.cosmodm/<name>.<index>.out`` / ``.err``. None = one ordinary job.
+    array_max_parallel : int, optional
+        At most this many elements run at once (Slurm ``%M``; emulated elsewhere). Needs ``array_size``.
     """
 
     name: str
@@ -124,8 +131,11 @@ class JobSpec:
     qos: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     ramdisk: str | None = None
+    array_size: int | None = None
+    array_max_parallel: int | None = None
 
     def __post_init__(self) -> None:
+        self._check_array()
         if not _JOB_NAME.match(self.name):
             msg = f"job name {self.name!r} is not allowed: use [A-Za-z0-9._-], at most 128 characters"
             raise ValueError(msg)
@@ -136,6 +146,24 @@ class JobSpec:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
                 msg = f"environment variable name {key!r} is not allowed"
                 raise ValueError(msg)
+        if "COSMODM_ARRAY_INDEX" in self.env:
+            msg = "env[COSMODM_ARRAY_INDEX] is set by the job script of an array element: remove it from env"
+            raise ValueError(msg)
+
+    def _check_array(self) -> None:
+        for key in ("array_size", "array_max_parallel"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                msg = f"{key}={value!r} must be a whole number >= 1 (or None)"
+                raise ValueError(msg)
+        if self.array_max_parallel is not None and self.array_size is None:
+            msg = "array_max_parallel needs array_size (it limits the elements of a job array)"
+            raise ValueError(msg)
+
+    @property
+    def is_array(self) -> bool:
+        """True for a job array (``array_size`` set)."""
+        return self.array_size is not None
 
 
 @dataclass(frozen=True)
@@ -224,6 +252,15 @@ class Scheduler(abc.ABC):
         """Poll many jobs with one batched command (async, for triggers)."""
         outs = [await runner.run(argv) for argv in self.status_argv(job_ids)]
         return self.parse_status(outs, job_ids)
+
+    def array_element_ids(self, job_id: str, n: int) -> list[str]:
+        """The ids of the ``n`` elements of array ``job_id`` (as :meth:`submit` returned it), index order.
+
+        Each can be passed to :meth:`status` (batched with other jobs and other arrays' elements) and
+        to :meth:`cancel` (that element only; the array id cancels every element).
+        """
+        msg = f"{self.name}: job arrays are not supported"
+        raise NotImplementedError(msg)
 
     @abc.abstractmethod
     def cancel_argv(self, job_id: str) -> list[str]:

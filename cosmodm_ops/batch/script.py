@@ -7,6 +7,7 @@ HTCondor or the local runner::
     <directives of the batch system>
     set -euo pipefail
     export COSMODM_JOB_NAME=... (and the spec's environment, each value shlex-quoted)
+    <job arrays: export COSMODM_ARRAY_INDEX (0-based) from the batch system's own variable>
     cd -- <workdir>
     <RAM disk <ramdisk>/<name>: made, exported as COSMODM_RAMDISK, removed by an EXIT trap>
     <the command, shlex.join(argv)>
@@ -48,9 +49,13 @@ def log_dir(spec: JobSpec) -> str:
     return f"{spec.workdir.rstrip('/') or '/'}/{LOG_DIR}".replace("//", "/")
 
 
-def log_paths(spec: JobSpec) -> tuple[str, str]:
-    """(stdout, stderr) paths of the job: ``<workdir>/.cosmodm/<name>.out`` and ``.err``."""
-    base = f"{log_dir(spec)}/{spec.name}"
+def log_paths(spec: JobSpec, index: str | int | None = None) -> tuple[str, str]:
+    """(stdout, stderr) paths of the job: ``<workdir>/.cosmodm/<name>.out`` and ``.err``.
+
+    With ``index`` (an array element's index, or the batch system's placeholder for it such as
+    Slurm's ``%a``): ``<name>.<index>.out`` and ``.err``.
+    """
+    base = f"{log_dir(spec)}/{spec.name}" + ("" if index is None else f".{index}")
     return f"{base}.out", f"{base}.err"
 
 
@@ -93,17 +98,44 @@ def _check_text(key: str, value: str) -> str:
     return value
 
 
-def render_body(spec: JobSpec) -> str:
-    """The scheduler-independent part of the script (environment, workdir, RAM disk, command, exit code)."""
+def _array_lines(spec: JobSpec, array_index: str | None) -> list[str]:
+    """``COSMODM_ARRAY_INDEX`` from the batch system's variable; the script stops when it is not a number."""
+    if not spec.is_array:
+        return []
+    if not array_index:
+        msg = f"job {spec.name}: this batch system's script cannot run a job array"
+        raise ValueError(msg)
+    return [
+        f"COSMODM_ARRAY_INDEX={array_index}",
+        ('case "$COSMODM_ARRAY_INDEX" in ""|*[!0-9]*) '
+        'echo "cosmodm: no array index (got \'$COSMODM_ARRAY_INDEX\')" >&2; exit 65;; esac'),
+        "export COSMODM_ARRAY_INDEX",
+    ]
+
+
+def render_body(spec: JobSpec, array_index: str | None = None) -> str:
+    """The scheduler-independent part of the script (environment, workdir, RAM disk, command, exit code).
+
+    Parameters
+    ----------
+    spec : JobSpec
+        The job; for an array (``spec.array_size``) the script exports ``COSMODM_ARRAY_INDEX``.
+    array_index : str, optional
+        A shell expression giving the element's 0-based index (the scheduler's own variable, e.g.
+        ``${SLURM_ARRAY_TASK_ID:-}``): code of the scheduler module, never user input.
+    """
     lines = ["set -euo pipefail", f"export COSMODM_JOB_NAME={shlex.quote(spec.name)}"]
+    lines += _array_lines(spec, array_index)
     for key in sorted(spec.env):
         value = _check_text(f"env[{key}]", str(spec.env[key]))
         lines.append(f"export {key}={shlex.quote(value)}")
     lines.append(f"cd -- {shlex.quote(_check_text('workdir', spec.workdir))}")
     if spec.ramdisk:
-        ram = f"{spec.ramdisk.rstrip('/')}/{spec.name}"
+        ram = shlex.quote(_check_text("ramdisk", f"{spec.ramdisk.rstrip('/')}/{spec.name}"))
+        if spec.is_array:  # one RAM-disk folder per element
+            ram += '."$COSMODM_ARRAY_INDEX"'
         lines += [
-            f"COSMODM_RAMDISK={shlex.quote(_check_text('ramdisk', ram))}",
+            f"COSMODM_RAMDISK={ram}",
             "export COSMODM_RAMDISK",
             'mkdir -p -- "$COSMODM_RAMDISK"',
             # removed whatever happens: normal end, failure, scancel/qdel (SIGTERM), walltime
@@ -120,9 +152,14 @@ def render_body(spec: JobSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(spec: JobSpec, directives: Iterable[str] = (), *, system: str = "") -> str:
-    """The full script: shebang, the batch system's directives, a header comment, the body."""
+def render(spec: JobSpec, directives: Iterable[str] = (), *, system: str = "", array_index: str | None = None) -> str:
+    """The full script: shebang, the batch system's directives, a header comment, the body.
+
+    ``array_index``: see :func:`render_body` (job arrays only).
+    """
     head = ["#!/bin/bash", *directives]
-    head.append(f"# CosmoDM-Ops batch job {spec.name}" + (f" ({system})" if system else "")
+    kind = "job array" if spec.is_array else "job"
+    size = f" of {spec.array_size} elements" if spec.is_array else ""
+    head.append(f"# CosmoDM-Ops batch {kind} {spec.name}{size}" + (f" ({system})" if system else "")
                 + ": rendered by cosmodm_ops.batch; resubmit rather than edit")
-    return "\n".join(head) + "\n" + render_body(spec)
+    return "\n".join(head) + "\n" + render_body(spec, array_index)

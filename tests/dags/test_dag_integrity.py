@@ -15,7 +15,7 @@ from tests.support import REPO, need
 pytestmark = pytest.mark.airflow
 
 DAGS = REPO / "dags"
-EXPECTED = {"nightly_ingest", "tile_coadd"}
+EXPECTED = {"nightly_ingest", "tile_coadd", "reprocess_campaign"}
 
 _PROBE = textwrap.dedent(
     """
@@ -86,8 +86,9 @@ def test_batch_tasks_run_in_the_site_pool(parsed: dict):
     for result in parsed.values():
         for dag in result["dags"].values():
             pools.update(dag["pools"])
-    batch = {t for t in pools if t.rsplit(".", 1)[-1] in {"single_epoch", "coadd", "calibrate"}}
-    assert len(batch) == 3, pools
+    batch = {t for t in pools if t.rsplit(".", 1)[-1] in {"single_epoch", "coadd", "calibrate", "chunk_array",
+                                                          "retry_array"}}
+    assert len(batch) == 5, pools
     assert {pools[t] for t in batch} == {"cosmodm_local"}
     assert {p for t, p in pools.items() if t not in batch} == {"default_pool"}
 

@@ -9,6 +9,11 @@ and enforces the walltime with ``periodic_remove`` (a removed job whose RemoveRe
 exceeding its memory (HoldReasonCode 34) is OUT_OF_MEMORY; other holds are PENDING with the
 hold reason. Job ids are ``cluster.proc`` (``123.0``).
 
+Job arrays (``JobSpec.array_size``): ``queue N`` with ``arguments = $(Process)`` (the script exports
+``COSMODM_ARRAY_INDEX=$1``), logs ``<name>.$(Process).out``, ``max_materialize = M`` for the limit
+(late materialization). The array id is the cluster (``123``); elements are ``123.0 .. 123.N-1``; the
+status constraint asks each cluster's range of procs at once, not one term per element.
+
 No HTCondor daemons exist in Debian 12: the translation is tested on outputs written after the
 HTCondor manual ("Job ClassAd Attributes": JobStatus 1-7, ExitCode, ExitBySignal, ExitSignal,
 HoldReason, HoldReasonCode, RemoveReason; condor_q/condor_history ``-json``:
@@ -116,15 +121,29 @@ def parse_condor_json(queue_text: str, history_text: str, job_ids: Sequence[str]
     return out
 
 
-def _constraint(job_ids: Sequence[str]) -> str:
-    parts = []
+def _per_element(spec: JobSpec, path: str) -> str:
+    """``<name>.out`` -> ``<name>.$(Process).out`` for an array."""
+    return f"{path[:-4]}.$(Process){path[-4:]}" if spec.is_array else path
+
+
+def _constraint(job_ids: Sequence[str]) -> tuple[str, int]:
+    """(ClassAd constraint for the ids, number of ads it can match): one proc range per cluster."""
+    procs: dict[int, list[int]] = {}
     for jid in job_ids:
         cluster, _, proc = str(jid).partition(".")
         if not cluster.isdigit() or (proc and not proc.isdigit()):
             msg = f"htcondor job id {jid!r} is not cluster.proc"
             raise ValueError(msg)
-        parts.append(f"(ClusterId == {int(cluster)} && ProcId == {int(proc or 0)})")
-    return " || ".join(parts) or "false"
+        procs.setdefault(int(cluster), []).append(int(proc or 0))
+    parts, count = [], 0
+    for cluster, ps in procs.items():
+        lo, hi = min(ps), max(ps)
+        if lo == hi:
+            parts.append(f"(ClusterId == {cluster} && ProcId == {lo})")
+        else:
+            parts.append(f"(ClusterId == {cluster} && ProcId >= {lo} && ProcId <= {hi})")
+        count += hi - lo + 1
+    return " || ".join(parts) or "false", count
 
 
 class HTCondorScheduler(Scheduler):
@@ -133,24 +152,27 @@ class HTCondorScheduler(Scheduler):
     name = "htcondor"
 
     def render_job_script(self, spec: JobSpec) -> str:
-        """The bash script the submit description runs (the common body, no directives)."""
-        return render(spec, system="htcondor")
+        """The bash script the submit description runs (the common body, no directives; arrays: index in $1)."""
+        return render(spec, system="htcondor", array_index="${1:-}")
 
     def render_script(self, spec: JobSpec) -> str:
         """The submit description (``.sub``)."""
         if spec.nodes > 1:
             msg = f"htcondor: nodes={spec.nodes}: multi-node jobs need the parallel universe, not supported"
             raise ValueError(msg)
-        out, err = log_paths(spec)
+        out, err = (directive_value(k, v) for k, v in zip(("stdout", "stderr"), log_paths(spec), strict=True))
+        kind = "job array" if spec.is_array else "job"
+        size = f" of {spec.array_size} elements" if spec.is_array else ""
         lines = [
-            f"# CosmoDM-Ops batch job {spec.name} (htcondor): rendered by cosmodm_ops.batch; resubmit rather than edit",
+            f"# CosmoDM-Ops batch {kind} {spec.name}{size} (htcondor): rendered by cosmodm_ops.batch; resubmit rather than edit",
             "universe = vanilla",
             f"executable = {directive_value('script', script_path(spec))}",
             "transfer_executable = false",
             "should_transfer_files = NO",
             f"initialdir = {directive_value('workdir', spec.workdir)}",
-            f"output = {directive_value('stdout', out)}",
-            f"error = {directive_value('stderr', err)}",
+            *(["arguments = $(Process)"] if spec.is_array else []),
+            f"output = {_per_element(spec, out)}",
+            f"error = {_per_element(spec, err)}",
             f"log = {directive_value('log', script_path(spec, '.log'))}",
             f"batch_name = {spec.name}",
             f'+CosmodmJobName = "{spec.name}"',
@@ -165,22 +187,24 @@ class HTCondorScheduler(Scheduler):
         for key, value in (("partition", spec.partition), ("qos", spec.qos)):
             if value:
                 lines.append(f"# {key}={directive_value(key, value)} ignored: HTCondor has no {key}")
-        lines.append("queue 1")
+        if spec.array_max_parallel:
+            lines.append(f"max_materialize = {int(spec.array_max_parallel)}")
+        lines.append(f"queue {int(spec.array_size or 1)}")
         return "\n".join(lines) + "\n"
 
-    def find_live(self, runner: CommandRunner, name: str) -> str | None:
-        """``cluster.proc`` of a queued, running or held job tagged with this name."""
+    def find_live(self, runner: CommandRunner, name: str, *, array: bool = False) -> str | None:
+        """``cluster.proc`` of a queued, running or held job tagged with this name (``array``: its cluster)."""
         res = runner.run(["condor_q", "-json", "-attributes", "ClusterId,ProcId,JobStatus",
                           "-constraint", f'CosmodmJobName == "{name}"'])
         check_ran(self.name, f"live-job lookup of {name}", res, submit=True)
         for ad in _records(res.stdout):
             if int(ad.get("JobStatus", 0) or 0) not in {3, 4}:
-                return f"{ad.get('ClusterId')}.{ad.get('ProcId', 0)}"
+                return str(ad.get("ClusterId")) if array else f"{ad.get('ClusterId')}.{ad.get('ProcId', 0)}"
         return None
 
     def submit(self, runner: CommandRunner, spec: JobSpec) -> str:
         """The live job of that name, or the script and the description written and ``condor_submit -terse``-ed."""
-        live = self.find_live(runner, spec.name)
+        live = self.find_live(runner, spec.name, array=spec.is_array)
         if live:
             return live
         sub = self.render_script(spec)
@@ -195,11 +219,16 @@ class HTCondorScheduler(Scheduler):
         if not cluster.isdigit():
             msg = f"htcondor: condor_submit printed no job id for {spec.name}: {res.stdout.strip()[:300]!r}"
             raise SubmitError(msg, stdout=res.stdout, stderr=res.stderr, retcode=res.returncode)
-        return f"{cluster}.{proc or 0}"
+        return cluster if spec.is_array else f"{cluster}.{proc or 0}"
+
+    def array_element_ids(self, job_id: str, n: int) -> list[str]:
+        """Cluster ``123`` -> ``123.0 .. 123.<n-1>``."""
+        return [f"{str(job_id).partition('.')[0]}.{i}" for i in range(int(n))]
 
     def status_argv(self, job_ids: Sequence[str]) -> list[list[str]]:
         """ONE ``bash -c`` running condor_q then condor_history for all ids (one constraint)."""
-        return [["bash", "-c", _STATUS, "cosmodm-condor-status", _ATTRS, _constraint(job_ids), str(len(job_ids))]]
+        constraint, count = _constraint(job_ids)
+        return [["bash", "-c", _STATUS, "cosmodm-condor-status", _ATTRS, constraint, str(count)]]
 
     def parse_status(self, outputs: Sequence[CommandResult], job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Split at the marker line, parse both JSON lists."""

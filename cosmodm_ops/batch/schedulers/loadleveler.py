@@ -11,6 +11,12 @@ knows is ``UNKNOWN``, so a watcher must poll while the job is still listed as
 "Complete Pending"/"Completed" (LoadLeveler keeps it for a short while) or rely on the job's
 own outputs. This is a limitation of the batch system, said here so nobody is surprised.
 
+Job arrays (``JobSpec.array_size``) are emulated: LoadLeveler has no arrays, but one job command
+file may hold many steps (one ``# @ queue`` each). Element ``i`` is step ``i`` (id ``host.N.i``,
+``step_name = e<i>``, logs ``<name>.<i>.out``, ``environment = COSMODM_ARRAY_INDEX=<i>``); with
+``array_max_parallel = M`` step ``i`` waits for step ``i - M`` (``dependency = (e<i-M> >= 0)``), so
+at most M run at once. The array id is the job ``host.N``: ``llcancel host.N`` removes every step.
+
 No LoadLeveler exists here: the state translation is tested on outputs written after IBM's
 documentation (LoadLeveler "Using and Administering", llq command, "Examples" and the
 job-step status table: https://www.ibm.com/docs/en/tivoli-workload-scheduler-loadleveler/5.1.0?topic=commands-llq).
@@ -77,7 +83,7 @@ LL_ABBREV: dict[str, JobState] = {
     "X": JobState.NODE_FAIL, "NR": JobState.FAILED, "SX": JobState.FAILED, "TX": JobState.FAILED,
 }
 
-_SUBMITTED = re.compile(r'The job "([^"]+)" has been submitted')
+_SUBMITTED = re.compile(r'The job "([^"]+)" (?:with \d+ job steps? )?has been submitted')
 _BLOCK = re.compile(r"^=+\s*Job Step\s+(\S+)\s*=+\s*$")
 
 
@@ -149,15 +155,18 @@ class LoadLevelerScheduler(Scheduler):
     name = "loadleveler"
 
     def directives(self, spec: JobSpec) -> list[str]:
-        """``# @`` keywords: name, shell, initialdir, logs, job type and nodes, resources, limit, class, account."""
+        """``# @`` keywords: name, shell, initialdir, logs, job type and nodes, resources, limit, class, account.
+
+        An array gets one step per element (see the module docstring) after the common keywords.
+        """
         out, err = log_paths(spec)
         d = [
             f"job_name = {spec.name}",
             "shell = /bin/bash",
             f"initialdir = {directive_value('workdir', spec.workdir)}",
-            f"output = {directive_value('stdout', out)}",
-            f"error = {directive_value('stderr', err)}",
         ]
+        if not spec.is_array:
+            d += [f"output = {directive_value('stdout', out)}", f"error = {directive_value('stderr', err)}"]
         if spec.nodes > 1:
             d += ["job_type = parallel", f"node = {int(spec.nodes)}", "tasks_per_node = 1"]
         else:
@@ -171,27 +180,44 @@ class LoadLevelerScheduler(Scheduler):
         lines = [f"# @ {x}" for x in d]
         if spec.qos:
             lines.append(f"# qos={directive_value('qos', spec.qos)} ignored: LoadLeveler has no QOS")
-        lines.append("# @ queue")
+        if spec.is_array:
+            lines += self._steps(spec)
+        else:
+            lines.append("# @ queue")
+        return lines
+
+    @staticmethod
+    def _steps(spec: JobSpec) -> list[str]:
+        """One job step per array element; step ``i`` waits for step ``i - M`` under a limit of M."""
+        lines = []
+        limit = spec.array_max_parallel
+        for i in range(int(spec.array_size or 0)):
+            out, err = log_paths(spec, i)
+            lines += [f"# @ step_name = e{i}", f"# @ output = {directive_value('stdout', out)}",
+                      f"# @ error = {directive_value('stderr', err)}", f"# @ environment = COSMODM_ARRAY_INDEX={i}"]
+            if limit and i >= limit:
+                lines.append(f"# @ dependency = (e{i - limit} >= 0)")
+            lines.append("# @ queue")
         return lines
 
     def render_script(self, spec: JobSpec) -> str:
         """The llsubmit job command file."""
-        return render(spec, self.directives(spec), system="loadleveler")
+        return render(spec, self.directives(spec), system="loadleveler", array_index="${COSMODM_ARRAY_INDEX:-}")
 
-    def find_live(self, runner: CommandRunner, name: str) -> str | None:
-        """The step id of an unfinished job called ``name`` (``llq -r %id %jn %st``)."""
+    def find_live(self, runner: CommandRunner, name: str, *, array: bool = False) -> str | None:
+        """The step id of an unfinished job called ``name`` (``llq -r %id %jn %st``); ``array``: the job id."""
         res = runner.run(["llq", "-r", "%id", "%jn", "%st"])
         if res.returncode != 0 and "no job status to report" in (res.stdout + res.stderr).lower():
             return None
         check_ran(self.name, f"live-job lookup of {name}", res, submit=True)
         for step, job_name, st in parse_llq_raw(res.stdout):
             if job_name == name and not LL_ABBREV.get(st.strip().upper(), JobState.UNKNOWN).terminal:
-                return step
+                return step.rsplit(".", 1)[0] if array else step
         return None
 
     def submit(self, runner: CommandRunner, spec: JobSpec) -> str:
         """The live step of that name, or the command file written and ``llsubmit``-ed; returns ``host.N.0``."""
-        live = self.find_live(runner, spec.name)
+        live = self.find_live(runner, spec.name, array=spec.is_array)
         if live:
             return live
         argv = write_and_run_argv(log_dir(spec), script_path(spec, ".cmd"), ["llsubmit"])
@@ -201,7 +227,11 @@ class LoadLevelerScheduler(Scheduler):
         if not m:
             msg = f"loadleveler: llsubmit printed no job id for {spec.name}: {res.stdout.strip()[:300]!r}"
             raise SubmitError(msg, stdout=res.stdout, stderr=res.stderr, retcode=res.returncode)
-        return f"{m.group(1)}.0"
+        return m.group(1) if spec.is_array else f"{m.group(1)}.0"
+
+    def array_element_ids(self, job_id: str, n: int) -> list[str]:
+        """Job ``host.N`` -> steps ``host.N.0 .. host.N.<n-1>``."""
+        return [f"{job_id}.{i}" for i in range(int(n))]
 
     def status_argv(self, job_ids: Sequence[str]) -> list[list[str]]:
         """``llq -l STEP...``."""

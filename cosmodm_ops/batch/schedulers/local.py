@@ -23,6 +23,14 @@ The **job id is the job name**. A registry folder (``$COSMODM_LOCAL_JOBS``, defa
 one (idempotent). A job whose supervisor vanished without an exit code (machine rebooted,
 ``kill -9``) is reported as ``NODE_FAIL`` (retry).
 
+**Job arrays** (``JobSpec.array_size``) are emulated: a launcher (``<name>.arr``, pid in
+``<name>.pid``, sizes in ``<name>.array``) starts element ``i`` as an ordinary local job named
+``<name>.<i>`` (the same supervisor, so the same restart-safe ``<name>.<i>.pid``/``.rc``/``.out``/``.err``
+files; its script is a link to ``<name>.sh``, run with ``COSMODM_ARRAY_INDEX=i``), at most
+``array_max_parallel`` at once. Element ids are ``<name>.<i>`` (found through the array's registry
+entry); status reports an element the launcher has not started yet as PENDING, or NODE_FAIL when the
+launcher is gone; cancelling ``<name>`` cancels every element, ``<name>.<i>`` one element.
+
 Everything goes through the command runner as ``bash -c`` with positional arguments, so the
 same code drives "local" processes on a remote login node over SSH.
 """
@@ -36,7 +44,7 @@ from cosmodm_ops.batch.base import CommandResult, CommandRunner, JobSpec, JobSta
 from cosmodm_ops.batch.schedulers._common import check_ran
 from cosmodm_ops.batch.script import log_dir, render
 
-__all__ = ["SUPERVISOR", "LocalScheduler", "parse_local_status"]
+__all__ = ["LAUNCHER", "SUPERVISOR", "LocalScheduler", "parse_local_status"]
 
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REGISTRY = 'reg=${1:-${COSMODM_LOCAL_JOBS:-$HOME/.cosmodm/jobs}}; shift'
@@ -54,6 +62,13 @@ _alive() {  # _alive PIDFILE -> sets w j; returns 0 when the supervisor lives
   [ "${a[21]}" = "$s" ] && [ "${a[2]}" != Z ]
 }
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo noboot)
+_find() {  # _find ID -> f (file prefix of the job) and arr (file prefix of its array, elements only)
+  local b=${1%.*}
+  f="$reg/$1/$1"; arr=
+  [ -e "$reg/$1" ] && return 0
+  [ "$b" != "$1" ] && [ -e "$reg/$b/$b.array" ] || return 1
+  f="$reg/$b/$1"; arr="$reg/$b/$b"
+}
 '''
 
 #: The supervisor (``<name>.run``): arguments DIR NAME WALLTIME_S.
@@ -64,6 +79,10 @@ trap '' HUP
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo noboot)
 read -r -a me < /proc/$$/stat
 date +%s.%N > "$d/$name.start"
+if [ -e "$d/$name.cancelled" ]; then  # an array element cancelled before its launcher started it
+  echo "$$ $$ $boot ${me[21]}" > "$d/$name.pid"; date +%s.%N > "$d/$name.end"
+  echo 143 > "$d/$name.rc.tmp" && mv -f -- "$d/$name.rc.tmp" "$d/$name.rc"; exit 0
+fi
 if [ -x /usr/bin/time ]; then  # GNU time records the peak RSS (KiB) of the job's processes
   setsid /usr/bin/time -q -f %M -o "$d/$name.rss" bash "$d/$name.sh" < /dev/null > "$d/$name.out" 2> "$d/$name.err" &
 else
@@ -133,15 +152,84 @@ echo "the supervisor of $name did not start within 90 s (see $d/$name.sup)" >&2
 exit 1
 '''
 
+#: The array launcher (``<name>.arr``): arguments DIR NAME WALLTIME_S N M. Starts element i as the local
+#: job ``<name>.<i>`` (the supervisor ``<name>.run``, script link ``<name>.<i>.sh`` -> ``<name>.sh``),
+#: at most M at once, skipping cancelled elements; its own pid file is ``<name>.pid``.
+LAUNCHER = r'''# CosmoDM-Ops local job-array launcher. Arguments: DIR NAME WALLTIME_S N M.
+d=$1; name=$2; wall=$3; n=$4; m=$5
+trap '' HUP
+boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo noboot)
+read -r -a me < /proc/$$/stat
+echo "$$ $$ $boot ${me[21]}" > "$d/$name.pid.tmp" && mv -f -- "$d/$name.pid.tmp" "$d/$name.pid"
+run=0
+for ((i = 0; i < n; i++)); do
+  while [ "$run" -ge "$m" ]; do wait -n; run=$((run - 1)); done
+  [ -e "$d/$name.cancelled" ] && break
+  e=$name.$i
+  [ -e "$d/$e.cancelled" ] && continue
+  ln -sfn -- "$name.sh" "$d/$e.sh"
+  COSMODM_ARRAY_INDEX=$i setsid bash "$d/$name.run" "$d" "$e" "$wall" < /dev/null >> "$d/$name.sup" 2>&1 &
+  run=$((run + 1))
+  SECONDS=0  # its pid file exists before we go on: an element is never "not started" once we are gone
+  while [ ! -s "$d/$e.pid" ] && [ "$SECONDS" -lt 90 ]; do sleep 0.01; done
+done
+wait
+date +%s.%N > "$d/$name.end"
+'''
+
+# Arguments: REGISTRY NAME WORKDIR WALLTIME_S N M SUPERVISOR LAUNCHER; stdin: the job script.
+# Prints "live|submitted NAME". The array is live while its launcher or any element runs.
+_SUBMIT_ARRAY = _ALIVE_FN + _REGISTRY + r'''
+set -eu
+name=$1; wd=$2; wall=$3; n=$4; m=$5; sup=$6; launcher=$7
+old_umask=$(umask)
+umask 077
+mkdir -p -- "$reg" "$wd/.cosmodm"
+d=$(cd -- "$wd/.cosmodm" && pwd -P)
+exec 9> "$reg/.$name.lock"
+flock -w 60 9
+a="$reg/$name/$name"
+if [ -e "$a.array" ] && [ ! -e "$a.cancelled" ]; then
+  read -r old _ < "$a.array"
+  _alive "$a.pid" && { echo "live $name"; exit 0; }
+  for ((i = 0; i < old; i++)); do
+    [ ! -e "$a.$i.rc" ] && _alive "$a.$i.pid" && { echo "live $name"; exit 0; }
+  done
+fi
+files=()
+for ext in rc pid start end cancelled sup array; do files+=("$d/$name.$ext"); done
+for ((i = 0; i < n; i++)); do
+  for ext in rc pid start end timeout cancelled out err rss sh; do files+=("$d/$name.$i.$ext"); done
+done
+rm -f -- "${files[@]}"
+cat > "$d/$name.sh.tmp" && mv -f -- "$d/$name.sh.tmp" "$d/$name.sh"
+printf '%s' "$sup" > "$d/$name.run"
+printf '%s' "$launcher" > "$d/$name.arr"
+echo "$n $m" > "$d/$name.array"
+ln -sfn -- "$d" "$reg/$name"
+umask "$old_umask"
+setsid bash "$d/$name.arr" "$d" "$name" "$wall" "$n" "$m" < /dev/null >> "$d/$name.sup" 2>&1 9>&- &
+SECONDS=0
+while [ "$SECONDS" -lt 90 ]; do
+  [ -s "$d/$name.pid" ] && { echo "submitted $name"; exit 0; }
+  sleep 0.01
+done
+echo "the launcher of $name did not start within 90 s (see $d/$name.sup)" >&2
+exit 1
+'''
+
 # Arguments: REGISTRY ID...; one line per id: see parse_local_status.
 _STATUS = _ALIVE_FN + _REGISTRY + r'''
 now=$(date +%s.%N); host=$(hostname)
 for id in "$@"; do
-  f="$reg/$id/$id"
-  if [ ! -e "$reg/$id" ]; then echo "$id|missing|||||||||$host|"; continue; fi
+  if ! _find "$id"; then echo "$id|missing|||||||||$host|"; continue; fi
   rc=; st=; en=; rss=; live=0; pid=0; tmo=0; can=0
   [ -e "$f.pid" ] && pid=1
   _alive "$f.pid" && live=1  # before reading .rc: the supervisor writes .rc, then exits
+  if [ "$pid" = 0 ] && [ -n "$arr" ]; then  # an element not started yet: is its launcher alive?
+    if _alive "$arr.pid"; then pid=q; else pid=x; fi
+    [ -e "$arr.cancelled" ] && can=1
+  fi
   [ -r "$f.rc" ] && read -r rc < "$f.rc"  # builtins only: no fork per job (hundreds of jobs per poll)
   [ -r "$f.start" ] && read -r st < "$f.start"
   [ -r "$f.end" ] && read -r en < "$f.end"
@@ -155,8 +243,28 @@ done
 # Arguments: REGISTRY ID. Marks the job cancelled, SIGTERMs its process group, SIGKILLs after 5 s,
 # and waits (up to 10 s) for the supervisor to record the exit code.
 _CANCEL = _ALIVE_FN + _REGISTRY + r'''
-id=$1; f="$reg/$id/$id"
-[ -e "$reg/$id" ] || { echo "no local job $id (registry $reg)" >&2; exit 1; }
+id=$1
+_find "$id" || { echo "no local job $id (registry $reg)" >&2; exit 1; }
+if [ -e "$f.array" ]; then  # the whole array: stop the launcher, then every element
+  : > "$f.cancelled"
+  _alive "$f.pid" && kill -TERM "$w" 2>/dev/null
+  read -r n m < "$f.array"
+  left=()
+  for ((i = 0; i < n; i++)); do
+    e="$f.$i"
+    [ -e "$e.rc" ] && continue
+    : > "$e.cancelled"
+    # started (it checks the marker after writing .start) but no pid file yet: it is about to write one
+    for _ in $(seq 100); do [ -e "$e.start" ] && [ ! -e "$e.pid" ] || break; sleep 0.05; done
+    if _alive "$e.pid"; then kill -TERM -- "-$j" 2>/dev/null; left+=("$e $j"); fi
+  done
+  for _ in $(seq 100); do
+    busy=0; for x in "${left[@]}"; do [ -e "${x% *}.rc" ] || busy=1; done
+    [ "$busy" = 0 ] && exit 0; sleep 0.05
+  done
+  for x in "${left[@]}"; do kill -KILL -- "-${x##* }" 2>/dev/null; done
+  exit 0
+fi
 [ -e "$f.rc" ] && { echo "job $id has already ended"; exit 0; }
 : > "$f.cancelled"
 if ! _alive "$f.pid"; then echo "job $id is not running (marked cancelled)"; exit 0; fi
@@ -186,6 +294,9 @@ def _float(text: str) -> float | None:
 
 def parse_local_status(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
     """Translate the status script's lines (``id|found|rc|live|pidfile|timeout|cancelled|start|end|now|host|rss``).
+
+    ``pidfile`` is 1 (the supervisor wrote its pid file), 0 (not yet), or for an array element not started
+    yet ``q`` (its launcher lives: queued) or ``x`` (its launcher is gone).
 
     ``rss`` is the peak resident memory in KiB measured by GNU time (empty where it is not installed).
     """
@@ -217,6 +328,15 @@ def parse_local_status(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus
                                   raw_state=raw, max_rss_mb=None if rss_kib is None else rss_kib / 1024.0)
         elif live == "1":
             seen[jid] = JobStatus(jid, JobState.RUNNING, elapsed_s=elapsed, nodes=host, raw_state="running")
+        elif pidfile in {"q", "x"} and can == "1":
+            seen[jid] = JobStatus(jid, JobState.CANCELLED, nodes=host, raw_state="cancelled",
+                                  reason="cancelled before it started")
+        elif pidfile == "q":
+            seen[jid] = JobStatus(jid, JobState.PENDING, nodes=host, raw_state="queued",
+                                  reason="array element waiting for a slot (array_max_parallel)")
+        elif pidfile == "x":
+            seen[jid] = JobStatus(jid, JobState.NODE_FAIL, nodes=host, raw_state="lost",
+                                  reason="the array's launcher is gone before it started this element")
         elif pidfile == "0":
             seen[jid] = JobStatus(jid, JobState.PENDING, nodes=host, reason="starting", raw_state="starting")
         elif can == "1":
@@ -253,18 +373,27 @@ class LocalScheduler(Scheduler):
         return self.registry or ""
 
     def render_script(self, spec: JobSpec) -> str:
-        """The common script with no directives (the supervisor applies the walltime)."""
-        return render(spec, system="local")
+        """The common script with no directives (the supervisor applies the walltime; arrays: index from the launcher)."""
+        return render(spec, system="local", array_index="${COSMODM_ARRAY_INDEX:-}")
 
     def submit(self, runner: CommandRunner, spec: JobSpec) -> str:
-        """Start the job detached (or return the live job of that name); the job id is the name."""
+        """Start the job (an array: its launcher) detached, or return the live one of that name; the id is the name."""
         wall = self.walltime_s if self.walltime_s is not None else spec.walltime_min * 60
         wall_text = str(int(wall)) if float(wall).is_integer() else f"{float(wall):.3f}"
-        argv = ["bash", "-c", _SUBMIT, "cosmodm-local-submit", self._reg(), spec.name, spec.workdir,
-                wall_text, SUPERVISOR]
+        if spec.is_array:
+            n = int(spec.array_size or 0)
+            argv = ["bash", "-c", _SUBMIT_ARRAY, "cosmodm-local-submit", self._reg(), spec.name, spec.workdir,
+                    wall_text, str(n), str(int(spec.array_max_parallel or n)), SUPERVISOR, LAUNCHER]
+        else:
+            argv = ["bash", "-c", _SUBMIT, "cosmodm-local-submit", self._reg(), spec.name, spec.workdir,
+                    wall_text, SUPERVISOR]
         res = runner.run(argv, stdin=self.render_script(spec), timeout=120)
         check_ran(self.name, f"submission of {spec.name} (log folder {log_dir(spec)})", res, submit=True)
         return spec.name
+
+    def array_element_ids(self, job_id: str, n: int) -> list[str]:
+        """``<name>.0 .. <name>.<n-1>`` (each a local job of its own)."""
+        return [f"{_checked_id(job_id)}.{i}" for i in range(int(n))]
 
     def status_argv(self, job_ids: Sequence[str]) -> list[list[str]]:
         """One ``bash -c`` reading every job's files."""

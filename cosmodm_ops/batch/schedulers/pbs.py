@@ -5,6 +5,13 @@ Resources are requested in PBS Pro's chunk syntax (``-l select=N:ncpus=C:mem=XMB
 ``-l nodes=N:ppn=C,mem=XMB`` instead (Torque's ``qstat`` has no JSON output, so status still
 needs a PBS Pro/OpenPBS server: Torque support stops at the script).
 
+Job arrays (``JobSpec.array_size``): ``#PBS -J 0-N[%M]`` (``%M``, the subjob limit, needs PBS Pro
+2021.1 / OpenPBS 20 or later), logs ``<name>.^array_index^.out``, the script exports
+``COSMODM_ARRAY_INDEX=$PBS_ARRAY_INDEX``. qsub prints ``123[].server``; element (subjob) ids are
+``123[4].server``; status asks ``qstat -x -f -F json -t`` for the arrays, which lists every subjob
+(finished ones in state ``X`` with their ``Exit_status``). Torque (``flavor="torque"``) renders
+``-t 0-N%M`` and ``$PBS_ARRAYID`` (status needs PBS Pro, as for single jobs).
+
 No PBS server exists in Debian 12: the state translation is tested on outputs written after the
 formats documented in the PBS Professional Reference Guide (qstat, "Job States" and "Job Exit
 Status" tables: https://help.altair.com/2022.1.0/PBS%20Professional/PBSReferenceGuide2022.1.pdf)
@@ -14,6 +21,7 @@ and OpenPBS's ``qstat(1B)`` man page (https://github.com/openpbs/openpbs/blob/ma
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +44,8 @@ from cosmodm_ops.batch.schedulers._common import (
     write_and_run_argv,
 )
 from cosmodm_ops.batch.script import directive_value, log_dir, log_paths, memory_mb, render, walltime_hms
+
+_ARRAY_INDEX = re.compile(r"\[\d+\]")
 
 __all__ = ["PBS_EXIT_STATES", "PBS_STATES", "PBSScheduler", "parse_qstat_json"]
 
@@ -163,10 +173,16 @@ class PBSScheduler(Scheduler):
         self.flavor = flavor
 
     def directives(self, spec: JobSpec) -> list[str]:
-        """``#PBS`` lines: name, logs, resources, walltime, queue, account (PBS has no QOS: noted, ignored)."""
-        out, err = log_paths(spec)
+        """``#PBS`` lines: name, (array,) logs, resources, walltime, queue, account (PBS has no QOS: noted, ignored)."""
+        out, err = (directive_value(k, v) for k, v in zip(("stdout", "stderr"), log_paths(spec), strict=True))
         mem = memory_mb(spec.memory_gb)
-        d = [f"-N {spec.name}", f"-o {directive_value('stdout', out)}", f"-e {directive_value('stderr', err)}"]
+        d = [f"-N {spec.name}"]
+        if spec.is_array:
+            limit = f"%{int(spec.array_max_parallel)}" if spec.array_max_parallel else ""
+            d.append(f"{'-J' if self.flavor == 'pro' else '-t'} 0-{int(spec.array_size) - 1}{limit}")
+            if self.flavor == "pro":  # PBS Pro replaces ^array_index^ by the subjob's index
+                out, err = (f"{p[:-4]}.^array_index^{p[-4:]}" for p in (out, err))
+        d += [f"-o {out}", f"-e {err}"]
         if self.flavor == "pro":
             d.append(f"-l select={int(spec.nodes)}:ncpus={int(spec.cores)}:mem={mem}mb")
             if spec.nodes > 1:
@@ -185,7 +201,8 @@ class PBSScheduler(Scheduler):
 
     def render_script(self, spec: JobSpec) -> str:
         """The qsub script."""
-        return render(spec, self.directives(spec), system=f"pbs {self.flavor}")
+        index = "${PBS_ARRAY_INDEX:-}" if self.flavor == "pro" else "${PBS_ARRAYID:-}"
+        return render(spec, self.directives(spec), system=f"pbs {self.flavor}", array_index=index)
 
     def find_live(self, runner: CommandRunner, name: str) -> str | None:
         """The first unfinished job called ``name`` (``qselect`` lists no finished job without -x)."""
@@ -199,7 +216,7 @@ class PBSScheduler(Scheduler):
         return live[0] if live else None
 
     def submit(self, runner: CommandRunner, spec: JobSpec) -> str:
-        """The live job of that name, or the script written and ``qsub``-ed; returns ``123.server``."""
+        """The live job of that name, or the script written and ``qsub``-ed; returns ``123.server`` (``123[].server``)."""
         live = self.find_live(runner, spec.name)
         if live:
             return live
@@ -207,14 +224,25 @@ class PBSScheduler(Scheduler):
         res = runner.run(argv, stdin=self.render_script(spec), timeout=120)
         check_ran(self.name, f"qsub of {spec.name}", res, submit=True)
         job_id = first_line(res.stdout)
-        if not job_id or not job_id.split(".", 1)[0].isdigit():
+        number = job_id.split(".", 1)[0]
+        if not number.removesuffix("[]" if spec.is_array else "").isdigit():
             msg = f"pbs: qsub printed no job id for {spec.name}: {res.stdout.strip()[:300]!r}"
             raise SubmitError(msg, stdout=res.stdout, stderr=res.stderr, retcode=res.returncode)
         return job_id
 
+    def array_element_ids(self, job_id: str, n: int) -> list[str]:
+        """``123[].server`` -> ``123[0].server .. 123[n-1].server`` (PBS subjob ids)."""
+        if "[]" not in job_id:
+            msg = f"pbs: {job_id!r} is not an array job id (123[].server)"
+            raise ValueError(msg)
+        return [job_id.replace("[]", f"[{i}]", 1) for i in range(int(n))]
+
     def status_argv(self, job_ids: Sequence[str]) -> list[list[str]]:
-        """``qstat -x -f -F json ID...`` (finished jobs included)."""
-        return [["qstat", "-x", "-f", "-F", "json", *job_ids]]
+        """``qstat -x -f -F json ID...`` (finished jobs included); subjobs as their arrays with ``-t``."""
+        asked = dict.fromkeys(_ARRAY_INDEX.sub("[]", str(j)) for j in job_ids)
+        if any("[]" in j for j in asked):
+            return [["qstat", "-x", "-f", "-F", "json", "-t", *asked]]
+        return [["qstat", "-x", "-f", "-F", "json", *asked]]
 
     def parse_status(self, outputs: Sequence[CommandResult], job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """JSON of the known jobs; qstat exits non-zero when some id is unknown, which is not an error here."""

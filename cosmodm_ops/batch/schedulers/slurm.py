@@ -17,7 +17,13 @@ Commands (each one call through the runner)
   (a job is then known only for ``MinJobAge`` seconds after it ends; later it is UNKNOWN);
 * requeue check, only when sacct reports NODE_FAIL or PREEMPTED: ``squeue -h -j IDS -o %i|%T|%r``;
   a job Slurm has put back in the queue (``JobRequeue=1``) is reported in its live state;
-* cancel: ``scancel ID``.
+* cancel: ``scancel ID`` (an array id cancels every element, ``ID_I`` one element).
+
+Job arrays (``JobSpec.array_size``): ``#SBATCH --array=0-N[%M]``, logs ``<name>.%a.out``, the
+script exports ``COSMODM_ARRAY_INDEX=$SLURM_ARRAY_TASK_ID``. Element ids are ``<arrayid>_<i>``;
+status asks sacct for the array ids (``-j 123,130``: sacct expands the elements as ``123_0``...) and
+reads the ``JobID`` column (the last one); elements still pending are listed together as
+``123_[3-9%2]`` (or ``123_[3,5,7-9]``) and are expanded here.
 
 The state table covers every state of Slurm's ``squeue``/``sacct`` documentation
 (https://slurm.schedmd.com/sacct.html#SECTION_JOB-STATE-CODES). The outputs used by the unit
@@ -26,6 +32,7 @@ tests were captured from the real Slurm 22.05 on this machine (``tests/unit/data
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from cosmodm_ops.batch.base import (
@@ -48,7 +55,7 @@ from cosmodm_ops.batch.schedulers._common import (
 )
 from cosmodm_ops.batch.script import directive_value, log_dir, log_paths, memory_mb, render
 
-__all__ = ["SLURM_STATES", "SlurmScheduler", "parse_exit_code", "parse_sacct", "parse_squeue"]
+__all__ = ["SLURM_STATES", "SlurmScheduler", "expand_array_ids", "parse_exit_code", "parse_sacct", "parse_squeue"]
 
 #: Slurm job state -> JobState (sacct/squeue "JOB STATE CODES", long names).
 SLURM_STATES: dict[str, JobState] = {
@@ -79,8 +86,9 @@ SLURM_STATES: dict[str, JobState] = {
     "REVOKED": JobState.UNKNOWN,  # federation: the job runs on a sibling cluster
 }
 
-_SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,MaxRSS,NodeList,Reason"
+_SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,MaxRSS,NodeList,Reason,JobID"
 _SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,TimeUsed:|,NodeList:|,Reason:"
+_PENDING_ELEMENTS = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]$")
 _REQUEUEABLE = frozenset({JobState.NODE_FAIL, JobState.PREEMPTED})
 _NO_ACCOUNTING = ("accounting storage is disabled", "sacct: command not found", "sacct: not found")
 
@@ -110,21 +118,41 @@ def _none(text: str) -> str | None:
     return None if text in {"", "None", "None assigned", "(null)"} else text
 
 
+def expand_array_ids(jid: str) -> list[str]:
+    """``123_[3-5,8%2]`` -> ``['123_3', '123_4', '123_5', '123_8']``; any other id -> ``[jid]``."""
+    m = _PENDING_ELEMENTS.match(jid)
+    if not m:
+        return [jid]
+    out = []
+    for part in m.group(2).split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
 def parse_sacct(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-    """Statuses from ``sacct -P -n -o JobIDRaw,State,ExitCode,ElapsedRaw,MaxRSS,NodeList,Reason`` (with steps)."""
+    """Statuses from ``sacct -P -n -o JobIDRaw,State,ExitCode,ElapsedRaw,MaxRSS,NodeList,Reason[,JobID]`` (with steps).
+
+    With the ``JobID`` column (8 fields) array elements are found as ``<arrayid>_<i>`` too, including
+    pending ones listed as ``<arrayid>_[3-9%2]``; 7-field output (older captures) is read by JobIDRaw.
+    """
     jobs: dict[str, list[str]] = {}
     rss: dict[str, float] = {}
     for line in text.splitlines():
         parts = line.split("|")
-        if len(parts) != 7:
+        if len(parts) not in (7, 8):
             continue
-        jid = parts[0].strip()
-        base = jid.split(".", 1)[0]
+        names = [parts[0].strip()] + ([parts[7].strip()] if len(parts) == 8 else [])
         mem = parse_memory_mb(parts[4], bare_unit="")  # sacct prints K/M/G suffixes; bare = bytes
-        if mem is not None:
-            rss[base] = max(rss.get(base, 0.0), mem)
-        if "." not in jid:
-            jobs[jid] = parts
+        for jid in names:
+            base = jid.split(".", 1)[0]
+            if mem is not None:
+                rss[base] = max(rss.get(base, 0.0), mem)
+            if "." not in jid:
+                for one in expand_array_ids(jid):
+                    if one == jid or one not in jobs:  # an element's own line wins over a pending range
+                        jobs[one] = parts[:7]
     out: dict[str, JobStatus] = {}
     for jid in job_ids:
         parts = jobs.get(str(jid))
@@ -153,7 +181,9 @@ def parse_squeue(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
     for line in text.splitlines():
         parts = [p.strip() for p in line.split("|")]
         if len(parts) >= 6:
-            seen[parts[0]] = parts
+            for one in expand_array_ids(parts[0]):
+                if one == parts[0] or one not in seen:
+                    seen[one] = parts
     out: dict[str, JobStatus] = {}
     for jid in job_ids:
         parts = seen.get(str(jid))
@@ -190,10 +220,13 @@ class SlurmScheduler(Scheduler):
 
     # -- script
     def directives(self, spec: JobSpec) -> list[str]:
-        """``#SBATCH`` lines: name, logs, workdir, nodes, cores, memory, walltime, partition, account, QOS."""
-        out, err = log_paths(spec)
-        d = [
-            f"--job-name={spec.name}",
+        """``#SBATCH`` lines: name, (array,) logs, workdir, nodes, cores, memory, walltime, partition, account, QOS."""
+        out, err = log_paths(spec, "%a" if spec.is_array else None)
+        d = [f"--job-name={spec.name}"]
+        if spec.is_array:
+            limit = f"%{int(spec.array_max_parallel)}" if spec.array_max_parallel else ""
+            d.append(f"--array=0-{int(spec.array_size) - 1}{limit}")
+        d += [
             f"--output={directive_value('stdout', out)}",
             f"--error={directive_value('stderr', err)}",
             f"--chdir={directive_value('workdir', spec.workdir)}",
@@ -210,17 +243,17 @@ class SlurmScheduler(Scheduler):
 
     def render_script(self, spec: JobSpec) -> str:
         """The sbatch script."""
-        return render(spec, self.directives(spec), system="slurm")
+        return render(spec, self.directives(spec), system="slurm", array_index="${SLURM_ARRAY_TASK_ID:-}")
 
     # -- submit
     def find_live(self, runner: CommandRunner, name: str) -> str | None:
-        """The id of this user's live (not final) job called ``name``, or None."""
+        """The id of this user's live (not final) job called ``name``, or None (an array: its array id)."""
         res = runner.run(["squeue", "--me", "-h", "--name", name, "-o", "%i|%T"])
         check_ran(self.name, f"live-job lookup of {name}", res, submit=True)
         for line in res.stdout.splitlines():
             jid, _, state = line.strip().partition("|")
             if jid and not _state(state)[0].terminal:
-                return jid
+                return jid.split("_", 1)[0]  # 123_4 or 123_[5-9]: element of array 123
         return None
 
     def submit(self, runner: CommandRunner, spec: JobSpec) -> str:
@@ -238,12 +271,17 @@ class SlurmScheduler(Scheduler):
             raise SubmitError(msg, stdout=res.stdout, stderr=res.stderr, retcode=res.returncode)
         return job_id
 
+    def array_element_ids(self, job_id: str, n: int) -> list[str]:
+        """``<arrayid>_0 .. <arrayid>_<n-1>``."""
+        return [f"{job_id}_{i}" for i in range(int(n))]
+
     # -- status
     def status_argv(self, job_ids: Sequence[str]) -> list[list[str]]:
-        """``sacct`` for all ids at once (or ``squeue`` for all of this user's jobs without accounting)."""
+        """``sacct`` for all ids at once (elements asked as their arrays), or ``squeue`` without accounting."""
         if self.accounting is False:
             return [["squeue", "--me", "-h", "-t", "all", "-O", _SQUEUE_FORMAT]]
-        return [["sacct", "-P", "-n", "-j", ",".join(str(j) for j in job_ids), "-o", _SACCT_FIELDS]]
+        asked = dict.fromkeys(str(j).split("_", 1)[0] for j in job_ids)  # 123_4 -> 123 (sacct expands it)
+        return [["sacct", "-P", "-n", "-j", ",".join(asked), "-o", _SACCT_FIELDS]]
 
     def parse_status(self, outputs: Sequence[CommandResult], job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """sacct output, or squeue output once the scheduler has switched (``accounting is False``)."""

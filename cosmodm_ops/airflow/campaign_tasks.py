@@ -1,0 +1,253 @@
+"""Airflow glue of ``dags/reprocess_campaign.py``: task bodies call cosmodm_ops.workflows.campaign.
+
+Outcomes are translated here, once: bad input (``CampaignInputError``) fails the task without retry;
+an unreachable archive raises so Airflow retries. The HITL steps are subclasses of the standard
+provider's operators that write the operator's answer (who, when, what) into the campaign tables
+and the archive before the usual HITL behaviour (a rejected approval skips everything after it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.sdk import get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+__all__ = [
+    "CampaignAdjudicationOperator",
+    "CampaignApprovalOperator",
+    "ContinueOrAbortOperator",
+    "adjudication_needed_task",
+    "chunk_array",
+    "failure_gate_task",
+    "plan_task",
+    "prepare_chunks_task",
+    "record_chunk_task",
+    "summary_task",
+    "validate_task",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _fail_on_bad_input(func: Any, *args: Any, **kwargs: Any) -> Any:
+    from cosmodm_ops.campaign import CampaignInputError
+
+    try:
+        return func(*args, **kwargs)
+    except CampaignInputError as err:
+        raise AirflowFailException(str(err)) from err
+
+
+def _where(params: dict[str, Any]) -> dict[str, str]:
+    return {"survey": str(params.get("survey") or "demo"), "site": str(params.get("site") or "local")}
+
+
+def _form(params: dict[str, Any]) -> dict[str, Any]:
+    """The form's params as a campaign request (empty form fields mean 'not given')."""
+    from cosmodm_ops.campaign import CampaignRequest
+
+    fields = CampaignRequest.__dataclass_fields__
+    return {k: v for k, v in params.items() if k in fields and v not in ("", None, [])}
+
+
+def validate_task(params: dict[str, Any]) -> dict[str, Any]:
+    """Every field and override checked before anything runs (bad input: failed, no retry)."""
+    from cosmodm_ops.campaign import parse_request
+
+    return _fail_on_bad_input(parse_request, _form(params)).to_dict()
+
+
+def plan_task(request: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Select, preview, create the campaign (awaiting approval, or a dry-run record). Idempotent per run."""
+    from cosmodm_ops.workflows.campaign import create_campaign
+
+    row = _fail_on_bad_input(create_campaign, request, source=f"airflow:{run_id}", awaiting_approval=True,
+                             created_by="reprocess_campaign")
+    log.info("campaign %s (%s)\n%s", row["id"], row["state"], row["preview_markdown"])
+    return {"campaign": int(row["id"]), "state": row["state"], "dry_run": row["state"] == "dry_run",
+            "preview_markdown": row["preview_markdown"], **_where(request)}
+
+
+def _responder(event: dict[str, Any]) -> str:
+    user = event.get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id") or "unknown") if isinstance(user, dict) else str(user)
+
+
+class CampaignApprovalOperator(ApprovalOperator):
+    """Approve or reject a campaign's preview; the answer moves the campaign (planned | rejected)."""
+
+    template_fields = (*ApprovalOperator.template_fields, "campaign")
+
+    def __init__(self, *, campaign: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.campaign = campaign
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from cosmodm_ops.campaign import CampaignState
+        from cosmodm_ops.workflows.campaign import store_for
+
+        plan = self.campaign
+        chosen = (event.get("chosen_options") or [""])[0]
+        store = store_for(plan["survey"], plan["site"])
+        who, when = _responder(event), event.get("responded_at")
+        if chosen == self.APPROVE:
+            store.set_state(plan["campaign"], CampaignState.PLANNED, note=f"approved by {who} at {when}")
+        else:
+            store.move_items(plan["campaign"], ["planned"], _item_state("cancelled"), note="campaign rejected")
+            store.set_state(plan["campaign"], CampaignState.REJECTED, note=f"rejected by {who} at {when}")
+        return super().execute_complete(context, event)
+
+
+def _item_state(name: str) -> Any:
+    from cosmodm_ops.campaign import ItemState
+
+    return ItemState(name)
+
+
+def prepare_chunks_task(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per chunk with planned items: the array's command and size (and the chunk file)."""
+    from cosmodm_ops.workflows.campaign import prepare_chunk, store_for
+
+    store = store_for(plan["survey"], plan["site"])
+    specs = []
+    for chunk in store.chunks(plan["campaign"]):
+        spec = prepare_chunk(plan["campaign"], chunk, survey=plan["survey"], site=plan["site"])
+        if spec:
+            specs.append({**spec, "campaign": plan["campaign"], **_where(plan)})
+    log.info("campaign %s: %d chunk(s) to run", plan["campaign"], len(specs))
+    return specs
+
+
+def chunk_array(task_id: str, site: str, specs: Any) -> Any:
+    """The mapped job-array task over chunk specs: ``ArrayJobOperator`` where the batch layer has it
+    (one deferrable array per chunk, one batched poll per site), else a local emulated array.
+
+    Either returns, per chunk, ``[{"index", "job_id", "state", "exit_code", "elapsed_s", "max_rss_mb"}]``.
+    """
+    try:
+        from cosmodm_ops.airflow import ArrayJobOperator  # type: ignore[attr-defined]
+    except ImportError:
+        ArrayJobOperator = None  # the arrays branch is not merged yet
+    pool: dict[str, str] = {}
+    if os.environ.get("COSMODM_POOLS", "").lower() in {"1", "true", "yes"}:
+        from cosmodm_ops.batch.base import pool_name
+
+        pool = {"pool": pool_name(site)}
+    if ArrayJobOperator is not None:
+        args = specs.map(lambda s: {"command": s["command"], "array_size": s["array_size"]})
+        return ArrayJobOperator.partial(task_id=task_id, site=site, **pool).expand_kwargs(args)
+
+    from airflow.sdk import task
+
+    @task(task_id=task_id, **pool)
+    def local_array(spec: dict[str, Any]) -> list[dict[str, Any]]:
+        """An emulated job array with local processes (no batch system)."""
+        from cosmodm_ops.campaign import LocalArrayExecutor
+
+        return LocalArrayExecutor(max_parallel=2).run(spec["chunk_file"], spec["array_size"])
+
+    return local_array.expand(spec=specs)
+
+
+def record_chunk_task(pair: Any) -> dict[str, int]:
+    """States, retries, registration and QA of one chunk's array results."""
+    from cosmodm_ops.workflows.campaign import record_chunk
+
+    spec, results = pair
+    ctx = get_current_context()
+    info = {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"], "task_id": ctx["ti"].task_id}
+    counts = record_chunk(spec["campaign"], spec, list(results or []), ctx=info, survey=spec["survey"],
+                          site=spec["site"])
+    log.info("campaign %s chunk %s: %s", spec["campaign"], spec["chunk"], counts)
+    return counts
+
+
+def failure_gate_task(plan: dict[str, Any]) -> bool:
+    """True (and the campaign paused) when the failure rate is above the campaign's threshold."""
+    from cosmodm_ops.campaign import CampaignState
+    from cosmodm_ops.workflows.campaign import failure_rate, store_for
+
+    store = store_for(plan["survey"], plan["site"])
+    camp = store.get(plan["campaign"])
+    limit = float(camp["params"].get("max_failure_rate", 0.25))
+    rate = failure_rate(plan["campaign"], survey=plan["survey"], site=plan["site"])
+    log.info("campaign %s: failure rate %.0f%% (pause above %.0f%%)", plan["campaign"], 100 * rate, 100 * limit)
+    if rate > limit and camp["state"] == "running":
+        store.set_state(plan["campaign"], CampaignState.PAUSED, note=f"failure rate {rate:.0%} above {limit:.0%}")
+        return True
+    return False
+
+
+class ContinueOrAbortOperator(HITLOperator):
+    """A paused campaign: ``continue`` (the guard counts from here) or ``abort`` (cancel what is left)."""
+
+    template_fields = (*HITLOperator.template_fields, "campaign")
+
+    def __init__(self, *, campaign: Any, **kwargs: Any) -> None:
+        super().__init__(options=["continue", "abort"], **kwargs)
+        self.campaign = campaign
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from cosmodm_ops.campaign import CampaignState
+        from cosmodm_ops.workflows.campaign import cancel, continue_after_pause, store_for
+
+        plan, who = self.campaign, _responder(event)
+        if (event.get("chosen_options") or [""])[0] == "abort":
+            cancel(plan["campaign"], survey=plan["survey"], site=plan["site"])
+        else:
+            continue_after_pause(plan["campaign"], who, survey=plan["survey"], site=plan["site"])
+            store_for(plan["survey"], plan["site"]).set_state(plan["campaign"], CampaignState.RUNNING,
+                                                              note=f"continued by {who}")
+        return super().execute_complete(context, event)
+
+
+def adjudication_needed_task(plan: dict[str, Any]) -> str | None:
+    """Markdown listing the borderline items awaiting a decision, or None (the HITL step is skipped)."""
+    from cosmodm_ops.workflows.campaign import show
+
+    info = show(plan["campaign"], survey=plan["survey"], site=plan["site"])
+    if not info["borderline"] or info["state"] not in ("running", "planned"):
+        return None
+    return "Borderline QA in campaign {}:\n\n{}\n".format(plan["campaign"],
+                                                          "\n".join(f"* `{k}`" for k in info["borderline"]))
+
+
+class CampaignAdjudicationOperator(HITLOperator):
+    """accept / quarantine / rerun for the campaign's borderline items (decision, who, when recorded)."""
+
+    template_fields = (*HITLOperator.template_fields, "campaign")
+
+    def __init__(self, *, campaign: Any, **kwargs: Any) -> None:
+        from airflow.sdk import Param
+
+        kwargs.pop("params", None)  # the DAG's form params do not belong in this question
+        super().__init__(options=["accept", "quarantine", "rerun"],
+                         params={"override": Param({}, type="object", title="Override for a rerun",
+                                                   description='e.g. {"single_epoch.detect_thresh": 2.0}')},
+                         **kwargs)
+        self.campaign = campaign
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from cosmodm_ops.campaign import adjudicate
+        from cosmodm_ops.workflows.campaign import show, store_for
+
+        plan, who = self.campaign, _responder(event)
+        decision = (event.get("chosen_options") or ["accept"])[0]
+        override = (event.get("params_input") or {}).get("override") or None
+        store = store_for(plan["survey"], plan["site"])
+        for key in show(plan["campaign"], survey=plan["survey"], site=plan["site"])["borderline"]:
+            adjudicate(store, plan["campaign"], key, decision, who, override)
+        return super().execute_complete(context, event)
+
+
+def summary_task(plan: dict[str, Any]) -> dict[str, Any]:
+    """Finish the campaign (done when nothing is open) and return its one-line summary."""
+    from cosmodm_ops.workflows.campaign import finish
+
+    result = finish(plan["campaign"], survey=plan["survey"], site=plan["site"])
+    log.info("campaign %s: %s", plan["campaign"], result)
+    return result
