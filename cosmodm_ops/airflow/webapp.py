@@ -323,6 +323,45 @@ def report(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIG
     return dl.serve(archive(), found[-1], None, inline=True)
 
 
+# ---------------------------------------------------------------------------------------------- campaigns
+@app.get("/campaigns", response_class=HTMLResponse)
+def campaigns_page(request: Request, page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+    """Campaigns with progress bars (done, running, failed, skipped), ETA and core-hours used vs estimated."""
+    from cosmodm_ops.ui.campaigns import ITEM_GROUPS
+
+    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **campaigns_json(page_no))
+
+
+@app.get("/api/campaigns")
+def campaigns_json(page_no: int = Query(1, alias="page", ge=1, le=100000)) -> dict[str, Any]:
+    from cosmodm_ops.ui.campaigns import campaigns
+
+    with archive().engine.connect() as conn:
+        return campaigns(conn, page=page_no)
+
+
+@app.get("/campaign/{cid}", response_class=HTMLResponse)
+def campaign_page(request: Request, cid: int = P(..., ge=1),
+                  state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
+                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+    """A campaign: its items (filter by state), failures with the end of their logs, pending decisions."""
+    from cosmodm_ops.ui.campaigns import ITEM_GROUPS
+
+    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **campaign_json(cid, state, page_no))
+
+
+@app.get("/api/campaign/{cid}")
+def campaign_json(cid: int = P(..., ge=1), state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
+                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> dict[str, Any]:
+    from cosmodm_ops.ui.campaigns import campaign_detail
+
+    with archive().engine.connect() as conn:
+        d = campaign_detail(conn, cid, state=state, page=page_no)
+    if d is None:
+        raise HTTPException(404, f"no campaign {cid}")
+    return d
+
+
 # ---------------------------------------------------------------------------------------------- search
 @app.get("/search", response_class=HTMLResponse)
 def search_page(request: Request, q: str = Query("", max_length=200)) -> HTMLResponse:

@@ -8,6 +8,7 @@ images are small FITS files. What it makes (``seed_archive`` returns it, so test
 - ``nights`` nights of decam-mini exposures in g and r; per night one exposure clouded over (its
   zeropoint deficit fails the gate: quarantined with the failed checks as reasons), one with a CCD
   that failed, and one whose processing never ran (raw only: ``failed``);
+- two reprocessing campaigns (rows of the campaign tables) with items done, failed, running, skipped, planned;
 - tiles of the demo-mini tiling: ``done`` (coadd + catalog, both bands), ``partial`` (coadd only),
   ``failed`` (a quarantined band), ``stale`` (an input image re-processed since), and empty ones.
 """
@@ -265,4 +266,41 @@ def seed_archive(arch: Any, work: str | Path, *, nights: int = 2, per_night: int
                              .values(ra=tile.ra, dec=tile.dec))
             else:
                 conn.execute(sa.insert(S.tiles).values(survey=SURVEY, name=tile.name, ra=tile.ra, dec=tile.dec))
+    truth["campaigns"] = seed_campaigns(arch, sorted(truth["exposures"]), n=2)
     return truth
+
+
+def seed_campaigns(arch: Any, expnums: list[int], *, n: int, items: int | None = None) -> dict[int, dict[str, int]]:
+    """``n`` reprocessing campaigns (rows of the campaign tables) over ``expnums``; returns item counts by state.
+
+    Items cycle through done, failed, running, skipped and planned; failed ones carry a log tail.
+    """
+    import sqlalchemy as sa
+
+    from cosmodm_ops.campaign import schema as C
+
+    states = ("done", "done", "failed", "running", "skipped", "planned")
+    out: dict[int, dict[str, int]] = {}
+    with arch.engine.begin() as conn:
+        for k in range(n):
+            cid = conn.execute(sa.insert(C.campaign).values(
+                name=f"reprocess {k + 1}", description="detect_thresh 3.0", survey=SURVEY, stage="single_epoch",
+                site="local", target_version=f"v{k + 2}", params="{}", state="running", priority=1, chunk_size=10,
+                max_retries=2, core_hours_estimated=0.5 * len(expnums), source=f"manual__campaign{k + 1}",
+                created_at="2026-11-24T00:00:00+00:00", updated_at="2026-11-24T01:00:00+00:00")
+                .returning(C.campaign.c.id)).scalar_one()
+            rows, counts = [], {}
+            for j, e in enumerate(expnums[: items or len(expnums)]):
+                st = states[(j + k) % len(states)]
+                counts[st] = counts.get(st, 0) + 1
+                rows.append({"campaign_id": cid, "item_key": f"single_epoch:{SURVEY}:{e:08d}", "stage": "single_epoch",
+                             "expnum": e, "state": st, "attempts": 1 if st != "planned" else 0,
+                             "job_id": f"job-{cid}-{j}", "exit_code": 65 if st == "failed" else 0 if st == "done" else None,
+                             "elapsed_s": 300.0 if st == "done" else None, "core_h_used": 0.4 if st == "done" else None,
+                             "diagnostics": ("SExtractor: no sources\nexit code 65\nbad input" if st == "failed" else None),
+                             "spec": "{}", "superseded": 0,
+                             "updated_at": f"2026-11-24T00:{10 + j % 50:02d}:00+00:00"})
+            if rows:
+                conn.execute(sa.insert(C.campaign_item), rows)
+            out[cid] = counts
+    return out

@@ -165,6 +165,21 @@ def test_click_through_the_survey(survey_ui, browser, tmp_path):
     shot(page, "tile")
     assert frame.locator("img.preview").count() >= 1
 
+    # campaigns: progress counts as the items table has them; the failed items with their log tails
+    frame.locator("a#nav-campaigns").click()
+    frame.locator("table#campaigns").wait_for()
+    shot(page, "campaigns")
+    cid, want = next(iter(truth["campaigns"].items()))
+    row = frame.locator(f"tr[data-campaign='{cid}']")
+    for group in ("done", "failed", "running"):
+        assert row.locator(f"span.count-{group}").inner_text() == f"{group} {want.get(group, 0)}"
+    row.locator("a.campaign-link").click()
+    frame.locator("select#item-state").select_option("failed")
+    frame.locator("table#items").wait_for()
+    shot(page, "campaign")
+    assert frame.locator("table#items tbody tr").count() == want.get("failed", 0)
+    assert frame.locator("details.failure").count() == want.get("failed", 0)
+
     # search and cone
     frame.locator("input#search-q").fill("kind=coadd band=r")
     frame.locator("input#search-q").press("Enter")

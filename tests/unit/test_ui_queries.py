@@ -140,3 +140,20 @@ def test_png_is_valid_and_preview_places_ccds():
     assert bin_image(np.ones((10, 10)), 3).shape == (3, 3)
     prev = focal_plane_preview({1: np.zeros((4, 2)), 2: np.full((4, 2), 10.0)}, {1: (0, 0), 2: (10, 0)}, size=64)
     assert prev.shape[1] > prev.shape[0] and prev[:, -1].max() == 255 and prev[:, 0].max() == 0
+
+
+def test_campaign_progress_matches_the_items(seeded):
+    from cosmodm_ops.ui.campaigns import campaign_detail, campaigns
+
+    arch, truth = seeded
+    with arch.engine.connect() as conn:
+        data = campaigns(conn)
+        cid, want = next(iter(truth["campaigns"].items()))
+        d = campaign_detail(conn, cid, state="failed")
+    assert data["total"] == 2
+    row = next(r for r in data["rows"] if r["id"] == cid)
+    assert row["counts"]["done"] == want.get("done", 0) and row["counts"]["failed"] == want.get("failed", 0)
+    assert row["counts"]["running"] == want.get("running", 0) and row["total"] == sum(want.values())
+    assert row["core_hours_used"] == pytest.approx(0.4 * want.get("done", 0))
+    assert d["n_items"] == want.get("failed", 0) == len(d["failures"])
+    assert all("exit code 65" in f["log_tail"] for f in d["failures"])
