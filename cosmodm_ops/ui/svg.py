@@ -148,18 +148,19 @@ def sky_map_svg(tiles: Sequence[Mapping[str, Any]], bands: Sequence[str], *, wid
 
 
 def _spacing(pts: Sequence[tuple[float, float]]) -> float | None:
-    """Median nearest-neighbour distance of tile centres (deg, on the tangent plane), sampled."""
+    """Median nearest-neighbour distance of tile centres (deg, on the tangent plane; 100 sampled)."""
+    import numpy as np
+
     if len(pts) < 2:
         return None
-    sample = pts[:: max(1, len(pts) // 200)]
-    d = []
-    for a, b in sample:
-        best = min((math.hypot((a - c) * math.cos(math.radians(b)), b - e) for c, e in pts if (c, e) != (a, b)),
-                   default=None)
-        if best:
-            d.append(best)
-    d.sort()
-    return d[len(d) // 2] if d else None
+    xy = np.array(pts, dtype=float)
+    xy[:, 0] *= np.cos(np.radians(xy[:, 1]))
+    sample = xy[:: max(1, len(xy) // 100)]
+    d = np.hypot(sample[:, None, 0] - xy[None, :, 0], sample[:, None, 1] - xy[None, :, 1])
+    d[d == 0] = np.inf
+    best = d.min(axis=1)
+    best = best[np.isfinite(best)]
+    return float(np.median(best)) if best.size else None
 
 
 def lineage_svg(centre: Mapping[str, Any], up: Mapping[str, Any], down: Mapping[str, Any], *,
