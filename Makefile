@@ -8,16 +8,17 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 # Debian packages the project needs (science binaries, then the integration tiers' services).
 OS_PKGS := source-extractor scamp psfex swarp libcfitsio-bin \
-           openssh-server slurm-wlm munge slurmdbd mariadb-server
-OS_BINS := source-extractor scamp psfex SWarp fpack funpack /usr/sbin/sshd slurmctld slurmd slurmdbd munged mariadbd
+           openssh-server slurm-wlm munge slurmdbd mariadb-server chromium
+OS_BINS := source-extractor scamp psfex SWarp fpack funpack /usr/sbin/sshd slurmctld slurmd slurmdbd munged mariadbd chromium
 PYTEST_ARGS ?=
 
-.PHONY: help setup os-deps venv test test-unit demo demo-campaign bench lint clean
+.PHONY: help setup os-deps venv test test-unit test-browser demo demo-campaign ui bench lint clean
 
 help:
 	@echo "make demo   - set up and run the main job on the embedded defaults"
 	@echo "make test   - set up and run every test tier (CI=true: missing services fail)"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make ui     - the Airflow UI with the survey pages on the demo's state (URL and login printed)"
 	@echo "make demo-campaign - after make demo: reprocess the demo night through Airflow's REST API + HITL"
 
 setup: os-deps venv
@@ -53,6 +54,12 @@ test-unit: venv
 
 demo: setup
 	$(PY) -m cosmodm_ops.demo
+
+ui: venv
+	$(PY) -m cosmodm_ops.ui.launch
+
+test-browser: venv
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
 # after `make demo`: the demo night reprocessed through the Airflow REST API and HITL approval
 demo-campaign: setup

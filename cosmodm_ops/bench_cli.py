@@ -55,6 +55,12 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("items", "task_instances", "ssh_logins_per_site", "lost", "duplicated", "wall_s", "naive_wall_s",
          "naive_task_instances", "throughput_ratio", "scheduler_peak_rss_mb", "triggerer_peak_rss_mb"),
     ),
+    "ui": (
+        "cosmodm_ops.ui.bench:ui",
+        ("survey pages on 10^5 products / 10^4 exposures / 10^3 tiles (SQLite and PostgreSQL): p50/p95 of every "
+         "page and JSON endpoint under 10 clients, against Airflow's dagRuns list"),
+        (),
+    ),
 }
 
 #: name -> options of that benchmark: (flag, ``add_argument`` keywords); each value goes to its function by ``dest``.
@@ -64,6 +70,11 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--chunk", {"type": int, "default": 50, "help": "items per chunk = elements per job array (default 50)"}),
         ("--site", {"default": "local", "choices": ["local", "loopback-slurm"],
                     "help": "site (only local is implemented)"}),
+    ],
+    "ui": [
+        ("--clients", {"type": int, "default": 10, "help": "concurrent clients (default 10)"}),
+        ("--per-client", {"type": int, "default": 10, "help": "requests per client and endpoint (default 10)"}),
+        ("--backends", {"default": "sqlite,postgres", "help": "archive databases to measure (default both)"}),
     ],
     "exposure": [
         ("--camera", {"default": "decam", "help": "camera to simulate (default decam: 62 CCDs)"}),

@@ -90,6 +90,8 @@ class ProductKind(str, enum.Enum):
     """QA values (JSON)."""
     REPORT = "report"
     """A QA report (HTML) or plot (PNG)."""
+    THUMBNAIL = "thumbnail"
+    """A small binned PNG preview (an exposure's focal plane, a coadd) for the UI pages."""
 
 
 def validate_token(name: str, value: Any) -> str:

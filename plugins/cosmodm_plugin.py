@@ -1,9 +1,11 @@
-"""The CosmoDM pages in the Airflow UI: archive, QA reports and lineage, behind Airflow's authentication.
+"""The CosmoDM survey pages in the Airflow UI, behind Airflow's authentication.
 
 A FastAPI app mounted by the Airflow API server at ``/cosmodm`` (every route requires a valid
-Airflow JWT: the UI's ``_token`` cookie or an ``Authorization: Bearer`` header), a nav entry,
-and a "QA report" extra link that the nightly summary task fills.
-Archive location: ``COSMODM_DB`` and ``COSMODM_ARCHIVE_ROOT`` in the API server's environment.
+Airflow JWT: the UI's ``_token`` cookie or an ``Authorization: Bearer`` header), a "Survey"
+navigation entry, external views on DAG runs (a ``nightly_ingest`` run opens its night) and task
+instances (the products the task made), and a "QA report" extra link that the nightly summary
+task fills. Archive location: ``COSMODM_DB`` and ``COSMODM_ARCHIVE_ROOT`` in the API server's
+environment.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ class QAReportLink(BaseOperatorLink):
 
 class CosmoDMPlugin(AirflowPlugin):
     name = "cosmodm"
-    fastapi_apps = [{"app": app, "url_prefix": "/cosmodm", "name": "CosmoDM archive"}]
-    external_views = [{"name": "CosmoDM archive", "href": "cosmodm/", "destination": "nav",
-                       "url_route": "cosmodm"}]
+    fastapi_apps = [{"app": app, "url_prefix": "/cosmodm", "name": "CosmoDM survey pages"}]
+    external_views = [
+        {"name": "Survey", "href": "/cosmodm/", "destination": "nav", "url_route": "cosmodm", "nav_top_level": True},
+        {"name": "Survey: night and products", "href": "/cosmodm/runs/{DAG_ID}/{RUN_ID}", "destination": "dag_run",
+         "url_route": "cosmodm-run"},
+        {"name": "Survey: products", "href": "/cosmodm/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}",
+         "destination": "task_instance", "url_route": "cosmodm-ti"},
+    ]
     global_operator_extra_links = [QAReportLink()]

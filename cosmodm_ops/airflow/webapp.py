@@ -1,76 +1,302 @@
-"""The FastAPI app behind the Airflow UI plugin: nights, QA reports, products and lineage.
+"""The FastAPI app behind the Airflow UI plugin: the survey pages, their JSON, and downloads.
 
-Every route depends on Airflow's ``get_user`` (JWT from the ``_token`` cookie or a Bearer
-header): nothing here is served to an unauthenticated client. Output is escaped; paths are
-resolved inside the archive root only.
+Mounted by the Airflow API server at ``/cosmodm`` (``plugins/cosmodm_plugin.py``). Every route,
+the static files included, depends on :func:`require_user`: Airflow's own ``get_user`` (the
+api-server's JWT from the ``_token`` cookie or a Bearer header, checked by the configured auth
+manager), with an invalid token answered 401 like a missing or expired one. The app only reads:
+nothing here triggers, cancels or approves (that stays with Airflow's own, permission-checked API).
+Pages are Jinja2 templates with autoescape; SQL lives in :mod:`cosmodm_ops.ui.queries`
+(parameterized); downloads go through :func:`cosmodm_ops.ui.files.safe_archive_file`.
+Archive location: ``COSMODM_DB`` and ``COSMODM_ARCHIVE_ROOT`` in the API server's environment.
 """
 
 from __future__ import annotations
 
-import html
+import datetime as dt
 import os
+import threading
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as P
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-__all__ = ["app"]
+from cosmodm_ops.airflow import webapp_downloads as dl
+from cosmodm_ops.ui import queries as Q
+from cosmodm_ops.ui import svg
+
+__all__ = ["app", "require_user"]
+
+HERE = Path(__file__).with_name("ui")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+_NIGHT = r"^\d{4}-\d{2}-\d{2}$"
 
 
-def _user():
-    from airflow.api_fastapi.core_api.security import get_user
+async def require_user(request: Request) -> Any:
+    """Airflow's authenticated user, or 401 (no token, an expired one, or one the auth manager refuses)."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
 
-    return get_user
+    creds = await bearer_scheme(request)
+    try:
+        return await get_user(request, None, creds)
+    except HTTPException as err:
+        if err.status_code in (401, 403):
+            raise HTTPException(401, "Not authenticated: log in to Airflow", headers={"WWW-Authenticate": "Bearer"}
+                                ) from err
+        raise
 
 
-def _archive():
+app = FastAPI(title="CosmoDM survey pages", dependencies=[Depends(require_user)])
+_lock = threading.Lock()
+_archives: dict[tuple[str, str], Any] = {}
+
+
+def archive() -> Any:
+    """The archive named by ``COSMODM_DB`` / ``COSMODM_ARCHIVE_ROOT`` (one engine per process)."""
     from cosmodm_ops.archive import Archive
 
-    db = os.environ.get("COSMODM_DB")
-    root = os.environ.get("COSMODM_ARCHIVE_ROOT")
+    db, root = os.environ.get("COSMODM_DB"), os.environ.get("COSMODM_ARCHIVE_ROOT")
     if not db or not root:
         raise HTTPException(503, "set COSMODM_DB and COSMODM_ARCHIVE_ROOT in the API server's environment")
-    return Archive(db, root)
+    with _lock:
+        if (db, root) not in _archives:
+            _archives[(db, root)] = Archive(db, root)
+        return _archives[(db, root)]
 
 
-app = FastAPI(title="CosmoDM archive", dependencies=[Depends(_user())])
+@lru_cache(maxsize=1)
+def _templates() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["num"] = lambda v, fmt="{:.3g}": "" if v is None else fmt.format(v)
+    env.filters["size"] = _human_size
+    return env
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def page(request: Request, template: str, **ctx: Any) -> HTMLResponse:
+    """Render a template with the mount point (``base``) and the survey list."""
+    from markupsafe import Markup
+
+    base = request.scope.get("root_path", "").rstrip("/")
+    ctx = {k: Markup(v) if k.endswith("_svg") else v for k, v in ctx.items()}
+    html = _templates().get_template(template).render(base=base, airflow=base.rsplit("/", 1)[0], **ctx)
+    return HTMLResponse(html)
+
+
+@lru_cache(maxsize=16)
+def camera_config(camera: str) -> Any:
+    """A camera's config (for its focal plane and pixel scale); None when unknown."""
+    from cosmodm_ops.config import load_config
+
+    try:
+        return load_config(camera=camera).camera
+    except Exception:  # noqa: BLE001 - an unknown camera only loses the map and the depth
+        return None
+
+
+def _pixel_scales(rows: list[dict[str, Any]]) -> dict[str, float]:
+    out = {}
+    for cam in {x["camera"] for x in rows}:
+        cfg = camera_config(cam)
+        if cfg is not None:
+            out[cam] = cfg.pixel_scale
+    return out
+
+
+def dag_run_states(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Airflow's state of each (dag_id, run_id), read from its metadata DB (missing: not listed)."""
+    if not pairs:
+        return {}
+    try:
+        import sqlalchemy as sa
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+
+        with create_session() as s:
+            rows = s.execute(sa.select(DagRun.dag_id, DagRun.run_id, DagRun.state)
+                             .where(DagRun.run_id.in_(sorted({r for _, r in pairs})))).all()
+        want = set(pairs)
+        return {(d, r): str(st) for d, r, st in rows if (d, r) in want}
+    except Exception:  # noqa: BLE001 - the archive pages still work without Airflow's metadata
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------- nights
+def _nights_data(survey: str | None, date_from: str | None, date_to: str | None, page_no: int,
+                 per_page: int) -> dict[str, Any]:
+    with archive().engine.connect() as conn:
+        all_surveys = Q.surveys(conn)
+        survey = survey or (all_surveys[0] if all_surveys else "demo")
+        data = Q.nights(conn, survey=survey, date_from=date_from, date_to=date_to, page=page_no, per_page=per_page)
+    states = dag_run_states([(x["dag_id"], x["run_id"]) for n in data["rows"] for x in n["runs"]])
+    for n in data["rows"]:
+        for x in n["runs"]:
+            x["state"] = states.get((x["dag_id"], x["run_id"]), "unknown")
+    return {**data, "survey": survey, "surveys": all_surveys, "date_from": date_from, "date_to": date_to}
 
 
 @app.get("/", response_class=HTMLResponse)
-def index(survey: str = Query("demo", max_length=64)) -> str:
-    """Nights with their exposure counts, quarantines and report links."""
-    archive = _archive()
-    raws = archive.find(survey=survey, kind="raw", stage="raw")
-    nights = sorted({r["night"] for r in raws if r["night"]}, reverse=True)
-    rows = []
-    for night in nights[:100]:
-        exps = sorted({int(r["expnum"]) for r in raws if r["night"] == night})
-        bad = [e for e in exps if archive.is_quarantined({"survey": survey, "night": night, "expnum": e})]
-        rep = archive.find(survey=survey, night=night, kind="report", stage="qa")
-        link = f"<a href='report/{html.escape(survey)}/{html.escape(night)}'>report</a>" if rep else ""
-        rows.append(f"<tr><td>{html.escape(night)}</td><td>{len(exps)}</td><td>{len(exps) - len(bad)}</td>"
-                    f"<td>{len(bad)}</td><td>{link}</td></tr>")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>CosmoDM archive</title></head><body>"
-            f"<h1>CosmoDM archive: {html.escape(survey)}</h1><table border=1 cellpadding=4>"
-            "<tr><th>night</th><th>exposures</th><th>accepted</th><th>quarantined</th><th></th></tr>"
-            + "".join(rows) + "</table></body></html>")
+def nights_page(request: Request, survey: str | None = Query(None, pattern=_NAME),
+                date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
+                date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
+                page_no: int = Query(1, alias="page", ge=1, le=100000),
+                per_page: int = Query(30, ge=1, le=200)) -> HTMLResponse:
+    """Nights: exposures, accepted, quarantined, failed, the DAG runs; filters by survey and dates; pages."""
+    return page(request, "nights.html", **_nights_data(survey, date_from, date_to, page_no, per_page))
 
 
-@app.get("/report/{survey}/{night}")
-def report(survey: str, night: str) -> FileResponse:
-    """The night's QA report (the newest revision in the archive)."""
-    from cosmodm_ops.model import TagError, validate_night, validate_token
+@app.get("/api/nights")
+def nights_json(survey: str | None = Query(None, pattern=_NAME),
+                date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
+                date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
+                page_no: int = Query(1, alias="page", ge=1, le=100000),
+                per_page: int = Query(30, ge=1, le=200)) -> dict[str, Any]:
+    return _nights_data(survey, date_from, date_to, page_no, per_page)
 
+
+def _night_data(survey: str, night: str) -> dict[str, Any]:
+    with archive().engine.connect() as conn:
+        exps = [dict(x) for x in conn.execute(
+            Q.sa.select(Q.e.c.camera).where(Q.e.c.survey == survey, Q.e.c.night == night).distinct()).mappings()]
+        data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=_pixel_scales(exps))
+    return {**data, "survey": survey, "night": night}
+
+
+@app.get("/night/{survey}/{night}", response_class=HTMLResponse)
+def night_page(request: Request, survey: str = P(..., pattern=_NAME),
+               night: str = P(..., pattern=_NIGHT)) -> HTMLResponse:
+    """One row per exposure of a night, with the QA verdict spelled out and a thumbnail."""
+    data = _night_data(survey, night)
+    if not data["exposures"]:
+        raise HTTPException(404, f"no exposures of survey {survey} on night {night}")
+    return page(request, "night.html", **data)
+
+
+@app.get("/api/night/{survey}/{night}")
+def night_json(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIGHT)) -> dict[str, Any]:
+    return _night_data(survey, night)
+
+
+# ---------------------------------------------------------------------------------------------- exposure
+def _focal_plane(camera: str) -> Any:
+    from cosmodm_ops.cameras.layout import focal_plane
+
+    cam = camera_config(camera)
     try:
-        validate_token("survey", survey)
-        validate_night(night)
-    except TagError as err:
-        raise HTTPException(400, str(err)) from err
-    archive = _archive()
-    found = archive.find(survey=survey, night=night, kind="report", stage="qa")
-    if not found:
-        raise HTTPException(404, f"no QA report for {survey} {night}")
-    return FileResponse(archive.fetch(found[-1]["id"]), media_type="text/html")
+        return focal_plane(cam) if cam is not None else None
+    except Exception:  # noqa: BLE001 - a missing camera table only loses the map
+        return None
+
+
+def _exposure_data(survey: str, expnum: int) -> dict[str, Any]:
+    with archive().engine.connect() as conn:
+        detail = Q.exposure_detail(conn, survey=survey, expnum=expnum)
+        if detail is None:
+            raise HTTPException(404, f"no exposure {expnum} in survey {survey}")
+        fp = _focal_plane(detail["exposure"]["camera"])
+        detail["ccd_metrics"] = Q.ccd_metrics(conn, detail, [c.ccdnum for c in fp.ccds] if fp else ())
+    return detail
+
+
+@app.get("/exposure/{survey}/{expnum}", response_class=HTMLResponse)
+def exposure_page(request: Request, survey: str = P(..., pattern=_NAME), expnum: int = P(..., ge=0),
+                  metric: str = Query("fwhm_arcsec", pattern="^(" + "|".join(svg.METRICS) + ")$")) -> HTMLResponse:
+    """Every QA value, the focal-plane map by a chosen metric, products with downloads, lineage."""
+    d = _exposure_data(survey, expnum)
+    fp = _focal_plane(d["exposure"]["camera"])
+    fp_svg = "<p>Unknown camera or camera tables: no focal-plane map.</p>"
+    if fp is not None:
+        cam = fp.camera
+        w, h = cam.ccd_nx * cam.pixel_size_mm, cam.ccd_ny * cam.pixel_size_mm
+        fp_svg = svg.focal_plane_svg(fp.ccds, w, h, d["ccd_metrics"], metric)
+    thumb = next((x["id"] for x in d["products"] if x["kind"] == "thumbnail" and x["ccd"] is None), None)
+    return page(request, "exposure.html", survey=survey, metric=metric, metrics=svg.METRICS, focal_plane_svg=fp_svg,
+                thumbnail_id=thumb, **d)
+
+
+@app.get("/api/exposure/{survey}/{expnum}")
+def exposure_json(survey: str = P(..., pattern=_NAME), expnum: int = P(..., ge=0)) -> dict[str, Any]:
+    return _exposure_data(survey, expnum)
+
+
+# ---------------------------------------------------------------------------------------------- tiles
+@app.get("/tiles", response_class=HTMLResponse)
+def tiles_page(request: Request, survey: str | None = Query(None, pattern=_NAME)) -> HTMLResponse:
+    """The tiling on the sky, coloured by coadd status per band; zoom, pan, click to a tile."""
+    data = tiles_json(survey)
+    base = request.scope.get("root_path", "").rstrip("/")
+    sky = svg.sky_map_svg(data["tiles"], data["bands"], link_prefix=f"{base}/tile/{data['survey']}/")
+    counts = {b: {s: sum(1 for t in data["tiles"] if t["status"].get(b) == s) for s in Q.TILE_STATES}
+              for b in data["bands"]}
+    return page(request, "tiles.html", sky_svg=sky, colours=svg.STATUS_COLOURS, counts=counts,
+                states=Q.TILE_STATES, **data)
+
+
+@app.get("/api/tiles")
+def tiles_json(survey: str | None = Query(None, pattern=_NAME)) -> dict[str, Any]:
+    with archive().engine.connect() as conn:
+        all_surveys = Q.surveys(conn)
+        survey = survey or (all_surveys[0] if all_surveys else "demo")
+        return {**Q.tiles_status(conn, survey=survey), "survey": survey, "surveys": all_surveys}
+
+
+@app.get("/tile/{survey}/{name}", response_class=HTMLResponse)
+def tile_page(request: Request, survey: str = P(..., pattern=_NAME),
+              name: str = P(..., pattern=_NAME)) -> HTMLResponse:
+    """A tile: per-band coadd thumbnails, calibration and completeness QA, input exposures."""
+    d = tile_json(survey, name)
+    bands = sorted({x["band"] for x in d["products"] if x["band"]})
+    return page(request, "tile.html", survey=survey, bands=bands, **d)
+
+
+@app.get("/api/tile/{survey}/{name}")
+def tile_json(survey: str = P(..., pattern=_NAME), name: str = P(..., pattern=_NAME)) -> dict[str, Any]:
+    with archive().engine.connect() as conn:
+        d = Q.tile_detail(conn, survey=survey, name=name)
+    if d is None:
+        raise HTTPException(404, f"no tile {name} in survey {survey}")
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- products
+def _product_data(product_id: int, depth: int) -> dict[str, Any]:
+    arch = archive()
+    with arch.engine.connect() as conn:
+        d = Q.product_detail(conn, product_id)
+    if d is None:
+        raise HTTPException(404, f"no product {product_id}")
+    d["up"] = arch.lineage(product_id, direction="up", depth=depth)
+    d["down"] = arch.lineage(product_id, direction="down", depth=depth)
+    return d
+
+
+@app.get("/product/{product_id}", response_class=HTMLResponse)
+def product_page(request: Request, product_id: int, depth: int = Query(2, ge=1, le=10)) -> HTMLResponse:
+    """Metadata, tags, checksum, size, QA and the lineage graph (up and down, to ``depth``)."""
+    d = _product_data(product_id, depth)
+    base = request.scope.get("root_path", "").rstrip("/")
+    graph = svg.lineage_svg(d["product"], d["up"], d["down"], link_prefix=f"{base}/product/")
+    return page(request, "product.html", depth=depth, lineage_svg=graph, n_up=len(d["up"]["edges"]),
+                n_down=len(d["down"]["edges"]), **{k: d[k] for k in ("product", "qa", "quarantine", "run")})
+
+
+@app.get("/api/product/{product_id}")
+def product_json(product_id: int, depth: int = Query(2, ge=1, le=10)) -> dict[str, Any]:
+    return _product_data(product_id, depth)
 
 
 @app.get("/products")
@@ -78,11 +304,155 @@ def products(survey: str | None = None, night: str | None = None, expnum: int | 
              tile: str | None = None, band: str | None = None, kind: str | None = None,
              limit: int = Query(200, le=5000)) -> list[dict[str, Any]]:
     """Products matching the given tags (JSON)."""
-    return _archive().find(survey=survey, night=night, expnum=expnum, tile=tile, band=band, kind=kind, limit=limit)
+    return archive().find(survey=survey, night=night, expnum=expnum, tile=tile, band=band, kind=kind, limit=limit)
 
 
 @app.get("/lineage/{product_id}")
 def lineage(product_id: int, direction: str = Query("up", pattern="^(up|down)$"),
             depth: int = Query(5, ge=1, le=20)) -> dict[str, Any]:
     """Where a product came from (up) or what was made from it (down)."""
-    return _archive().lineage(product_id, direction=direction, depth=depth)
+    return archive().lineage(product_id, direction=direction, depth=depth)
+
+
+@app.get("/report/{survey}/{night}")
+def report(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIGHT)) -> Response:
+    """The night's QA report (the newest revision in the archive)."""
+    found = archive().find(survey=survey, night=night, kind="report", stage="qa")
+    if not found:
+        raise HTTPException(404, f"no QA report for {survey} {night}")
+    return dl.serve(archive(), found[-1], None, inline=True)
+
+
+# ---------------------------------------------------------------------------------------------- campaigns
+@app.get("/campaigns", response_class=HTMLResponse)
+def campaigns_page(request: Request, page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+    """Campaigns with progress bars (done, running, failed, skipped), ETA and core-hours used vs estimated."""
+    from cosmodm_ops.ui.campaigns import ITEM_GROUPS
+
+    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **campaigns_json(page_no))
+
+
+@app.get("/api/campaigns")
+def campaigns_json(page_no: int = Query(1, alias="page", ge=1, le=100000)) -> dict[str, Any]:
+    from cosmodm_ops.ui.campaigns import campaigns
+
+    with archive().engine.connect() as conn:
+        return campaigns(conn, page=page_no)
+
+
+@app.get("/campaign/{cid}", response_class=HTMLResponse)
+def campaign_page(request: Request, cid: int = P(..., ge=1),
+                  state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
+                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+    """A campaign: its items (filter by state), failures with the end of their logs, pending decisions."""
+    from cosmodm_ops.ui.campaigns import ITEM_GROUPS
+
+    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **campaign_json(cid, state, page_no))
+
+
+@app.get("/api/campaign/{cid}")
+def campaign_json(cid: int = P(..., ge=1), state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
+                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> dict[str, Any]:
+    from cosmodm_ops.ui.campaigns import campaign_detail
+
+    with archive().engine.connect() as conn:
+        d = campaign_detail(conn, cid, state=state, page=page_no)
+    if d is None:
+        raise HTTPException(404, f"no campaign {cid}")
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- search
+@app.get("/search", response_class=HTMLResponse)
+def search_page(request: Request, q: str = Query("", max_length=200)) -> HTMLResponse:
+    """Products by tag (``kind=coadd band=r``), an exposure number, a tile name or a sha256."""
+    return page(request, "search.html", q=q, found=search_json(q) if q.strip() else None)
+
+
+@app.get("/api/search")
+def search_json(q: str = Query("", max_length=200)) -> dict[str, Any]:
+    with archive().engine.connect() as conn:
+        return Q.search(conn, q)
+
+
+@app.get("/cone", response_class=HTMLResponse)
+def cone_page(request: Request, ra: float | None = Query(None, ge=0, lt=360),
+              dec: float | None = Query(None, ge=-90, le=90),
+              radius: float = Query(0.1, gt=0, le=5)) -> HTMLResponse:
+    """Catalog objects, exposures and tiles within ``radius`` degrees of (ra, dec)."""
+    found = cone_json(ra, dec, radius) if ra is not None and dec is not None else None
+    return page(request, "cone.html", ra=ra, dec=dec, radius=radius, found=found)
+
+
+@app.get("/api/cone")
+def cone_json(ra: float = Query(..., ge=0, lt=360), dec: float = Query(..., ge=-90, le=90),
+              radius: float = Query(0.1, gt=0, le=5)) -> dict[str, Any]:
+    arch = archive()
+    with arch.engine.connect() as conn:
+        out = Q.sky_objects(conn, ra=ra, dec=dec, radius=radius)
+    out["objects"] = arch.cone(ra, dec, radius, limit=500)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- Airflow links
+@app.get("/runs/{dag_id}/{run_id}")
+def dag_run_view(request: Request, dag_id: str, run_id: str) -> Response:
+    """The ``dag_run`` external view: a nightly run opens its night; other runs list their products."""
+    base = request.scope.get("root_path", "").rstrip("/")
+    with archive().engine.connect() as conn:
+        found = Q.night_for_run(conn, dag_id=dag_id, run_id=run_id)
+        if found and found[1]:
+            return RedirectResponse(f"{base}/night/{found[0]}/{found[1]}", status_code=303)
+        rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id)
+    return page(request, "run.html", dag_id=dag_id, run_id=run_id, task_id=None, rows=rows)
+
+
+@app.get("/ti/{dag_id}/{run_id}/{task_id}", response_class=HTMLResponse)
+def task_instance_view(request: Request, dag_id: str, run_id: str, task_id: str,
+                       map_index: int = Query(-1)) -> HTMLResponse:
+    """The ``task_instance`` external view: the products the task registered.
+
+    Mapped instances share their task id in the archive's run records, so ``map_index`` does not
+    narrow the list.
+    """
+    with archive().engine.connect() as conn:
+        rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id, task_id=task_id)
+        if not rows:  # a task that registers nothing (e.g. discovery): the run's products
+            rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id)
+    return page(request, "run.html", dag_id=dag_id, run_id=run_id, task_id=task_id, rows=rows)
+
+
+# ---------------------------------------------------------------------------------------------- files
+@app.get("/download/{product_id}")
+def download(request: Request, product_id: int, inline: bool = False) -> Response:
+    """A product's file, streamed (Content-Length, byte ranges, sha256 in ``X-Checksum-Sha256``)."""
+    arch = archive()
+    with arch.engine.connect() as conn:
+        row = Q.product_detail(conn, product_id)
+    if row is None:
+        raise HTTPException(404, f"no product {product_id}")
+    return dl.serve(arch, row["product"], request.headers.get("range"), inline=inline)
+
+
+@app.get("/file/{relpath:path}")
+def file_by_path(request: Request, relpath: str) -> Response:
+    """A product's file by its archive path (only paths the archive has a product row for)."""
+    arch = archive()
+    row = dl.product_by_path(arch, relpath)
+    return dl.serve(arch, row, request.headers.get("range"), inline=False)
+
+
+@app.get("/static/{name}")
+def static(name: str = P(..., pattern=r"^[a-z0-9_-]+\.(js|css)$")) -> FileResponse:
+    """The pages' own script and style (bundled with the package: no CDN)."""
+    path = HERE / "static" / name
+    if not path.is_file():
+        raise HTTPException(404, name)
+    media = "text/javascript" if name.endswith(".js") else "text/css"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=300"})
+
+
+@app.get("/api/health")
+def health() -> JSONResponse:
+    """Counts of the archive tables (a quick check that the app reaches the archive)."""
+    return JSONResponse({"counts": archive().counts(), "time": dt.datetime.now(dt.UTC).isoformat()})

@@ -46,6 +46,7 @@ EXTENSIONS: dict[ProductKind, str] = {
     ProductKind.MANIFEST: ".json",
     ProductKind.QA: ".json",
     ProductKind.REPORT: ".html",
+    ProductKind.THUMBNAIL: ".png",
 }
 
 _TAG_ORDER = ("survey", "camera", "stage", "version", "kind", "night", "expnum", "ccd", "band", "tile")

@@ -239,3 +239,12 @@ Index("ix_objects_expnum_ccd", objects.c.expnum, objects.c.ccd,
       postgresql_where=objects.c.expnum.isnot(None), sqlite_where=objects.c.expnum.isnot(None))
 Index("ix_objects_tile_band", objects.c.tile, objects.c.band,
       postgresql_where=objects.c.tile.isnot(None), sqlite_where=objects.c.tile.isnot(None))
+# the survey pages' read paths (migration 0003_ui_indexes)
+Index("ix_exposures_survey_night", exposures.c.survey, exposures.c.night)
+Index("ix_products_stage_tile_band", products.c.stage, products.c.tile, products.c.band, products.c.kind)
+Index("ix_products_state", products.c.state)
+Index("ix_products_run_id", products.c.run_id)
+Index("ix_runs_dag_id_run_id", runs.c.dag_id, runs.c.run_id)
+Index("ix_qa_results_tile_band", qa_results.c.tile, qa_results.c.band)
+Index("ix_qa_results_product_id", qa_results.c.product_id)
+Index("ix_quarantine_tile_band", quarantine.c.tile, quarantine.c.band)

@@ -54,6 +54,7 @@ from cosmodm_ops.common import scratch_root, utc_now, write_json
 from cosmodm_ops.common import workdir as scratch_dir
 from cosmodm_ops.config import Config
 from cosmodm_ops.model import ProductKind, Stage, Tags
+from cosmodm_ops.qa.thumbnail_products import coadd_thumbnail
 
 __all__ = ["run_band"]
 
@@ -179,6 +180,7 @@ def _band_qa(out: Path, tile: Tile, band: str, cfg: Config, inputs: Sequence[Coa
 def _band_products(paths: Mapping[str, Path], qa_path: Path, report: Path, out: Path, tags: Tags) -> list[Any]:
     """The band job's products: the two coadds and their weights (with the input roles they derive from), QA."""
     plain, homog = ["image", "weight", "catalog"], ["image", "weight", "psf", "catalog"]
+    thumb = coadd_thumbnail(paths["coadd"], out, tags.to_dict())  # the survey pages' preview
     return [
         product(paths["coadd"], out, ProductKind.COADD, tags, plain),
         product(paths["coadd_weight"], out, ProductKind.COADD_WEIGHT, tags, plain),
@@ -186,4 +188,5 @@ def _band_products(paths: Mapping[str, Path], qa_path: Path, report: Path, out: 
         product(paths["coadd_homog_weight"], out, ProductKind.COADD_HOMOG_WEIGHT, tags, homog),
         product(qa_path, out, ProductKind.QA, tags),
         product(report, out, ProductKind.REPORT, tags),
+        *([thumb] if thumb else []),
     ]

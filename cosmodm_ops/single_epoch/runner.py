@@ -48,6 +48,7 @@ from cosmodm_ops.manifest import (
 )
 from cosmodm_ops.model import ProductKind, Stage, Tags
 from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_summary
+from cosmodm_ops.qa.thumbnail_products import exposure_thumbnail
 from cosmodm_ops.single_epoch.accounting import StageClock, cpu_block, merge_records, tree_cpu
 from cosmodm_ops.single_epoch.ccd import finish_ccd, prepare_ccd
 from cosmodm_ops.single_epoch.inputs import (
@@ -354,6 +355,9 @@ def run_exposure(
     products = [p for p in products if p.kind != "qa"]
     products.append(ManifestProduct(kind="qa", tags=_tags(cfg, info, "qa", None), path="qa.json",
                                     sha256=cfits.file_sha256(qa_path), size=qa_path.stat().st_size))
+
+    thumb = exposure_thumbnail(outdir, products, cfg.camera, _tags(cfg, info, "thumbnail", None))  # UI preview
+    products += [thumb] if thumb else []
 
     # 6. manifest
     n_failed = sum(1 for u in units.values() if u.state == "failed")

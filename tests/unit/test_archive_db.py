@@ -31,6 +31,18 @@ from tests.unit.archive_factory import (
 )
 
 
+def _schema_head() -> str:
+    """The newest migration (the one ``Archive.init()`` upgrades to)."""
+    from pathlib import Path
+
+    from alembic.script import ScriptDirectory
+
+    import cosmodm_ops.archive as pkg
+
+    return ScriptDirectory(str(Path(pkg.__file__).with_name("migrations"))).get_current_head()
+
+
+
 @pytest.fixture
 def archive(tmp_path) -> Archive:
     arch = Archive(f"sqlite:///{tmp_path / 'db' / 'archive.db'}", tmp_path / "root")
@@ -45,7 +57,7 @@ def night(archive, tmp_path):
 
 
 def test_init_creates_every_table_and_is_idempotent(archive):
-    assert archive.init() == "0002"  # 0002: campaign tables
+    assert archive.init() == _schema_head()
     names = set(sa.inspect(archive.engine).get_table_names())
     assert {"products", "exposures", "ccd_images", "tiles", "lineage", "runs", "qa_results", "quarantine",
             "objects", "alembic_version"} <= names
@@ -355,7 +367,7 @@ def test_cli_end_to_end(archive, night, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COSMODM_DB", archive.db_url)
     monkeypatch.setenv("COSMODM_ARCHIVE_ROOT", str(archive.root))
     assert main(["archive", "init", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["schema_revision"] == "0002"
+    assert json.loads(capsys.readouterr().out)["schema_revision"] == _schema_head()
     assert main(["archive", "register", str(night["coadd_manifest"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["products"] == [night["coadd"], night["coadd_cat"]]
     assert main(["archive", "find", "--tile", "T0001", "--kind", "coadd", "--json"]) == 0

@@ -1,0 +1,444 @@
+"""Read-side queries of the survey pages: SQLAlchemy Core over :mod:`cosmodm_ops.archive.schema`.
+
+Every function takes an open connection and bound parameters only (no string-built SQL), pages
+long lists (``page``, ``per_page``), and reads through the indexes of the archive schema and of
+migration ``0003_ui_indexes``. Results are plain dicts (JSON-ready).
+
+Definitions the pages use
+-------------------------
+accepted     an exposure with a current single-epoch ``qa`` product and no active quarantine
+quarantined  an exposure covered by an active exposure-level quarantine record
+failed       an exposure with neither (its processing failed, or has not run yet)
+tile status  per band: ``failed`` (an active quarantine on the tile+band or its coadd), ``stale``
+             (the coadd was made from a product that has since been superseded), ``done`` (coadd and
+             catalog), ``partial`` (some coadd products), ``none``
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cosmodm_ops.archive import schema as S
+
+__all__ = [
+    "ccd_metrics",
+    "depth_mag",
+    "exposure_detail",
+    "night_exposures",
+    "night_for_run",
+    "nights",
+    "product_detail",
+    "run_products",
+    "search",
+    "sky_objects",
+    "surveys",
+    "tile_detail",
+    "tiles_status",
+]
+
+p, e, q, qa, lin, r = S.products, S.exposures, S.quarantine, S.qa_results, S.lineage, S.runs
+_CCD_INFO = ("zeropoint_1s", "sky_e", "sky_noise_e", "fwhm_arcsec", "astrom_rms_mas", "n_stars")
+TILE_STATES = ("none", "partial", "done", "stale", "failed")
+
+
+def _active_exposure_quarantine(survey: str) -> list[Any]:
+    return [q.c.released == 0, q.c.ccd.is_(None), q.c.product_id.is_(None),
+            sa.or_(q.c.survey.is_(None), q.c.survey == survey)]
+
+
+def surveys(conn: Connection) -> list[str]:
+    """Surveys that have exposures or tiles."""
+    a = {row[0] for row in conn.execute(sa.select(e.c.survey).group_by(e.c.survey))}
+    b = {row[0] for row in conn.execute(sa.select(S.tiles.c.survey).group_by(S.tiles.c.survey))}
+    return sorted(a | b)
+
+
+def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_to: str | None = None,
+           page: int = 1, per_page: int = 30) -> dict[str, Any]:
+    """One page of nights, newest first, with exposure counts and the runs that processed them.
+
+    Returns ``{"rows": [{"night", "exposures", "accepted", "quarantined", "failed", "runs": [{"dag_id",
+    "run_id"}]}], "total", "page", "per_page"}``.
+    """
+    cond = [e.c.survey == survey]
+    if date_from:
+        cond.append(e.c.night >= date_from)
+    if date_to:
+        cond.append(e.c.night <= date_to)
+    total = conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(*cond)).scalar() or 0
+    page = max(1, page)
+    chosen = [row[0] for row in conn.execute(sa.select(e.c.night).where(*cond).group_by(e.c.night)
+                                             .order_by(e.c.night.desc()).limit(per_page)
+                                             .offset((page - 1) * per_page))]
+    out = {"rows": [], "total": int(total), "page": page, "per_page": per_page}
+    if not chosen:
+        return out
+    exps = conn.execute(sa.select(e.c.night, e.c.expnum).where(e.c.survey == survey, e.c.night.in_(chosen))).all()
+    done = set(conn.execute(sa.select(p.c.night, p.c.expnum).where(
+        p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
+        p.c.state == "current")).all())
+    bad = set(conn.execute(sa.select(e.c.night, e.c.expnum).join(q, q.c.expnum == e.c.expnum).where(
+        e.c.survey == survey, e.c.night.in_(chosen), *_active_exposure_quarantine(survey))).all())
+    runs: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for night, dag_id, run_id in conn.execute(
+            sa.select(p.c.night, r.c.dag_id, r.c.run_id).join(r, r.c.id == p.c.run_id)
+            .where(p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa")
+            .group_by(p.c.night, r.c.dag_id, r.c.run_id)):
+        if dag_id and run_id:
+            runs[night].append({"dag_id": dag_id, "run_id": run_id})
+    counts: dict[str, list[int]] = {n: [0, 0, 0, 0] for n in chosen}
+    for night, expnum in exps:
+        c = counts[night]
+        c[0] += 1
+        key = (night, expnum)
+        if key in bad:
+            c[2] += 1
+        elif key in done:
+            c[1] += 1
+        else:
+            c[3] += 1
+    out["rows"] = [{"night": n, "exposures": c[0], "accepted": c[1], "quarantined": c[2], "failed": c[3],
+                    "runs": sorted(runs.get(n, []), key=lambda x: x["run_id"])} for n, c in counts.items()]
+    return out
+
+
+def depth_mag(zeropoint_1s: float | None, exptime: float | None, fwhm_arcsec: float | None,
+              sky_noise_e: float | None, pixel_scale: float | None) -> float | None:
+    """5-sigma point-source depth (mag) of an exposure.
+
+    ``m5 = zp_1s + 2.5 log10(t) - 2.5 log10(5 sigma_sky sqrt(NEA))`` with the Gaussian noise-equivalent
+    area ``NEA = 2.266 (FWHM / pixel scale)^2`` pixels; ``sigma_sky`` is the per-pixel sky noise of the
+    exposure (electrons), ``zp_1s`` the magnitude of 1 e-/s. None when a value is missing.
+    """
+    vals = (zeropoint_1s, exptime, fwhm_arcsec, sky_noise_e, pixel_scale)
+    if any(v is None or not math.isfinite(v) or v <= 0 for v in vals[1:]) or zeropoint_1s is None:
+        return None
+    nea = 2.266 * (fwhm_arcsec / pixel_scale) ** 2
+    return zeropoint_1s + 2.5 * math.log10(exptime) - 2.5 * math.log10(5.0 * sky_noise_e * math.sqrt(nea))
+
+
+def _median(vals: list[float]) -> float | None:
+    good = sorted(v for v in vals if v is not None and math.isfinite(v))
+    if not good:
+        return None
+    n = len(good)
+    return good[n // 2] if n % 2 else 0.5 * (good[n // 2 - 1] + good[n // 2])
+
+
+def _reasons(rows: Any) -> dict[Any, list[str]]:
+    out: dict[Any, list[str]] = defaultdict(list)
+    for key, text in rows:
+        for reason in json.loads(text):
+            if reason not in out[key]:
+                out[key].append(reason)
+    return out
+
+
+def night_exposures(conn: Connection, *, survey: str, night: str,
+                    pixel_scale: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every exposure of a night with its QA summary, verdict, failed checks and thumbnail id.
+
+    ``pixel_scale`` maps camera -> arcsec/pixel (for the depth). Returns ``{"exposures": [...], "plots":
+    [product rows of the night's QA stage]}``.
+    """
+    exps = [dict(x) for x in conn.execute(sa.select(e).where(e.c.survey == survey, e.c.night == night)
+                                          .order_by(e.c.expnum)).mappings()]
+    qa_rows = conn.execute(
+        sa.select(qa.c.expnum, qa.c.ccd, qa.c.check_name, qa.c.value, qa.c.threshold, qa.c.verdict)
+        .join(e, sa.and_(e.c.expnum == qa.c.expnum, e.c.survey == survey))
+        .where(e.c.night == night, sa.or_(qa.c.survey.is_(None), qa.c.survey == survey),
+               sa.or_(qa.c.ccd.is_(None), qa.c.check_name.in_(_CCD_INFO[:3])))
+        .order_by(qa.c.id)).all()
+    exp_checks: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    ccd_vals: dict[int, dict[tuple[int, str], float]] = defaultdict(dict)
+    for expnum, ccd, name, value, threshold, verdict in qa_rows:  # later runs overwrite earlier ones
+        if ccd is None:
+            exp_checks[expnum][name] = {"name": name, "value": value, "threshold": threshold, "verdict": verdict}
+        elif value is not None:
+            ccd_vals[expnum][(ccd, name)] = value
+    reasons = _reasons(conn.execute(sa.select(q.c.expnum, q.c.reasons).join(e, e.c.expnum == q.c.expnum).where(
+        e.c.survey == survey, e.c.night == night, *_active_exposure_quarantine(survey))).all())
+    prods = conn.execute(sa.select(p.c.id, p.c.expnum, p.c.kind).where(
+        p.c.survey == survey, p.c.night == night, p.c.stage == "single_epoch", p.c.ccd.is_(None),
+        p.c.kind.in_(("thumbnail", "qa")), p.c.state == "current")).all()
+    thumbs = {x.expnum: x.id for x in prods if x.kind == "thumbnail"}
+    processed = {x.expnum for x in prods if x.kind == "qa"}
+    for x in exps:
+        n = x["expnum"]
+        checks = exp_checks.get(n, {})
+        per_ccd = ccd_vals.get(n, {})
+
+        def med(name: str, per_ccd: dict = per_ccd) -> float | None:
+            return _median([v for (_, k), v in per_ccd.items() if k == name])
+
+        seeing = (checks.get("seeing_arcsec") or {}).get("value")
+        zp, sky, noise = med("zeropoint_1s"), med("sky_e"), med("sky_noise_e")
+        x.update(seeing_arcsec=seeing, zeropoint_1s=zp, sky_e=sky,
+                 depth_mag=depth_mag(zp, x["exptime"], seeing, noise, (pixel_scale or {}).get(x["camera"])),
+                 checks=list(checks.values()),
+                 failed_checks=[c for c in checks.values() if c["verdict"] == "fail"],
+                 quarantine=reasons.get(n, []), thumbnail_id=thumbs.get(n))
+        x["verdict"] = ("quarantined" if x["quarantine"] else "accepted" if n in processed else "failed")
+    plots = [dict(x) for x in conn.execute(sa.select(p).where(
+        p.c.survey == survey, p.c.night == night, p.c.stage == "qa", p.c.state == "current",
+        p.c.kind.in_(("report", "thumbnail"))).order_by(p.c.id)).mappings()]
+    return {"exposures": exps, "plots": plots}
+
+
+def exposure_detail(conn: Connection, *, survey: str, expnum: int) -> dict[str, Any] | None:
+    """One exposure: its row, every QA value (exposure and CCD), quarantines, products, downstream coadds."""
+    row = conn.execute(sa.select(e).where(e.c.survey == survey, e.c.expnum == expnum)
+                       .order_by(e.c.id)).mappings().first()
+    if row is None:
+        return None
+    exp = dict(row)
+    checks: dict[tuple[Any, str], dict[str, Any]] = {}
+    for x in conn.execute(sa.select(qa).where(qa.c.expnum == expnum, sa.or_(qa.c.survey.is_(None),
+                                                                             qa.c.survey == survey))
+                          .order_by(qa.c.id)).mappings():
+        checks[(x["ccd"], x["check_name"])] = {k: x[k] for k in ("ccd", "check_name", "value", "threshold",
+                                                                  "verdict")}
+    qrows = conn.execute(sa.select(q.c.ccd, q.c.reasons).where(
+        q.c.expnum == expnum, q.c.released == 0, q.c.product_id.is_(None),
+        sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all()
+    reasons = _reasons(qrows)
+    products = [dict(x) for x in conn.execute(sa.select(p).where(
+        p.c.survey == survey, p.c.night == exp["night"], p.c.expnum == expnum, p.c.state == "current")
+        .order_by(p.c.stage, p.c.kind, p.c.ccd)).mappings()]
+    images = [x["id"] for x in products if x["kind"] == "image"]
+    coadds: list[dict[str, Any]] = []
+    if images:
+        used = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(images)).distinct().subquery()
+        coadds = [dict(x) for x in conn.execute(sa.select(p.c.id, p.c.tile, p.c.band, p.c.kind, p.c.path)
+                                                .where(p.c.id.in_(sa.select(used.c.product_id)),
+                                                       p.c.stage == "coadd", p.c.state == "current")
+                                                .order_by(p.c.tile, p.c.band, p.c.kind)).mappings()]
+    return {"exposure": exp, "checks": sorted(checks.values(), key=lambda c: (c["ccd"] is not None, c["ccd"] or 0,
+                                                                               c["check_name"])),
+            "quarantine": reasons.get(None, []),
+            "ccd_quarantine": {k: v for k, v in reasons.items() if k is not None},
+            "products": products, "coadds": coadds,
+            "raw_id": exp.get("raw_product_id")}
+
+
+def ccd_metrics(conn: Connection, detail: dict[str, Any], all_ccds: Sequence[int] = ()) -> dict[int, dict[str, Any]]:
+    """Per CCD of an exposure: fwhm, zeropoint offset from the median, astrometric scatter, object count, failed.
+
+    A CCD is failed when a check of it failed, a quarantine covers it, or it has no image product
+    (``all_ccds``: the camera's CCD numbers, so that a CCD that left no row at all is found too).
+    """
+    expnum = detail["exposure"]["expnum"]
+    out: dict[int, dict[str, Any]] = defaultdict(lambda: {"failed": False, "why": []})
+    for c in detail["checks"]:
+        ccd = c["ccd"]
+        if ccd is None:
+            continue
+        m = out[ccd]
+        m[c["check_name"]] = c["value"]
+        if c["verdict"] == "fail":
+            m["failed"] = True
+            m["why"].append(f"{c['check_name']} = {c['value']:.4g} (limit {c['threshold']:.4g})"
+                            if c["value"] is not None and c["threshold"] is not None else c["check_name"])
+    for ccd, why in detail["ccd_quarantine"].items():
+        out[ccd]["failed"] = True
+        out[ccd]["why"] += why
+    with_image = {x["ccd"] for x in detail["products"] if x["kind"] == "image"}
+    for ccd in sorted(set(out) | set(all_ccds)):
+        if ccd not in with_image:
+            out[ccd]["failed"] = True
+            out[ccd]["why"].append("no image product")
+    o = S.objects
+    for ccd, n in conn.execute(sa.select(o.c.ccd, sa.func.count()).where(o.c.expnum == expnum)
+                               .group_by(o.c.ccd)):
+        if ccd is not None:
+            out[ccd]["n_objects"] = int(n)
+    zps = [m.get("zeropoint_1s") for m in out.values()]
+    zmed = _median([z for z in zps if z is not None])
+    for m in out.values():
+        z = m.get("zeropoint_1s")
+        m["zp_offset_mag"] = (z - zmed) if (z is not None and zmed is not None) else None
+    return dict(out)
+
+
+def product_detail(conn: Connection, product_id: int) -> dict[str, Any] | None:
+    """A product row with its QA rows, quarantine reasons (product-level) and run."""
+    row = conn.execute(sa.select(p).where(p.c.id == product_id)).mappings().first()
+    if row is None:
+        return None
+    prod = dict(row)
+    qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(qa.c.product_id == product_id)
+                                             .order_by(qa.c.id)).mappings()]
+    if not qa_rows and prod["expnum"] is not None:
+        cond = [qa.c.expnum == prod["expnum"], qa.c.product_id.is_(None)]
+        cond.append(qa.c.ccd == prod["ccd"] if prod["ccd"] is not None else qa.c.ccd.is_(None))
+        qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(*cond).order_by(qa.c.id)).mappings()]
+    elif not qa_rows and prod["tile"] is not None:
+        qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(
+            qa.c.tile == prod["tile"], qa.c.band == prod["band"], qa.c.product_id.is_(None)).order_by(qa.c.id))
+            .mappings()]
+    reasons = _reasons(conn.execute(sa.select(q.c.product_id, q.c.reasons).where(
+        q.c.product_id == product_id, q.c.released == 0)).all()).get(product_id, [])
+    run = None
+    if prod["run_id"] is not None:
+        found = conn.execute(sa.select(r).where(r.c.id == prod["run_id"])).mappings().first()
+        run = dict(found) if found else None
+    return {"product": prod, "qa": qa_rows, "quarantine": reasons, "run": run}
+
+
+def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
+    """Every tile of a survey with its coadd status per band (see the module docstring)."""
+    t = S.tiles
+    tiles = [dict(x) for x in conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey)
+                                           .order_by(t.c.name)).mappings()]
+    kinds: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for tile, band, kind in conn.execute(sa.select(p.c.tile, p.c.band, p.c.kind).where(
+            p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
+            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile, p.c.band, p.c.kind)):
+        kinds[(tile, band)].add(kind)
+    pin = p.alias("pin")
+    stale = set(conn.execute(sa.select(p.c.tile, p.c.band)
+                             .select_from(pin.join(lin, lin.c.input_product_id == pin.c.id)
+                                          .join(p, p.c.id == lin.c.product_id))
+                             .where(pin.c.state == "superseded", p.c.stage == "coadd", p.c.state == "current",
+                                    p.c.survey == survey).distinct()).all())
+    failed = set(conn.execute(sa.select(q.c.tile, q.c.band).where(
+        q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all())
+    failed |= set(conn.execute(sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
+        p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current", q.c.released == 0)).all())
+    bands = sorted({b for _, b in kinds if b and b != "det"})
+    for x in tiles:
+        status = {}
+        for b in bands:
+            key = (x["name"], b)
+            have = kinds.get(key, set())
+            if key in failed or (x["name"], None) in failed:
+                status[b] = "failed"
+            elif key in stale:
+                status[b] = "stale"
+            elif {"coadd", "coadd_catalog"} <= have:
+                status[b] = "done"
+            elif have:
+                status[b] = "partial"
+            else:
+                status[b] = "none"
+        x["status"] = status
+    return {"tiles": tiles, "bands": bands}
+
+
+def tile_detail(conn: Connection, *, survey: str, name: str) -> dict[str, Any] | None:
+    """A tile: its row, coadd products per band, QA rows, quarantines and input exposures per band."""
+    t = S.tiles
+    row = conn.execute(sa.select(t).where(t.c.survey == survey, t.c.name == name)).mappings().first()
+    if row is None:
+        return None
+    prods = [dict(x) for x in conn.execute(sa.select(p).where(
+        p.c.survey == survey, p.c.tile == name, p.c.state == "current").order_by(p.c.band, p.c.kind)).mappings()]
+    qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(qa.c.tile == name).order_by(qa.c.id)).mappings()]
+    reasons = _reasons(conn.execute(sa.select(q.c.band, q.c.reasons).where(
+        q.c.tile == name, q.c.released == 0)).all())
+    coadd_ids = [x["id"] for x in prods if x["kind"] in ("coadd", "coadd_homog")]
+    inputs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if coadd_ids:
+        pin, pc = p.alias("pin"), p.alias("pc")
+        for band, expnum, night, n in conn.execute(
+                sa.select(pc.c.band, pin.c.expnum, pin.c.night, sa.func.count(sa.distinct(pin.c.ccd)))
+                .select_from(lin.join(pin, pin.c.id == lin.c.input_product_id).join(pc, pc.c.id == lin.c.product_id))
+                .where(lin.c.product_id.in_(coadd_ids), pin.c.kind == "image", pin.c.expnum.isnot(None))
+                .group_by(pc.c.band, pin.c.expnum, pin.c.night).order_by(pc.c.band, pin.c.expnum)):
+            inputs[band].append({"expnum": expnum, "night": night, "n_ccds": int(n)})
+    return {"tile": dict(row), "products": prods, "qa": qa_rows, "quarantine": dict(reasons),
+            "inputs": dict(inputs)}
+
+
+def run_products(conn: Connection, *, dag_id: str, run_id: str, task_id: str | None = None,
+                 limit: int = 500) -> list[dict[str, Any]]:
+    """Products registered by a DAG run (and task, when given), newest first."""
+    cond = [r.c.dag_id == dag_id, r.c.run_id == run_id]
+    if task_id:
+        cond.append(r.c.task_id == task_id)
+    return [dict(x) for x in conn.execute(sa.select(p).join(r, r.c.id == p.c.run_id).where(*cond)
+                                          .order_by(p.c.id.desc()).limit(limit)).mappings()]
+
+
+def night_for_run(conn: Connection, *, dag_id: str, run_id: str) -> tuple[str, str] | None:
+    """(survey, night) of the products a DAG run registered, if any."""
+    row = conn.execute(sa.select(p.c.survey, p.c.night).join(r, r.c.id == p.c.run_id).where(
+        r.c.dag_id == dag_id, r.c.run_id == run_id, p.c.night.isnot(None)).limit(1)).first()
+    return (row[0], row[1]) if row else None
+
+
+_TAG_TERM = re.compile(r"^(survey|camera|stage|version|kind|night|expnum|ccd|band|tile)[=:](\S+)$")
+
+
+def search(conn: Connection, text: str, *, limit: int = 100) -> dict[str, Any]:
+    """The search box: ``key=value`` product tags, an exposure number, a tile name or a sha256.
+
+    Returns ``{"exposures": [...], "tiles": [...], "products": [...]}`` (at most ``limit`` each).
+    """
+    terms = text.split()[:10]
+    out: dict[str, list[dict[str, Any]]] = {"exposures": [], "tiles": [], "products": []}
+    tags: dict[str, Any] = {}
+    for term in terms:
+        m = _TAG_TERM.match(term)
+        if m:
+            key, val = m.group(1), m.group(2)
+            tags[key] = int(val) if key in ("expnum", "ccd") and val.isdigit() else val
+        elif term.isdigit():
+            out["exposures"] += [dict(x) for x in conn.execute(sa.select(e).where(e.c.expnum == int(term))
+                                                                .limit(limit)).mappings()]
+        elif re.fullmatch(r"[0-9a-fA-F]{64}", term):
+            out["products"] += [dict(x) for x in conn.execute(sa.select(p).where(p.c.sha256 == term.lower())
+                                                               .limit(limit)).mappings()]
+        else:
+            out["tiles"] += [dict(x) for x in conn.execute(sa.select(S.tiles).where(S.tiles.c.name == term)
+                                                            .limit(limit)).mappings()]
+            if not tags:
+                tags["tile"] = term
+    if tags:
+        cond = [p.c[k] == v for k, v in tags.items()]
+        out["products"] += [dict(x) for x in conn.execute(sa.select(p).where(*cond, p.c.state == "current")
+                                                           .order_by(p.c.id).limit(limit)).mappings()]
+    return out
+
+
+def sky_objects(conn: Connection, *, ra: float, dec: float, radius: float, survey: str | None = None,
+                limit: int = 200) -> dict[str, Any]:
+    """Exposures and tiles whose centres lie within ``radius`` degrees (a box, then the exact distance)."""
+    cosd = max(math.cos(math.radians(dec)), 1e-6)
+    dra = min(180.0, radius / cosd)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, table, key in (("exposures", e, "expnum"), ("tiles", S.tiles, "name")):
+        cond = [table.c.dec.between(dec - radius, dec + radius)]
+        if dra < 180.0:
+            lo, hi = ra - dra, ra + dra
+            ra_cond = table.c.ra.between(lo, hi)
+            if lo < 0:
+                ra_cond = sa.or_(ra_cond, table.c.ra >= lo + 360.0)
+            if hi >= 360:
+                ra_cond = sa.or_(ra_cond, table.c.ra <= hi - 360.0)
+            cond.append(ra_cond)
+        if survey:
+            cond.append(table.c.survey == survey)
+        rows = []
+        for x in conn.execute(sa.select(table).where(*cond).order_by(table.c[key]).limit(20 * limit)).mappings():
+            d = _distance(ra, dec, x["ra"], x["dec"])
+            if d is not None and d <= radius:
+                rows.append({**dict(x), "dist": d})
+        out[name] = sorted(rows, key=lambda x: x["dist"])[:limit]
+    return out
+
+
+def _distance(ra1: float, dec1: float, ra2: float | None, dec2: float | None) -> float | None:
+    if ra2 is None or dec2 is None:
+        return None
+    a1, d1, a2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((a2 - a1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))

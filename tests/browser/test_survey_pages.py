@@ -1,0 +1,205 @@
+"""The survey pages in a real headless Chromium (Debian's) through Airflow's own login and navigation.
+
+Night -> exposure -> product -> lineage node -> download, with what each page shows compared with the
+archive's rows; any console error or failed request fails the test. A screenshot of every page goes to
+``test-output/browser/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cosmodm_ops.archive import schema as S
+from tests.fixtures.ui import OUTPUT
+from tests.support import need, need_binary
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    need(Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install -y chromium (make os-deps)")
+    need_binary("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "python playwright is not installed (make venv)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+class Watch:
+    """Console errors and failed requests of a page after login (each one fails the test).
+
+    Before the login Airflow's UI asks for ``/ui/config`` and gets the 401 that sends it to the login page:
+    that is the login working, so watching starts once logged in.
+    """
+
+    def __init__(self, page) -> None:
+        self.problems: list[str] = []
+        page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}")
+                if m.type == "error" else None)
+        page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
+        # ERR_ABORTED: a request the page itself dropped by navigating away (or a download handed over)
+        page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} {r.failure}")
+                if "ERR_ABORTED" not in str(r.failure) else None)
+        page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+
+
+def shot(page, name: str) -> None:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=False)
+
+
+def login(page, url: str, user: str, password: str) -> None:
+    page.goto(f"{url}/")
+    page.wait_for_selector("input[name=username]", timeout=60000)
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(rf"^{re.escape(url)}/(?!auth)"), timeout=60000)
+
+
+def test_click_through_the_survey(survey_ui, browser, tmp_path):
+    arch, truth = survey_ui.archive, survey_ui.truth
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = ctx.new_page()
+    login(page, survey_ui.url, "admin", survey_ui.server.passwords["admin"])
+    page.wait_for_load_state("networkidle")
+    watch = Watch(page)
+
+    # Airflow's navigation: the top-level "Survey" entry opens the plugin in Airflow's frame
+    page.get_by_role("link", name="Survey").first.click()
+    page.wait_for_url(re.compile(r".*/plugin/cosmodm.*"))
+    frame = page.frame_locator("iframe[title=Survey]")
+    frame.locator("table#nights tbody tr").first.wait_for()
+    shot(page, "nights")
+    for night in truth["nights"]:
+        row = frame.locator(f"tr[data-night='{night}']")
+        want = Counter(x["verdict"] for x in truth["exposures"].values() if x["night"] == night)
+        assert row.locator("td.exposures").inner_text() == str(sum(want.values()))
+        assert row.locator("td.accepted").inner_text() == str(want["accepted"])
+        assert row.locator("td.quarantined").inner_text() == str(want["quarantined"])
+        assert row.locator("td.failed").inner_text() == str(want["failed"])
+    assert "nightly_ingest: queued" in frame.locator(f"tr[data-night='{truth['nights'][0]}']").inner_text()
+
+    # night: one row per exposure, the verdict and the failed checks spelled out
+    night = truth["nights"][0]
+    frame.locator(f"tr[data-night='{night}'] a.night-link").click()
+    frame.locator("table#exposures").wait_for()
+    frame.locator("img.thumb").first.wait_for()
+    shot(page, "night")
+    mine = {e: x for e, x in truth["exposures"].items() if x["night"] == night}
+    assert frame.locator("table#exposures tbody tr").count() == len(mine)
+    for expnum, x in mine.items():
+        row = frame.locator(f"tr[data-expnum='{expnum}']")
+        assert row.get_attribute("data-verdict") == x["verdict"]
+        for name in x["failed_checks"]:
+            assert name in row.locator("td.verdict").inner_text()
+    # every thumbnail loaded (a PNG with a width)
+    assert frame.locator("img.thumb").evaluate_all("imgs => imgs.every(i => i.complete && i.naturalWidth > 0)")
+
+    # exposure with a failed CCD: the focal plane marks it, the QA table has every value
+    bad = next(e for e, x in mine.items() if x["verdict"] == "accepted" and
+               arch.qa_results(expnum=e, ccd=26) == [])
+    frame.locator(f"tr[data-expnum='{bad}'] a.exposure-link").click()
+    frame.locator("svg.focal-plane").wait_for()
+    shot(page, "exposure")
+    assert frame.locator("svg.focal-plane g.ccd").count() == 4
+    assert frame.locator("svg.focal-plane g.ccd.failed").get_attribute("data-ccd") == "26"
+    assert frame.locator("table#qa tbody tr").count() == len(arch.qa_results(expnum=bad))
+    frame.locator("select#metric").select_option("astrom_rms_mas")
+    frame.locator("svg[aria-label='focal plane coloured by astrom_rms_mas']").wait_for()
+
+    # product: a catalog, its checksum and size as the archive has them
+    cat = arch.find(expnum=bad, kind="catalog", ccd=25)[0]
+    frame.locator(f"tr[data-product='{cat['id']}'] a.product-link").click()
+    frame.locator("#sha256").wait_for()
+    shot(page, "product")
+    assert frame.locator("#sha256").inner_text() == cat["sha256"]
+    assert frame.locator("#size").get_attribute("data-bytes") == str(cat["size"])
+
+    # lineage: click the image it was made from
+    image = arch.find(expnum=bad, kind="image", ccd=25)[0]
+    frame.locator(f"svg#lineage a[data-product='{image['id']}']").click()
+    frame.locator(f"h1:has-text('Product {image['id']}')").wait_for()
+    shot(page, "lineage")
+    assert frame.locator("#sha256").inner_text() == image["sha256"]
+
+    # download: the bytes match the recorded sha256
+    with page.expect_download() as info:
+        frame.locator("a#download").click()
+    path = tmp_path / "download.bin"
+    info.value.save_as(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == image["sha256"]
+
+    # tiles: one square per tile, the counts by status match the seed
+    frame.locator("a#nav-tiles").click()
+    frame.locator("svg#skymap").wait_for()
+    shot(page, "tiles")
+    with arch.engine.connect() as conn:
+        n_tiles = conn.execute(sa.select(sa.func.count()).select_from(S.tiles)).scalar()
+    assert frame.locator("svg#skymap rect.tile").count() == n_tiles
+    for band in ("g", "r"):
+        want = Counter(st[band] for st in truth["tiles"].values())
+        for state, n in want.items():
+            assert frame.locator(f"td[data-band='{band}'][data-state='{state}']").inner_text() == str(n), (band, state)
+    frame.locator("button#zoom-in").click()
+    frame.locator("select#band").select_option("r")
+    done = next(n for n, st in truth["tiles"].items() if st["r"] == "done")
+    assert frame.locator(f"rect[data-name='{done}']").get_attribute("fill") == "#4caf50"
+    frame.locator(f"rect[data-name='{done}']").dispatch_event("click")
+    frame.locator("table#qa").wait_for()
+    shot(page, "tile")
+    assert frame.locator("img.preview").count() >= 1
+
+    # campaigns: progress counts as the items table has them; the failed items with their log tails
+    frame.locator("a#nav-campaigns").click()
+    frame.locator("table#campaigns").wait_for()
+    shot(page, "campaigns")
+    cid, want = next(iter(truth["campaigns"].items()))
+    row = frame.locator(f"tr[data-campaign='{cid}']")
+    for group in ("done", "failed", "running"):
+        assert row.locator(f"span.count-{group}").inner_text() == f"{group} {want.get(group, 0)}"
+    row.locator("a.campaign-link").click()
+    frame.locator("select#item-state").select_option("failed")
+    frame.locator("table#items").wait_for()
+    shot(page, "campaign")
+    assert frame.locator("table#items tbody tr").count() == want.get("failed", 0)
+    assert frame.locator("details.failure").count() == want.get("failed", 0)
+
+    # search and cone
+    frame.locator("input#search-q").fill("kind=coadd band=r")
+    frame.locator("input#search-q").press("Enter")
+    frame.locator("table.products").wait_for()
+    shot(page, "search")
+    assert frame.locator("table.products tbody tr").count() == len(arch.find(kind="coadd", band="r"))
+    frame.locator("input[name=ra]").first.fill("150.1")
+    frame.locator("input[name=dec]").first.fill("2.0")
+    frame.locator("input[name=radius]").first.fill("0.05")
+    frame.locator("input[name=radius]").first.press("Enter")
+    frame.locator("table#objects").wait_for()
+    shot(page, "cone")
+    want_objects = min(200, len(arch.cone(150.1, 2.0, 0.05)))
+    assert frame.locator("table#objects tbody tr").count() == want_objects
+
+    # the DAG run's external view opens its night
+    run_id = truth["run_ids"][night]
+    page.goto(f"{survey_ui.url}/dags/nightly_ingest/runs/{run_id}/plugin/cosmodm-run")
+    frame = page.frame_locator("iframe")
+    frame.locator(f"h1:has-text('Night {night}')").wait_for(timeout=60000)
+    shot(page, "dag_run_view")
+    assert not watch.problems, "\n".join(watch.problems)
+    ctx.close()

@@ -1,0 +1,159 @@
+"""The survey pages' read side on a seeded archive (SQLite): counts, verdicts, tile states, safe paths, ranges, PNGs."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from cosmodm_ops.archive import Archive
+from cosmodm_ops.qa.thumbnails import bin_image, encode_png, focal_plane_preview
+from cosmodm_ops.ui import queries as Q
+from cosmodm_ops.ui import svg
+from cosmodm_ops.ui.files import FileRefused, RangeNotSatisfiable, parse_range, safe_archive_file
+from cosmodm_ops.ui.seed import seed_archive
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ui")
+    arch = Archive(f"sqlite:///{tmp / 'a.db'}", tmp / "archive")
+    truth = seed_archive(arch, tmp / "work", nights=1, per_night=5)
+    return arch, truth
+
+
+def test_nights_counts_match_the_seed(seeded):
+    arch, truth = seeded
+    with arch.engine.connect() as conn:
+        data = Q.nights(conn, survey="demo")
+        empty = Q.nights(conn, survey="demo", date_from="2030-01-01")
+    assert data["total"] == 1 and empty["rows"] == []
+    row = data["rows"][0]
+    want = Counter(x["verdict"] for x in truth["exposures"].values())
+    assert (row["exposures"], row["accepted"], row["quarantined"], row["failed"]) == (
+        5, want["accepted"], want["quarantined"], want["failed"]) == (5, 3, 1, 1)
+    assert row["runs"] == [{"dag_id": "nightly_ingest", "run_id": truth["run_ids"][row["night"]]}]
+
+
+def test_night_rows_verdicts_failed_checks_and_depth(seeded):
+    arch, truth = seeded
+    night = truth["nights"][0]
+    with arch.engine.connect() as conn:
+        data = Q.night_exposures(conn, survey="demo", night=night, pixel_scale={"decam-mini": 0.263})
+    by = {x["expnum"]: x for x in data["exposures"]}
+    for expnum, t in truth["exposures"].items():
+        assert by[expnum]["verdict"] == t["verdict"]
+        assert sorted(c["name"] for c in by[expnum]["failed_checks"]) == t["failed_checks"]
+    cloudy = next(x for x in by.values() if x["verdict"] == "quarantined")
+    assert cloudy["quarantine"] and "zeropoint_deficit_mag" in cloudy["quarantine"][0]
+    ok = next(x for x in by.values() if x["verdict"] == "accepted")
+    assert ok["thumbnail_id"] is not None and 20 < ok["depth_mag"] < 28
+    assert [p["kind"] for p in data["plots"]] == ["report"]
+
+
+def test_depth_formula():
+    # zp 26.6, 90 s, 1" seeing at 0.263"/px, sky noise 30 e-: 26.6 + 4.886 - 2.5 log10(5 * 30 * sqrt(2.266 * 14.46))
+    got = Q.depth_mag(26.6, 90.0, 1.0, 30.0, 0.263)
+    assert got == pytest.approx(26.6 + 2.5 * np.log10(90) - 2.5 * np.log10(150 * np.sqrt(2.266 / 0.263**2)))
+    assert Q.depth_mag(None, 90.0, 1.0, 30.0, 0.263) is None
+
+
+def test_exposure_ccd_metrics_mark_the_failed_ccd(seeded):
+    arch, truth = seeded
+    expnum = sorted(truth["exposures"])[2]  # the one whose CCD 26 failed
+    with arch.engine.connect() as conn:
+        d = Q.exposure_detail(conn, survey="demo", expnum=expnum)
+        m = Q.ccd_metrics(conn, d, [25, 26, 32, 33])
+    assert {c for c, v in m.items() if v["failed"]} == {26}
+    assert m[26]["why"] == ["no image product"]
+    assert sorted(c for c, v in m.items() if not v["failed"]) == [25, 32, 33]
+    assert all(m[c]["n_objects"] > 0 for c in (25, 32, 33))
+    assert abs(np.median([m[c]["zp_offset_mag"] for c in (25, 32, 33)])) < 1e-9
+    fp_svg = svg.focal_plane_svg([], 1, 1, m, "fwhm_arcsec")
+    assert "No focal-plane" in fp_svg
+
+
+def test_tile_states_match_the_seed(seeded):
+    arch, truth = seeded
+    with arch.engine.connect() as conn:
+        data = Q.tiles_status(conn, survey="demo")
+    assert data["bands"] == ["g", "r"]
+    got = {t["name"]: t["status"] for t in data["tiles"]}
+    assert got == truth["tiles"]
+    assert {s for st in got.values() for s in st.values()} >= {"none", "partial", "done", "stale", "failed"}
+
+
+def test_search_by_tags_expnum_and_tile(seeded):
+    arch, truth = seeded
+    expnum = min(truth["exposures"])
+    tile = next(iter(truth["tiles"]))
+    with arch.engine.connect() as conn:
+        by_tag = Q.search(conn, "kind=coadd band=g")
+        by_exp = Q.search(conn, str(expnum))
+        by_tile = Q.search(conn, tile)
+        hostile = Q.search(conn, "kind=coadd' OR 1=1 --")
+    assert len(by_tag["products"]) == len(arch.find(kind="coadd", band="g")) > 0
+    assert [x["expnum"] for x in by_exp["exposures"]] == [expnum]
+    assert [x["name"] for x in by_tile["tiles"]] == [tile]
+    assert hostile["products"] == []
+
+
+def test_safe_archive_file(tmp_path):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "f.fits").write_bytes(b"x")
+    outside = tmp_path / "secret"
+    outside.write_text("s")
+    os.symlink(outside, root / "a" / "link")
+    assert safe_archive_file(root, "a/f.fits") == (root / "a" / "f.fits").resolve()
+    for bad in ("../secret", "a/../../secret", str(outside), "/etc/passwd", "a/%2e%2e/x", "a\\..\\x", "a/link",
+                "", "a//f.fits", "a/missing", "a"):
+        with pytest.raises(FileRefused):
+            safe_archive_file(root, bad)
+
+
+def test_parse_range():
+    assert parse_range(None, 100) is None
+    assert parse_range("bytes=0-9", 100) == (0, 9)
+    assert parse_range("bytes=90-", 100) == (90, 99)
+    assert parse_range("bytes=-10", 100) == (90, 99)
+    assert parse_range("bytes=50-500", 100) == (50, 99)
+    assert parse_range("bytes=0-1,5-6", 100) is None
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=100-", 100)
+
+
+def test_png_is_valid_and_preview_places_ccds():
+    img = (np.arange(12 * 7) % 256).astype(np.uint8).reshape(12, 7)
+    png = encode_png(img)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", png[16:24])
+    assert (w, h) == (7, 12)
+    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    raw = zlib.decompress(idat)
+    rows = np.frombuffer(raw, np.uint8).reshape(12, 8)
+    assert (rows[:, 0] == 0).all() and (rows[:, 1:] == img).all()
+    assert bin_image(np.ones((10, 10)), 3).shape == (3, 3)
+    prev = focal_plane_preview({1: np.zeros((4, 2)), 2: np.full((4, 2), 10.0)}, {1: (0, 0), 2: (10, 0)}, size=64)
+    assert prev.shape[1] > prev.shape[0] and prev[:, -1].max() == 255 and prev[:, 0].max() == 0
+
+
+def test_campaign_progress_matches_the_items(seeded):
+    from cosmodm_ops.ui.campaigns import campaign_detail, campaigns
+
+    arch, truth = seeded
+    with arch.engine.connect() as conn:
+        data = campaigns(conn)
+        cid, want = next(iter(truth["campaigns"].items()))
+        d = campaign_detail(conn, cid, state="failed")
+    assert data["total"] == 2
+    row = next(r for r in data["rows"] if r["id"] == cid)
+    assert row["counts"]["done"] == want.get("done", 0) and row["counts"]["failed"] == want.get("failed", 0)
+    assert row["counts"]["running"] == want.get("running", 0) and row["total"] == sum(want.values())
+    assert row["core_hours_used"] == pytest.approx(0.4 * want.get("done", 0))
+    assert d["n_items"] == want.get("failed", 0) == len(d["failures"])
+    assert all("exit code 65" in f["log_tail"] for f in d["failures"])
