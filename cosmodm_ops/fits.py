@@ -31,6 +31,7 @@ __all__ = [
     "Staging",
     "StagingFullError",
     "atomic_fits",
+    "clean_header",
     "compress_file",
     "decompress_file",
     "dither_seed_for",
@@ -54,6 +55,29 @@ class FitsError(ValueError):
 
 class StagingFullError(OSError):
     """Staging would fill the RAM disk beyond the configured fraction."""
+
+
+def clean_header(header: Any) -> Any:
+    """A copy of an astropy ``Header`` without structural and tile-compression keys.
+
+    What is left (WCS, exposure and detector keys, history) can be written into any new
+    image or table HDU. Cards astropy refuses to copy are dropped.
+    """
+    from astropy.io import fits as afits
+
+    out = afits.Header()
+    for card in header.cards:
+        if card.keyword in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT",
+                            "GCOUNT", "BZERO", "BSCALE", "CHECKSUM", "DATASUM", "INHERIT", "EXTNAME", ""):
+            continue
+        if card.keyword.startswith(("ZIMAGE", "ZCMPTYPE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL", "ZQUANTIZ",
+                                    "ZDITHER", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZTENSION", "ZPCOUNT", "ZGCOUNT")):
+            continue
+        try:
+            out.append(card, useblanks=False, bottom=True)
+        except (ValueError, KeyError):
+            continue
+    return out
 
 
 def dither_seed_for(name: str) -> int:

@@ -37,18 +37,10 @@ its docstring.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import datetime as dt
-import html
-import json
 import logging
 import math
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,6 +52,12 @@ from typing import Any
 import numpy as np
 
 from cosmodm_ops.coadd.tiling import Tile
+from cosmodm_ops.common import scratch_root as _scratch_root
+from cosmodm_ops.common import utc_now as _now
+from cosmodm_ops.common import versions as _versions
+from cosmodm_ops.common import workdir as _workdir
+from cosmodm_ops.common import write_html_report as _write_report
+from cosmodm_ops.common import write_json as _write_json
 from cosmodm_ops.config import Config, config_hash
 from cosmodm_ops.manifest import Manifest, ManifestInput, ManifestProduct, write_manifest
 from cosmodm_ops.model import ProductKind, Stage, Tags
@@ -147,51 +145,6 @@ class _Stages:
             dt_s = time.perf_counter() - t0
             self.timings[name] = round(self.timings.get(name, 0.0) + dt_s, 4)
             log.info("%s: %s done in %.2f s", self.label, name, dt_s)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _versions() -> dict[str, str]:
-    import astropy
-    import fitsio
-
-    import cosmodm_ops
-    from cosmodm_ops.astromatic import tool_versions
-
-    v = {k: str(val) for k, val in tool_versions().items()}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=10, check=False).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    v.update(cosmodm_ops=getattr(cosmodm_ops, "__version__", "0"), git_commit=commit, numpy=np.__version__,
-             astropy=astropy.__version__, fitsio=fitsio.__version__)
-    return v
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _write_json(path: Path, doc: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(_jsonable(doc), indent=2))
-    os.replace(tmp, path)
-    return path
 
 
 def _check(name: str, value: float | None, threshold: float | None, *, upper: bool = True,
@@ -285,49 +238,6 @@ def _compress_from(src: Path, dst: Path, extra: Mapping[str, tuple[Any, str]]) -
     return dst
 
 
-def _embed(png: Path) -> str:
-    return base64.b64encode(png.read_bytes()).decode("ascii")
-
-
-def _write_report(path: Path, title: str, summary: Mapping[str, Any], checks: Sequence[Mapping[str, Any]],
-                  figures: Sequence[tuple[str, Path]], tables: Sequence[tuple[str, list[str], list[list[Any]]]]
-                  ) -> Path:
-    """One self-contained HTML page: summary, checks, figures (embedded PNG) and tables."""
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return html.escape(f"{v:.4g}") if math.isfinite(v) else ""
-        return html.escape("" if v is None else str(v))
-
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{cell(v)}</td></tr>" for k, v in summary.items()
-                   if isinstance(v, (int, float, str)) or v is None)
-    chk = "".join(
-        f"<tr class='{html.escape(str(c.get('verdict')))}'><td>{html.escape(str(c.get('name')))}</td>"
-        f"<td>{cell(c.get('value'))}</td><td>{cell(c.get('threshold'))}</td>"
-        f"<td>{html.escape(str(c.get('verdict')))}</td><td>{html.escape(str(c.get('reason') or ''))}</td></tr>"
-        for c in checks)
-    figs = "".join(f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{_embed(p)}' alt='{html.escape(t)}'>"
-                   for t, p in figures if p.exists())
-    tabs = ""
-    for t, head, body in tables:
-        tabs += (f"<h2>{html.escape(t)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-                 + "</tr>" + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in body)
-                 + "</table>")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1em}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} tr.fail{{background:#fdd}} img{{max-width:100%}}</style>
-</head><body><h1>{html.escape(title)}</h1>
-<h2>Summary</h2><table>{rows}</table>
-<h2>QA checks</h2><table><tr><th>check</th><th>value</th><th>threshold</th><th>verdict</th><th>reason</th></tr>{chk}</table>
-{figs}{tabs}</body></html>
-"""
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def _product(path: Path, out: Path, kind: ProductKind, tags: Tags,
              inputs: list[str] | None = None) -> ManifestProduct:
     from cosmodm_ops.fits import file_sha256
@@ -335,40 +245,6 @@ def _product(path: Path, out: Path, kind: ProductKind, tags: Tags,
     t = tags.with_(kind=kind)
     return ManifestProduct(kind=kind.value, tags=t.to_dict(), path=str(path.relative_to(out)),
                            sha256=file_sha256(path), size=path.stat().st_size, inputs=inputs)
-
-
-def _scratch_root(root: str | os.PathLike[str], need: int, max_fraction: float, fallback: Path) -> Path:
-    """``root`` when ``need`` more bytes keep its filesystem under ``max_fraction`` full, else ``fallback/.scratch``.
-
-    A whole tile (hundreds of CCDs) does not fit a RAM disk: its scratch then goes to the
-    output filesystem, with a warning.
-    """
-    base = Path(root)
-    probe = base
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    usage = shutil.disk_usage(probe)
-    if usage.total - usage.free + need <= max_fraction * usage.total:
-        return base
-    alt = fallback / ".scratch"
-    log.warning("scratch of %.1f GB would fill %s beyond %.0f%%: using %s instead", need / 1e9, probe,
-                100 * max_fraction, alt)
-    return alt
-
-
-@contextmanager
-def _workdir(root: str | os.PathLike[str] | None, label: str) -> Iterator[Path]:
-    base = Path(root) if root else None
-    if base is not None:
-        base.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{label}.", dir=base))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-        if base is not None and base.name == ".scratch":
-            with contextlib.suppress(OSError):
-                base.rmdir()  # only when empty
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from cosmodm_ops.common.htmlreport import figures_html, html_page
+
 __all__ = ["ExposureQA", "write_night_report"]
 
 #: Exposure-level quantities plotted when present (qa.json "exposure" summary keys, first match wins).
@@ -175,27 +177,12 @@ def write_night_report(night: str, exposures: list[ExposureQA], out: str | Path,
             f"<tr class='{verdict}'><td>{e.expnum}</td><td>{html.escape(e.band)}</td><td>{verdict}</td>"
             f"<td>{html.escape('; '.join(e.reasons))}</td><td>{html.escape(summary)}</td></tr>"
         )
-    import base64
-
-    figures = "\n".join(
-        f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,"
-        f"{base64.b64encode((out / n).read_bytes()).decode('ascii')}' alt='{html.escape(t)}'>"
-        for n, t in plots
-    )
+    figures = figures_html([(t, out / n) for n, t in plots])
     extra_html = f"<pre>{html.escape(json.dumps(extra, indent=2, default=str))}</pre>" if extra else ""
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>CosmoDM night {html.escape(night)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.quarantined{{background:#fdd}}
-img{{max-width:100%}}</style></head><body>
-<h1>Night {html.escape(night)}</h1>
-<p>{len(exps)} exposure(s): <b>{accepted}</b> accepted, <b>{len(exps) - accepted}</b> quarantined.</p>
-<table><tr><th>exposure</th><th>band</th><th>verdict</th><th>reasons</th><th>summary</th></tr>
-{''.join(rows)}</table>
-{figures}
-{extra_html}
-</body></html>
-"""
+    body = (f"<p>{len(exps)} exposure(s): <b>{accepted}</b> accepted, <b>{len(exps) - accepted}</b> quarantined.</p>\n"
+            "<table><tr><th>exposure</th><th>band</th><th>verdict</th><th>reasons</th><th>summary</th></tr>\n"
+            f"{''.join(rows)}</table>\n{figures}\n{extra_html}\n")
+    page = html_page(f"Night {night}", body)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

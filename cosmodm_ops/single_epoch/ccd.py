@@ -52,22 +52,6 @@ class CcdFailure(RuntimeError):
     """A CCD that cannot be finished (blank, too few stars for PSFEx); the others go on."""
 
 
-def _clean_header(header: afits.Header) -> afits.Header:
-    out = afits.Header()
-    for card in header.cards:
-        if card.keyword in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT",
-                            "GCOUNT", "BZERO", "BSCALE", "CHECKSUM", "DATASUM", "INHERIT", "EXTNAME", ""):
-            continue
-        if card.keyword.startswith(("ZIMAGE", "ZCMPTYPE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL", "ZQUANTIZ",
-                                    "ZDITHER", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZTENSION", "ZPCOUNT", "ZGCOUNT")):
-            continue
-        try:
-            out.append(card, useblanks=False, bottom=True)
-        except (ValueError, KeyError):
-            continue
-    return out
-
-
 def _cp_mask(dq: np.ndarray) -> np.ndarray:
     mask = np.zeros(dq.shape, np.int32)
     for code, bit in CP_DQ_TO_MASK.items():
@@ -94,8 +78,8 @@ def _read_detrended(spec: dict[str, Any]) -> dict[str, Any]:
         msg = f"{spec['weight']}/{spec['mask']} HDU {hdu}: shapes {weight.shape}/{dq.shape} differ from image {image.shape}"
         raise CcdFailure(msg)
     primary = afits.Header.fromstring(spec["primary_header"], sep="\n")
-    header = _clean_header(primary)
-    for card in _clean_header(hdr).cards:
+    header = cfits.clean_header(primary)
+    for card in cfits.clean_header(hdr).cards:
         header[card.keyword] = (card.value, card.comment) if card.keyword not in ("HISTORY", "COMMENT") else None
     header = afits.Header([c for c in header.cards if c.value is not None or c.keyword in ("HISTORY", "COMMENT")])
     bunit = str(hdr.get("BUNIT", "")).strip().lower()

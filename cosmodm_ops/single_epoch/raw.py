@@ -48,6 +48,7 @@ import numpy as np
 from astropy.io import fits as afits
 
 from cosmodm_ops.config import CameraConfig, Config
+from cosmodm_ops.fits import clean_header
 from cosmodm_ops.single_epoch.detrend import (
     MASK_BITS,
     DetrendConfig,
@@ -626,8 +627,6 @@ def ingest_and_detrend(spec: dict[str, Any]) -> dict[str, Any]:
         (astropy Header: trimmed-frame WCS, GAIN=1, RDNOISE, SATURATE [e-], CCDNUM, DETPOS, BUNIT, primary keys),
         ``readnoise``, ``saturate``.
     """
-    from cosmodm_ops.single_epoch.ccd import _clean_header
-
     camera = CameraConfig.model_validate(spec["camera"])
     extname, ccdnum, band = spec["extname"], int(spec["ccd"]), spec["band"]
     sec = _sections(camera, extname)
@@ -681,8 +680,8 @@ def ingest_and_detrend(spec: dict[str, Any]) -> dict[str, Any]:
         res.history.insert(1, area_note)
 
     primary = afits.Header.fromstring(spec.get("primary_header", ""), sep="\n")
-    header = _clean_header(primary)
-    for card in _clean_header(hdr).cards:
+    header = clean_header(primary)
+    for card in clean_header(hdr).cards:
         if card.keyword in ("HISTORY", "COMMENT") or card.keyword in _RAW_ONLY_KEYS:
             continue
         header[card.keyword] = (card.value, card.comment)

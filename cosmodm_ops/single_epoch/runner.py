@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,9 @@ import numpy as np
 from astropy.io import fits as afits
 
 from cosmodm_ops import fits as cfits
-from cosmodm_ops.astromatic import ToolError, scamp_args, tool_versions, write_reference_ldac
+from cosmodm_ops.astromatic import ToolError, scamp_args, write_reference_ldac
+from cosmodm_ops.common import jsonable as _jsonable
+from cosmodm_ops.common import versions as _versions
 from cosmodm_ops.config import Config, config_hash
 from cosmodm_ops.manifest import (
     Manifest,
@@ -65,27 +66,6 @@ log = logging.getLogger(__name__)
 MIN_SCAMP_REF_STARS = 20
 #: Fewer point-source candidates than this on a CCD: PSFEx is not run and the CCD fails.
 MIN_PSF_STARS = 5
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10, check=False)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    import astropy
-    import fitsio
-
-    import cosmodm_ops
-
-    v = {k: str(val) for k, val in tool_versions().items()}
-    v.update(cosmodm_ops=getattr(cosmodm_ops, "__version__", "0"), git_commit=_git_commit(),
-             numpy=np.__version__, astropy=astropy.__version__, fitsio=fitsio.__version__)
-    return v
 
 
 def _map(func: Callable[..., dict[str, Any]], items: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
@@ -413,17 +393,6 @@ def _ccdnum(path: str, hdu: int, extname: str, pos: int) -> int:
     if "CCDNUM" in hdr:
         return int(hdr["CCDNUM"])
     return pos + 1
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and not np.isfinite(v):
-            v = None
-        out[k] = v
-    return out
 
 
 def _run_scamp(work: Path, prep_ok: list[dict[str, Any]], ref: dict[str, Any], inside: np.ndarray,
