@@ -42,3 +42,22 @@ def test_megacam_raw_sections_match_obs_cfht() -> None:
     y0, h = int(amps["raw_databbox_min_y"][0]), int(amps["raw_databbox_extent_y"][0])
     assert (sec.rows.start, sec.rows.stop) == (y0, y0 + h)
     assert int(amps["raw_verticaloverscanbbox_min_y"][0]) == sec.rows.stop  # overscan rows above the data
+
+
+def test_megacam_raw_headers_name_the_obs_cfht_sections() -> None:
+    from cosmodm_ops.sim.exposure import _ccd_header
+    from cosmodm_ops.sim.night import plan_night
+
+    cfg = load_config("des", camera="megacam", site="local")
+    plan = plan_night(cfg, "2026-11-23", 1, ["i"])
+    fp = focal_plane(cfg.camera)
+    hdr = {k: (v[0] if isinstance(v, tuple) else v) for k, v in _ccd_header(fp, fp.ccds[0], plan.exposures[0]).items()}
+    amps = _amps()
+    for amp, k in (("A", 0), ("B", 1)):
+        x0, w = int(amps["raw_databbox_min_x"][k]), int(amps["raw_databbox_extent_x"][k])
+        o0 = int(amps["raw_horizontaloverscanbbox_min_x"][k])
+        assert hdr[f"DSEC{amp}"] == f"[{x0 + 1}:{x0 + w},1:4612]"
+        assert hdr[f"BSEC{amp}"] == f"[{o0 + 1}:{o0 + 32},1:4612]"
+        b0 = int(amps["bbox_min_x"][k])
+        assert hdr[f"CSEC{amp}"] == f"[{b0 + 1}:{b0 + w},1:4612]"
+    assert hdr["DATASEC"] == "[33:2080,1:4612]" and hdr["DETPOS"] == "ccd00"
