@@ -61,6 +61,12 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
          "page and JSON endpoint under 10 clients, against Airflow's dagRuns list"),
         (),
     ),
+    "clusters": (
+        "cosmodm_ops.clusters.bench:clusters",
+        ("red-sequence cluster finder vs truth on >= 50 simulated candidates (catalogue level): photo-z scatter, "
+         "outliers, completeness, purity, CPU per candidate"),
+        ("sigma_dz", "outlier_fraction", "completeness_rich20", "purity", "core_s_per_candidate"),
+    ),
 }
 
 #: name -> options of that benchmark: (flag, ``add_argument`` keywords); each value goes to its function by ``dest``.
@@ -84,6 +90,12 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--seed", {"type": int, "default": 1, "help": "simulation seed"}),
         ("--workdir", {"default": None, "help": "RAM-disk parent of the run (default $COSMODM_RAMDISK or "
                        "/dev/shm/cosmodm)"}),
+    ],
+    "clusters": [
+        ("--n-clusters", {"type": int, "default": 48, "help": "injected clusters (default 48)"}),
+        ("--n-null", {"type": int, "default": 16, "help": "empty positions as false candidates (default 16)"}),
+        ("--seed", {"type": int, "default": 1, "help": "simulation seed"}),
+        ("--out", {"default": None, "metavar": "DIR", "help": "plots and report.html here (default: a temp folder)"}),
     ],
 }
 

@@ -34,6 +34,7 @@ _GROUPS: tuple[tuple[str, str], ...] = (
     ("cosmodm_ops.archive.cli", "archive"),
     ("cosmodm_ops.batch.cli", "batch"),
     ("cosmodm_ops.coadd.cli", "coadd"),
+    ("cosmodm_ops.clusters.cli", "clusters"),
     ("cosmodm_ops.config.cli", "config"),
     ("cosmodm_ops.campaign.cli", "campaign"),
     ("cosmodm_ops.bench_cli", "bench"),

@@ -263,8 +263,23 @@ def _ccd_header(fp: FocalPlane, ccd: CcdInfo, spec: ExposureSpec) -> dict[str, o
         "BIASSECA": fits_section(sec.overscan[a], sec.rows),
         "BIASSECB": fits_section(sec.overscan[b], sec.rows),
     }
+    if cam.name == "megacam":
+        hdr.update(_megacam_keys(sec, a, b))
     hdr.update(ccd_wcs_header(fp, ccd, spec.ra_header, spec.dec_header))
     return hdr
+
+
+def _megacam_keys(sec, a: int, b: int) -> dict[str, object]:
+    """CFHT Elixir's per-amplifier section keys of a MegaCam raw CCD (DSECn data, BSECn overscan, CSECn
+    the amplifier's place in the trimmed CCD), beside the DATASEC/BIASSEC ones every camera gets."""
+    out: dict[str, object] = {"AMPLIST": "ab", "BIASSEC": fits_section(sec.overscan[a], sec.rows)}
+    for amp, k in (("A", a), ("B", b)):
+        d = sec.data[k]
+        c = slice(d.start - sec.data[0].start, d.stop - sec.data[0].start)
+        out[f"DSEC{amp}"] = fits_section(d, sec.rows)
+        out[f"BSEC{amp}"] = fits_section(sec.overscan[k], sec.rows)
+        out[f"CSEC{amp}"] = fits_section(c, sec.rows)
+    return out
 
 
 def simulate_exposure(
