@@ -98,7 +98,7 @@ def read_exposure_inputs(cfg: Config, refcat: str | os.PathLike[str], *, detrend
         inputs = [("image", image), ("weight", weight), ("mask", mask)]
         kind, source = "detrended", image
     elif raw is not None:
-        from cosmodm_ops.single_epoch.raw import raw_exposure_plan
+        from cosmodm_ops.single_epoch.rawplan import raw_exposure_plan
 
         hdus, info, primary, calib_inputs = raw_exposure_plan(raw, calib, cfg)
         inputs = [("raw", raw), *calib_inputs]
