@@ -36,7 +36,7 @@ from cosmodm_ops.astromatic import (
 from cosmodm_ops.single_epoch.accounting import StageClock
 from cosmodm_ops.single_epoch.ccdqa import ccd_qa_values, match_sky, psf_model_fwhm, psf_model_moffat
 from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
-from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK
+from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK, ccd_header
 
 __all__ = ["WCS_KEYS", "CcdFailure", "finish_ccd", "match_sky", "prepare_ccd", "psf_model_fwhm", "psf_model_moffat"]
 
@@ -77,11 +77,7 @@ def _read_detrended(spec: dict[str, Any]) -> dict[str, Any]:
     if weight.shape != image.shape or dq.shape != image.shape:
         msg = f"{spec['weight']}/{spec['mask']} HDU {hdu}: shapes {weight.shape}/{dq.shape} differ from image {image.shape}"
         raise CcdFailure(msg)
-    primary = afits.Header.fromstring(spec["primary_header"], sep="\n")
-    header = cfits.clean_header(primary)
-    for card in cfits.clean_header(hdr).cards:
-        header[card.keyword] = (card.value, card.comment) if card.keyword not in ("HISTORY", "COMMENT") else None
-    header = afits.Header([c for c in header.cards if c.value is not None or c.keyword in ("HISTORY", "COMMENT")])
+    header = ccd_header(spec["primary_header"], hdr)
     bunit = str(hdr.get("BUNIT", "")).strip().lower()
     if "GAIN" in hdr and spec.get("units") == "electrons" or bunit in ("electrons", "e-", "electron"):
         gain = 1.0
