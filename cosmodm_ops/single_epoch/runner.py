@@ -44,6 +44,7 @@ from cosmodm_ops.single_epoch.accounting import StageClock, cpu_block, merge_rec
 from cosmodm_ops.single_epoch.astrometry import MIN_SCAMP_REF_STARS, solve_exposure
 from cosmodm_ops.single_epoch.ccd import finish_ccd, prepare_ccd
 from cosmodm_ops.single_epoch.exposure_inputs import (
+    MIN_PSF_STARS,
     ExposureInputs,
     ccd_specs,
     read_exposure_inputs,
@@ -61,7 +62,7 @@ from cosmodm_ops.single_epoch.outputs import (
     tree_bytes,
 )
 
-__all__ = ["MIN_SCAMP_REF_STARS", "run_exposure"]
+__all__ = ["MIN_PSF_STARS", "MIN_SCAMP_REF_STARS", "run_exposure"]
 
 
 @dataclass
