@@ -218,20 +218,8 @@ def completeness_purity(
     -------
     CompletenessResult
     """
-    det_ra, det_dec = np.asarray(det_ra, float), np.asarray(det_dec, float)
-    true_ra, true_dec = np.asarray(true_ra, float), np.asarray(true_dec, float)
-    dmag = np.asarray(det_mag, float).copy()
-    dmag[~np.isfinite(dmag) | (dmag >= 90)] = np.nan
-    tmag = np.asarray(true_mag, float)
-    edges = np.asarray(edges, float)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        msg = f"edges must be at least two increasing magnitudes, got {edges!r}"
-        raise ValueError(msg)
-    for name, a, ref in (("det_dec", det_dec, det_ra), ("det_mag", dmag, det_ra), ("true_dec", true_dec, true_ra),
-                         ("true_mag", tmag, true_ra)):
-        if len(a) != len(ref):
-            msg = f"{name} has {len(a)} rows, its catalogue {len(ref)}"
-            raise ValueError(msg)
+    det_ra, det_dec, dmag, true_ra, true_dec, tmag, edges = _checked_inputs(
+        det_ra, det_dec, det_mag, true_ra, true_dec, true_mag, edges)
     i_det, i_true, sep = match_one_to_one(det_ra, det_dec, true_ra, true_dec, radius_arcsec)
     offset = 0.0
     if align_mags and len(i_det):
@@ -252,15 +240,8 @@ def completeness_purity(
     centres = 0.5 * (edges[1:] + edges[:-1])
     classification = None
     if spread_model is not None and true_is_star is not None:
-        called_star = np.abs(np.asarray(spread_model, float)[i_det]) < star_max
-        is_star = np.asarray(true_is_star, bool)[i_true]
-        tm, dm = tmag[i_true], dmag[i_det]
-        classification = {
-            "star_completeness": _ratio(_hist(tm[is_star & called_star], edges), _hist(tm[is_star], edges)),
-            "galaxy_completeness": _ratio(_hist(tm[~is_star & ~called_star], edges), _hist(tm[~is_star], edges)),
-            "star_purity": _ratio(_hist(dm[is_star & called_star], edges), _hist(dm[called_star], edges)),
-            "galaxy_purity": _ratio(_hist(dm[~is_star & ~called_star], edges), _hist(dm[~called_star], edges)),
-        }
+        classification = _classification(tmag[i_true], dmag[i_det], np.asarray(true_is_star, bool)[i_true],
+                                         np.abs(np.asarray(spread_model, float)[i_det]) < star_max, edges)
     return CompletenessResult(
         edges=edges, n_true=n_true, n_true_matched=n_true_m, n_detected=n_det, n_detected_matched=n_det_m,
         completeness=completeness, purity=_ratio(n_det_m, n_det), classification=classification,
@@ -268,6 +249,38 @@ def completeness_purity(
         n_matched=len(i_det), n_unmeasured=int(np.sum(~np.isfinite(dmag))), mag_offset=offset,
         radius_arcsec=float(radius_arcsec), median_sep_arcsec=float(np.median(sep)) if len(sep) else None,
     )
+
+
+def _checked_inputs(det_ra: Any, det_dec: Any, det_mag: Any, true_ra: Any, true_dec: Any, true_mag: Any,
+                    edges: Any) -> tuple[np.ndarray, ...]:
+    """The inputs of :func:`completeness_purity` as float arrays (a new ``det_mag``, NaN where not measured);
+    ValueError on bad edges or mismatched lengths."""
+    det_ra, det_dec = np.asarray(det_ra, float), np.asarray(det_dec, float)
+    true_ra, true_dec = np.asarray(true_ra, float), np.asarray(true_dec, float)
+    dmag = np.asarray(det_mag, float).copy()
+    dmag[~np.isfinite(dmag) | (dmag >= 90)] = np.nan
+    tmag = np.asarray(true_mag, float)
+    edges = np.asarray(edges, float)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        msg = f"edges must be at least two increasing magnitudes, got {edges!r}"
+        raise ValueError(msg)
+    for name, a, ref in (("det_dec", det_dec, det_ra), ("det_mag", dmag, det_ra), ("true_dec", true_dec, true_ra),
+                         ("true_mag", tmag, true_ra)):
+        if len(a) != len(ref):
+            msg = f"{name} has {len(a)} rows, its catalogue {len(ref)}"
+            raise ValueError(msg)
+    return det_ra, det_dec, dmag, true_ra, true_dec, tmag, edges
+
+
+def _classification(tm: np.ndarray, dm: np.ndarray, is_star: np.ndarray, called_star: np.ndarray,
+                    edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Star/galaxy completeness (by true magnitude ``tm``) and purity (by measured ``dm``) of matched pairs."""
+    return {
+        "star_completeness": _ratio(_hist(tm[is_star & called_star], edges), _hist(tm[is_star], edges)),
+        "galaxy_completeness": _ratio(_hist(tm[~is_star & ~called_star], edges), _hist(tm[~is_star], edges)),
+        "star_purity": _ratio(_hist(dm[is_star & called_star], edges), _hist(dm[called_star], edges)),
+        "galaxy_purity": _ratio(_hist(dm[~is_star & ~called_star], edges), _hist(dm[~called_star], edges)),
+    }
 
 
 @dataclass(frozen=True)
