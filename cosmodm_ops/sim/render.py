@@ -109,15 +109,8 @@ def render_sources(
     qq = np.ones(n) if q is None else np.asarray(q, float)
     pa = np.zeros(n) if pa_deg is None else np.asarray(pa_deg, float)
     alpha = moffat_alpha(fwhm_px, beta)
-    peak = (beta - 1) / (math.pi * alpha * alpha)
-    need = _radius_needed(flux, np.full(n, peak), alpha, beta, thresh, 0.0)
-    gal = rh > 0
-    if gal.any():
-        # exponential: I(r) ~ F b^2 / (2 pi q rh^2) exp(-b r / rh) with b = 1.678; beyond the PSF core
-        b = 1.678
-        rg = rh[gal]
-        ratio = np.maximum(flux[gal] * b * b / (2 * math.pi * qq[gal] * rg * rg) / thresh, 1.0)
-        need[gal] = np.maximum(need[gal], rg / b * np.log(ratio) + fwhm_px)
+    peak = (beta - 1) / (math.pi * alpha * alpha)  # Moffat peak per unit flux
+    need = _stamp_extent(flux, rh, qq, alpha, beta, peak, fwhm_px, thresh)
     rmax = STAMP_RADII[-1]
     inside = (x > -rmax) & (x < nx + rmax - 1) & (y > -rmax) & (y < ny + rmax - 1) & (flux > 0)
     # render into a padded image so that no stamp needs a bounds check; one bincount at the end
@@ -134,33 +127,21 @@ def render_sources(
             continue
         sel = np.nonzero(grp)[0]
         gal = rh[sel] > 0
-        k = 2 * R + 1
-        off = np.arange(-R, R + 1)
-        lin_off = (off[:, None] * width + off[None, :]).astype(np.int32)  # (k, k)
         for part, is_gal in ((sel[~gal], False), (sel[gal], True)):
             if part.size == 0:
                 continue
-            for ch in _chunks(part.size, k, 12 if is_gal else 1):
+            for ch in _chunks(part.size, 2 * R + 1, 12 if is_gal else 1):
                 s = part[ch]
                 ix = np.rint(x[s]).astype(np.int64)
                 iy = np.rint(y[s]).astype(np.int64)
+                off = np.arange(-R, R + 1)
                 dx = (ix[:, None] - x[s][:, None] + off[None, :]).astype(np.float32)  # (m, k)
                 dy = (iy[:, None] - y[s][:, None] + off[None, :]).astype(np.float32)
                 if is_gal:
                     vals = _galaxy_stamps(dx, dy, flux[s], fwhm_px, beta, rh[s], qq[s], pa[s])
                 else:
-                    c = np.float32(1.0 / (alpha * alpha))
-                    dx2 = dx * dx * c
-                    u = (dy * dy * c + np.float32(1.0))[:, :, None] + dx2[:, None, :]
-                    if beta == 3.0:
-                        vals = u * u
-                        vals *= u
-                        np.reciprocal(vals, out=vals)
-                    else:
-                        vals = u ** np.float32(-beta)
-                    vals *= (flux[s] * peak).astype(np.float32)[:, None, None]
-                base = ((iy + pad) * width + (ix + pad)).astype(np.int32)
-                idx_parts.append((base[:, None, None] + lin_off[None, :, :]).ravel())
+                    vals = _star_stamps(dx, dy, flux[s], alpha, beta, peak)
+                idx_parts.append(_stamp_index(ix + pad, iy + pad, off, width))
                 val_parts.append(vals.ravel())
     if not idx_parts:
         return np.zeros(shape, np.float32)
@@ -168,6 +149,46 @@ def render_sources(
                       minlength=width * (ny + 2 * pad))
     img = img.reshape(ny + 2 * pad, width)[pad:pad + ny, pad:pad + nx]
     return img.astype(np.float32)
+
+
+def _stamp_index(ix: np.ndarray, iy: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
+    """Flat indices (int32, m x k x k, raveled) into an image of row length ``width`` of the stamps
+    centred on pixels (ix, iy), shape (m,) each, with offsets ``off`` (k,)."""
+    lin_off = (off[:, None] * width + off[None, :]).astype(np.int32)  # (k, k)
+    base = (iy * width + ix).astype(np.int32)
+    return (base[:, None, None] + lin_off[None, :, :]).ravel()
+
+
+def _stamp_extent(flux: np.ndarray, rh: np.ndarray, q: np.ndarray, alpha: float, beta: float, peak: float,
+                  fwhm_px: float, thresh: float) -> np.ndarray:
+    """Stamp radius (pixels) each source needs: where its Moffat wing, or its exponential disc beyond the PSF
+    core (galaxies, ``rh > 0``), falls below ``thresh``; shape (n,)."""
+    need = _radius_needed(flux, np.full(len(flux), peak), alpha, beta, thresh, 0.0)
+    gal = rh > 0
+    if gal.any():
+        # exponential: I(r) ~ F b^2 / (2 pi q rh^2) exp(-b r / rh) with b = 1.678; beyond the PSF core
+        b = 1.678
+        rg = rh[gal]
+        ratio = np.maximum(flux[gal] * b * b / (2 * math.pi * q[gal] * rg * rg) / thresh, 1.0)
+        need[gal] = np.maximum(need[gal], rg / b * np.log(ratio) + fwhm_px)
+    return need
+
+
+def _star_stamps(dx: np.ndarray, dy: np.ndarray, flux: np.ndarray, alpha: float, beta: float, peak: float
+                 ) -> np.ndarray:
+    """Moffat stamps of point sources at pixel offsets ``dx`` (m, k) and ``dy`` (m, k): shape (m, k, k),
+    float32, flux units per pixel."""
+    c = np.float32(1.0 / (alpha * alpha))
+    dx2 = dx * dx * c
+    u = (dy * dy * c + np.float32(1.0))[:, :, None] + dx2[:, None, :]
+    if beta == 3.0:
+        vals = u * u
+        vals *= u
+        np.reciprocal(vals, out=vals)
+    else:
+        vals = u ** np.float32(-beta)
+    vals *= (flux * peak).astype(np.float32)[:, None, None]
+    return vals
 
 
 def _galaxy_stamps(dx: np.ndarray, dy: np.ndarray, flux: np.ndarray, fwhm_px: float, beta: float,

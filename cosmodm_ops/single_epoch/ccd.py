@@ -5,7 +5,8 @@ ingest + detrend a raw CCD), write uncompressed image / weight / flag files into
 RAM-disk work folder, SExtractor pass 1 (FITS_LDAC) and PSFEx.
 Phase B (exposure level, in :mod:`cosmodm_ops.single_epoch.runner`): SCAMP.
 Phase C (:func:`finish_ccd`): SExtractor pass 2 with the PSF model and the SCAMP
-header, aperture correction of MAG_PSF, QA values, compressed products.
+header, aperture correction of MAG_PSF, QA values (computed in :mod:`cosmodm_ops.single_epoch.ccdqa`),
+compressed products.
 
 Workers receive small picklable dicts and read their own CCD from disk, so
 memory per worker stays at about one CCD's arrays plus the tools' own memory
@@ -15,7 +16,6 @@ memory per worker stays at about one CCD's arrays plus the tools' own memory
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ from cosmodm_ops.astromatic import (
     sextractor_args,
 )
 from cosmodm_ops.single_epoch.accounting import StageClock
+from cosmodm_ops.single_epoch.ccdqa import ccd_qa_values, match_sky, psf_model_fwhm, psf_model_moffat
 from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
-from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK
-from cosmodm_ops.sky import chord, unit_vectors
+from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK, ccd_header
 
 __all__ = ["WCS_KEYS", "CcdFailure", "finish_ccd", "match_sky", "prepare_ccd", "psf_model_fwhm", "psf_model_moffat"]
 
@@ -77,11 +77,7 @@ def _read_detrended(spec: dict[str, Any]) -> dict[str, Any]:
     if weight.shape != image.shape or dq.shape != image.shape:
         msg = f"{spec['weight']}/{spec['mask']} HDU {hdu}: shapes {weight.shape}/{dq.shape} differ from image {image.shape}"
         raise CcdFailure(msg)
-    primary = afits.Header.fromstring(spec["primary_header"], sep="\n")
-    header = cfits.clean_header(primary)
-    for card in cfits.clean_header(hdr).cards:
-        header[card.keyword] = (card.value, card.comment) if card.keyword not in ("HISTORY", "COMMENT") else None
-    header = afits.Header([c for c in header.cards if c.value is not None or c.keyword in ("HISTORY", "COMMENT")])
+    header = ccd_header(spec["primary_header"], hdr)
     bunit = str(hdr.get("BUNIT", "")).strip().lower()
     if "GAIN" in hdr and spec.get("units") == "electrons" or bunit in ("electrons", "e-", "electron"):
         gain = 1.0
@@ -180,42 +176,6 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
         out["failed"] = f"tool failed: {str(err).splitlines()[0][:300]}"
     out["clock"] = clock.record()
     return out
-
-
-def match_sky(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarray, radius_arcsec: float
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest-neighbour match within ``radius_arcsec``: indices (i1, i2) and offsets dra*cos(dec), ddec (mas)."""
-    if len(ra1) == 0 or len(ra2) == 0:
-        e = np.zeros(0, int)
-        return e, e, np.zeros(0), np.zeros(0)
-    from scipy.spatial import cKDTree
-
-    # only the second list's entries in the first one's box (plus the radius) can match: a KD-tree of an
-    # exposure's whole reference catalog per CCD cost 0.25 s, most of the CCD's QA time
-    near = _in_box(ra2, dec2, ra1, dec1, 2 * radius_arcsec / 3600)
-    if len(near) == 0:
-        e = np.zeros(0, int)
-        return e, e, np.zeros(0), np.zeros(0)
-    tree = cKDTree(unit_vectors(ra2[near], dec2[near]))
-    dist, idx = tree.query(unit_vectors(ra1, dec1), distance_upper_bound=chord(radius_arcsec))
-    ok = np.isfinite(dist)
-    i1, i2 = np.nonzero(ok)[0], near[idx[ok]]
-    dra = (np.angle(np.exp(1j * np.deg2rad(ra1[i1] - ra2[i2]))) * np.cos(np.deg2rad(dec2[i2]))) * 206264806.2
-    ddec = np.deg2rad(dec1[i1] - dec2[i2]) * 206264806.2
-    return i1, i2, dra, ddec
-
-
-def _in_box(ra: np.ndarray, dec: np.ndarray, ra0: np.ndarray, dec0: np.ndarray, margin_deg: float) -> np.ndarray:
-    """Indices of (ra, dec) inside the RA/Dec box of (ra0, dec0) grown by ``margin_deg`` (RA wrap-safe)."""
-    lo, hi = float(np.min(dec0)) - margin_deg, float(np.max(dec0)) + margin_deg
-    keep = (dec >= lo) & (dec <= hi)
-    cos_min = math.cos(math.radians(min(90.0, max(abs(lo), abs(hi)))))
-    if cos_min > 0.01:  # away from the poles, also cut in RA around the first position
-        d0 = (ra0 - ra0[0] + 180.0) % 360.0 - 180.0
-        d = (ra - ra0[0] + 180.0) % 360.0 - 180.0
-        m = margin_deg / cos_min
-        keep &= (d >= float(d0.min()) - m) & (d <= float(d0.max()) + m)
-    return np.nonzero(keep)[0]
 
 
 def _apply_head(header: afits.Header, head: afits.Header) -> afits.Header:
@@ -324,143 +284,14 @@ def _write_catalog(src: Path, dst: Path, apcorr: float | None) -> None:
     os.replace(tmp, dst)
 
 
-def psf_model_moffat(psf_path: str | os.PathLike[str]) -> tuple[float, float, float] | None:
-    """Moffat fit (free beta) to a PSFEx model at its polynomial origin (the CCD centre).
-
-    The model is the pixel-sampled PSF as stars show it on the image (so the FWHM compares with
-    a fit to the stars themselves); ``PSF_SAMP`` converts model steps to image pixels.
-
-    Returns
-    -------
-    (fwhm, alpha, beta) or None
-        FWHM and Moffat alpha in image pixels, and beta; None if the model cannot be read or the fit fails.
-    """
-    from scipy.optimize import least_squares
-
-    try:
-        with fitsio.FITS(str(psf_path)) as f:
-            hdr = f[1].read_header()
-            cube = np.asarray(f[1].read()["PSF_MASK"][0], float)
-    except (OSError, ValueError, KeyError):
-        return None
-    stamp = cube[0] if cube.ndim == 3 else cube
-    samp = float(hdr.get("PSF_SAMP", 1.0))
-    ny, nx = stamp.shape
-    yy, xx = np.mgrid[:ny, :nx]
-    peak = float(stamp.max())
-    if not np.isfinite(peak) or peak <= 0:
-        return None
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        amp, x0, y0, alpha, beta = p
-        r2 = ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha**2
-        return (amp * (1.0 + r2) ** (-beta) - stamp).ravel()
-
-    cy, cx = np.unravel_index(int(np.argmax(stamp)), stamp.shape)
-    try:
-        fit = least_squares(resid, [peak, cx, cy, 3.0, 3.0],
-                            bounds=([0, 0, 0, 0.3, 1.01], [np.inf, nx, ny, nx, 20.0]))
-    except (ValueError, np.linalg.LinAlgError):
-        return None
-    _, _, _, alpha, beta = fit.x
-    fwhm = 2.0 * alpha * math.sqrt(2.0 ** (1.0 / beta) - 1.0) * samp
-    if not (fit.success and np.isfinite(fwhm) and fwhm > 0):
-        return None
-    return float(fwhm), float(alpha * samp), float(beta)
-
-
-def psf_model_fwhm(psf_path: str | os.PathLike[str]) -> float | None:
-    """FWHM (image pixels) of a PSFEx model from :func:`psf_model_moffat`; None where the fit fails."""
-    fit = psf_model_moffat(psf_path)
-    return fit[0] if fit else None
-
-
-def _largest_aperture_px() -> float:
-    """Diameter (pixels) of the largest SExtractor aperture (the last MAG_APER column)."""
-    import inspect
-
-    return float(max(inspect.signature(sextractor_args).parameters["phot_apertures"].default))
-
-
 def _measure(spec: dict[str, Any], prep: dict[str, Any], cat: Path) -> tuple[dict[str, Any], float | None]:
-    """QA values of one CCD from its pass-2 catalog, PSF model and the reference catalog."""
+    """QA values of one CCD (:func:`~cosmodm_ops.single_epoch.ccdqa.ccd_qa_values`) from its pass-2 catalog,
+    PSF model and the reference catalog, read here."""
     objs = read_ldac(cat)
-    values: dict[str, Any] = {"sky_e": prep["sky_e"], "sky_noise_e": prep["sky_noise_e"],
-                              "masked_fraction": prep["masked_fraction"], "n_detections": len(objs)}
-    scale = prep["pixel_scale"]
     if len(objs) == 0:
         raise CcdFailure("no sources detected in pass 2")
-    snr = objs["SNR_WIN"]
-    clean = (objs["FLAGS"] == 0) & (objs["IMAFLAGS_ISO"] == 0)
-    pointlike = np.abs(objs["SPREAD_MODEL"]) < spec["spread_model_star_max"]
-    stars = clean & pointlike & (snr > spec["star_snr_min"])
-    values["n_stars"] = int(stars.sum())
-    # seeing: a Moffat fit to the PSFEx model at the CCD centre (PSFEx's own PSF_FWHM reads 20-25% high for
-    # Moffat PSFs); else PSF_FWHM; else the stars' median FWHM_IMAGE
     moffat = psf_model_moffat(prep["psf"])
-    fwhm_px = moffat[0] if moffat else None
-    values["fwhm_method"] = "moffat fit to the PSFEx model"
-    if fwhm_px is None:
-        psf_hdr = fitsio.read_header(prep["psf"], ext=1)
-        fwhm_px = float(psf_hdr.get("PSF_FWHM", np.nan))
-        values["fwhm_method"] = "PSFEx PSF_FWHM"
-    if not np.isfinite(fwhm_px) and stars.any():
-        fwhm_px = float(np.median(objs["FWHM_IMAGE"][stars]))
-        values["fwhm_method"] = "median FWHM_IMAGE of stars"
-    values["fwhm_arcsec"] = fwhm_px * scale if np.isfinite(fwhm_px) else None
-    values["ellipticity"] = float(np.median(objs["ELLIPTICITY"][stars])) if stars.any() else None
-    # aperture correction: largest aperture minus PSF magnitude for bright clean point sources
-    bright = clean & pointlike & (snr > 20) & (objs["MAG_PSF"] < 90) & (objs["MAG_APER"][:, -1] < 90)
-    apcorr = float(np.median(objs["MAG_APER"][:, -1][bright] - objs["MAG_PSF"][bright])) if bright.sum() >= 3 \
-        else None
-    if apcorr is not None and moffat is not None:
-        # the largest aperture misses the PSF's wings (1.4% for a Moffat beta 3 of FWHM 1" in a 5.3" aperture):
-        # extend to total flux with the Moffat fitted to the PSF model, EE(r) = 1 - (1 + r^2/alpha^2)^(1-beta)
-        _, alpha_px, beta = moffat
-        r_ap = 0.5 * _largest_aperture_px()
-        ee = 1.0 - (1.0 + (r_ap / alpha_px) ** 2) ** (1.0 - beta)
-        if 0.5 < ee <= 1.0:
-            values["apcorr_aperture_mag"] = apcorr
-            values["apcorr_to_total_mag"] = 2.5 * math.log10(ee)
-            apcorr += values["apcorr_to_total_mag"]
-    values["apcorr_mag"] = apcorr
-    if apcorr is None:
-        values["apcorr_mag_reason"] = f"only {int(bright.sum())} bright point sources (need 3)"
-    # astrometry against the reference catalog
-    ref = np.load(spec["refcat_npz"])
-    sel = clean & (snr > 10)
-    i1, i2, dra, ddec = match_sky(objs["ALPHAWIN_J2000"][sel], objs["DELTAWIN_J2000"][sel], ref["ra"], ref["dec"],
-                                  spec["match_radius_arcsec"])
-    values["astrom_matches"] = len(i1)
-    values["astrom_median_offset_mas"] = float(np.median(np.hypot(dra, ddec))) if len(i1) else None
-    values["astrom_max_offset_mas"] = float(np.max(np.hypot(dra, ddec))) if len(i1) else None
-    # the RMS is taken over bright stars (S/N > star_snr_min, point-like), whose centroids are good to a few mas,
-    # so that it measures the astrometric solution rather than the centroid noise of faint sources
-    bright_m = pointlike[sel][i1] & (snr[sel][i1] > spec["star_snr_min"])
-    values["astrom_rms_stars"] = int(bright_m.sum())
-    if bright_m.sum() >= 3:
-        dra_b, ddec_b = dra[bright_m], ddec[bright_m]
-        values["astrom_rms_mas"] = float(np.sqrt(np.mean(dra_b**2 + ddec_b**2) / 2))
-    elif len(i1) >= 3:
-        # per-axis RMS about zero: sqrt(mean(dx^2 + dy^2) / 2)
-        values["astrom_rms_mas"] = float(np.sqrt(np.mean(dra**2 + ddec**2) / 2))
-    else:
-        values["astrom_rms_mas"] = None
-        values["astrom_reason"] = f"{len(i1)} reference matches within {spec['match_radius_arcsec']} arcsec (need 3)"
-    # photometric zeropoint (1 s, e-) against reference magnitudes in this band
-    if spec["ref_mag_system"] == spec["band"] and "mag" in ref.files:
-        mag_psf = objs["MAG_PSF"][sel][i1] + (apcorr or 0.0)
-        good = (mag_psf < 90) & np.isfinite(ref["mag"][i2]) & (snr[sel][i1] > spec["star_snr_min"]) \
-            & pointlike[sel][i1]
-        if good.sum() >= 3:
-            zp_total = float(np.median(ref["mag"][i2][good] - (mag_psf[good] - spec["mag_zeropoint"])))
-            values["zeropoint_1s"] = zp_total - 2.5 * math.log10(spec["exptime"])
-            values["zeropoint_stars"] = int(good.sum())
-        else:
-            values["zeropoint_1s"] = None
-            values["zeropoint_1s_reason"] = f"{int(good.sum())} matched reference stars with S/N > star_snr_min"
-    else:
-        values["zeropoint_1s"] = None
-        values["zeropoint_1s_reason"] = (f"reference magnitudes are {spec['ref_mag_system']}, not band "
-                                         f"{spec['band']}: zeropoint not measured")
-    return values, apcorr
+    psf_fwhm = None if moffat else float(fitsio.read_header(prep["psf"], ext=1).get("PSF_FWHM", np.nan))
+    with np.load(spec["refcat_npz"]) as npz:
+        ref = {k: npz[k] for k in npz.files}
+    return ccd_qa_values(objs, ref, spec, prep, moffat, psf_fwhm)

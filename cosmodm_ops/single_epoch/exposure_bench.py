@@ -30,11 +30,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astropy.io import fits as afits
 
 from cosmodm_ops.astromatic.tools import run_measured
+
+if TYPE_CHECKING:
+    from cosmodm_ops.manifest import Manifest
 
 __all__ = ["DESDM_CORE_MIN", "exposure", "uncompressed_bytes"]
 
@@ -101,7 +104,6 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
     workdir : path, optional
         Parent of the run's RAM-disk folder (default ``$COSMODM_RAMDISK``, else ``/dev/shm/cosmodm``).
     """
-    from cosmodm_ops.cli import EXIT_OK, main
     from cosmodm_ops.manifest import read_manifest
 
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench_exposure."))
@@ -111,66 +113,80 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         night, out = base / "night", base / "se"
         if out.exists():
             shutil.rmtree(out)  # a fresh run, not a re-run that skips CCDs
-        raws = sorted((night / "raw").glob(f"{camera}_*.fits.fz")) if night.exists() else []
-        if not raws:
-            argv = ["sim", "night", "--camera", camera, "--night", NIGHT, "--exposures", "1", "--bands", "r",
-                    "--seed", str(seed), "--no-progress", "--out", str(night)]
-            if main(argv) != EXIT_OK:
-                msg = f"cosmodm {' '.join(argv)} failed"
-                raise RuntimeError(msg)
-            raws = sorted((night / "raw").glob(f"{camera}_*.fits.fz"))
-        code, wall, cpu_total, tail = _run_job(_job_argv(raws[0], night, out, jobs, ram))
+        raw = _simulated_raw(night, camera, seed)
+        code, wall, cpu_total, tail = _run_job(_job_argv(raw, night, out, jobs, ram))
         if not (out / "manifest.json").exists():
             msg = f"cosmodm single-epoch run exited {code} without a manifest:\n{tail}"
             raise RuntimeError(msg)
-        m = read_manifest(out / "manifest.json")
-        cpu = m.cpu
-        astro = float(cpu["astromatic_s"])
-        own = cpu_total - astro
-        products_plain = sum(uncompressed_bytes(out / p.path) for p in m.products)
-        bytes_output = int(m.bytes["output"])
-        bytes_naive = int(m.bytes["ramdisk"]) + products_plain
-        core_min = cpu_total / 60.0
-        n_ok = sum(1 for u in m.units if u.state == "ok")
-        top = list(cpu["own_stages"].items())[:6]
-        results: dict[str, Any] = {
-            "camera": camera,
-            "jobs": jobs,
-            "exit_code": code,
-            "n_ccds": len(m.units),
-            "n_ccds_ok": n_ok,
-            "wall_s": round(wall, 2),
-            "cpu_total_s": round(cpu_total, 2),
-            "cpu_own_s": round(own, 2),
-            "cpu_astromatic_s": round(astro, 2),
-            "cpu_sextractor_s": cpu["sextractor_s"],
-            "cpu_psfex_s": cpu["psfex_s"],
-            "cpu_scamp_s": cpu["scamp_s"],
-            "cpu_in_run_exposure_s": cpu["total_s"],
-            "core_min": round(core_min, 3),
-            "core_min_wall": round(wall * jobs / 60.0, 3),
-            "core_min_desdm": DESDM_CORE_MIN,
-            "core_min_ratio_vs_desdm": round(core_min / DESDM_CORE_MIN, 4),
-            "own_share": round(own / cpu_total, 4) if cpu_total > 0 else None,
-            "own_share_target": OWN_SHARE_TARGET,
-            "own_top_stages_s": dict(top),
-            "bytes_output": bytes_output,
-            "bytes_ramdisk": int(m.bytes["ramdisk"]),
-            "bytes_products_uncompressed": products_plain,
-            "bytes_naive": bytes_naive,
-            "bytes_ratio": round(bytes_naive / bytes_output, 2) if bytes_output else None,
-            "bytes_ratio_target": BYTES_RATIO_TARGET,
-            "timings_s": {k: m.timings[k] for k in ("stage", "phase_a_wall", "scamp", "phase_c_wall", "total")
-                          if k in m.timings},
-            "load_avg_1min": round(os.getloadavg()[0], 2),
-            "cores": os.cpu_count(),
-        }
+        results = _figures(read_manifest(out / "manifest.json"), out, camera=camera, jobs=jobs, code=code,
+                           wall=wall, cpu_total=cpu_total)
         if keep:
             results["kept"] = str(base)
         return results
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _simulated_raw(night: Path, camera: str, seed: int) -> Path:
+    """The raw exposure of ``camera`` in ``night`` (simulated with ``cosmodm sim night`` unless already there)."""
+    from cosmodm_ops.cli import EXIT_OK, main
+
+    raws = sorted((night / "raw").glob(f"{camera}_*.fits.fz")) if night.exists() else []
+    if not raws:
+        argv = ["sim", "night", "--camera", camera, "--night", NIGHT, "--exposures", "1", "--bands", "r",
+                "--seed", str(seed), "--no-progress", "--out", str(night)]
+        if main(argv) != EXIT_OK:
+            msg = f"cosmodm {' '.join(argv)} failed"
+            raise RuntimeError(msg)
+        raws = sorted((night / "raw").glob(f"{camera}_*.fits.fz"))
+    return raws[0]
+
+
+def _figures(m: Manifest, out: Path, *, camera: str, jobs: int, code: int, wall: float, cpu_total: float
+             ) -> dict[str, Any]:
+    """The benchmark's figures from the job's manifest ``m`` and its measured wall and CPU seconds."""
+    cpu = m.cpu
+    astro = float(cpu["astromatic_s"])
+    own = cpu_total - astro
+    products_plain = sum(uncompressed_bytes(out / p.path) for p in m.products)
+    bytes_output = int(m.bytes["output"])
+    bytes_naive = int(m.bytes["ramdisk"]) + products_plain
+    core_min = cpu_total / 60.0
+    n_ok = sum(1 for u in m.units if u.state == "ok")
+    top = list(cpu["own_stages"].items())[:6]
+    return {
+        "camera": camera,
+        "jobs": jobs,
+        "exit_code": code,
+        "n_ccds": len(m.units),
+        "n_ccds_ok": n_ok,
+        "wall_s": round(wall, 2),
+        "cpu_total_s": round(cpu_total, 2),
+        "cpu_own_s": round(own, 2),
+        "cpu_astromatic_s": round(astro, 2),
+        "cpu_sextractor_s": cpu["sextractor_s"],
+        "cpu_psfex_s": cpu["psfex_s"],
+        "cpu_scamp_s": cpu["scamp_s"],
+        "cpu_in_run_exposure_s": cpu["total_s"],
+        "core_min": round(core_min, 3),
+        "core_min_wall": round(wall * jobs / 60.0, 3),
+        "core_min_desdm": DESDM_CORE_MIN,
+        "core_min_ratio_vs_desdm": round(core_min / DESDM_CORE_MIN, 4),
+        "own_share": round(own / cpu_total, 4) if cpu_total > 0 else None,
+        "own_share_target": OWN_SHARE_TARGET,
+        "own_top_stages_s": dict(top),
+        "bytes_output": bytes_output,
+        "bytes_ramdisk": int(m.bytes["ramdisk"]),
+        "bytes_products_uncompressed": products_plain,
+        "bytes_naive": bytes_naive,
+        "bytes_ratio": round(bytes_naive / bytes_output, 2) if bytes_output else None,
+        "bytes_ratio_target": BYTES_RATIO_TARGET,
+        "timings_s": {k: m.timings[k] for k in ("stage", "phase_a_wall", "scamp", "phase_c_wall", "total")
+                      if k in m.timings},
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "cores": os.cpu_count(),
+    }
 
 
 def format_table(results: dict[str, Any]) -> str:

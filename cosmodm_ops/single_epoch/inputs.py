@@ -7,6 +7,7 @@ the HDU and the key (the CLI turns it into exit code 65: do not retry).
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = [
     "BadInputError",
     "ExposureInfo",
     "camera_from_header",
+    "ccd_header",
     "exposure_info",
     "image_hdus",
     "read_refcat",
@@ -62,6 +64,38 @@ def camera_from_header(header: Any, path: str | os.PathLike[str], hdu: int | str
         msg = f"{path} HDU {hdu}: key 'INSTRUME'/'CAMERA' = {raw!r} is not a known camera ({sorted(set(_CAMERAS.values()))})"
         raise BadInputError(msg)
     return _CAMERAS[name]
+
+
+def ccd_header(primary_text: str, header: Any, drop: Container[str] = ()) -> Any:
+    """The header of one CCD's products: the exposure's primary keys, then the CCD HDU's own keys over them.
+
+    Both go through :func:`cosmodm_ops.fits.clean_header` (no structural or tile-compression keys). The
+    primary's HISTORY and COMMENT cards are kept; the CCD HDU's are not, nor its keys in ``drop``.
+
+    Parameters
+    ----------
+    primary_text : str
+        The primary header as text, cards separated by newlines (``Header.tostring(sep="\\n")``).
+    header : astropy Header
+        The CCD HDU's header.
+    drop : container of str
+        Keys of the CCD HDU to leave out (e.g. raw-frame keys of a detrended CCD).
+
+    Returns
+    -------
+    astropy Header
+        A new header; the inputs are not modified.
+    """
+    from astropy.io import fits as afits
+
+    from cosmodm_ops.fits import clean_header
+
+    out = clean_header(afits.Header.fromstring(primary_text, sep="\n"))
+    for card in clean_header(header).cards:
+        if card.keyword in ("HISTORY", "COMMENT") or card.keyword in drop:
+            continue
+        out[card.keyword] = (card.value, card.comment)
+    return out
 
 
 @dataclass(frozen=True)
