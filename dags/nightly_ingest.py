@@ -94,6 +94,7 @@ with DAG(
     def exposure(expnum: int, band: str, command: list[str], out: str, plan: dict):
         run = BatchJobOperator(
             task_id="single_epoch",
+            stage="single_epoch",
             site=SITE,
             command=command,
             job_label=expnum,

@@ -110,6 +110,10 @@ class JobSpec:
         Environment variables exported in the script (never secrets).
     ramdisk : str, optional
         RAM-disk parent; the script creates ``<ramdisk>/<name>`` and removes it on exit (trap).
+    memory_ulimit : bool
+        The script itself limits the command's virtual memory to ``memory_gb`` (``ulimit -v``) and exits
+        71 (:data:`cosmodm_ops.batch.budget.EXIT_OUT_OF_MEMORY`) when an allocation failed: for batch
+        systems that do not enforce memory (the local runner, Slurm without cgroups).
     """
 
     name: str
@@ -124,6 +128,7 @@ class JobSpec:
     qos: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     ramdisk: str | None = None
+    memory_ulimit: bool = False
 
     def __post_init__(self) -> None:
         if not _JOB_NAME.match(self.name):
