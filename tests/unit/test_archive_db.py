@@ -45,7 +45,7 @@ def night(archive, tmp_path):
 
 
 def test_init_creates_every_table_and_is_idempotent(archive):
-    assert archive.init() == "0001"
+    assert archive.init() == "0004"
     names = set(sa.inspect(archive.engine).get_table_names())
     assert {"products", "exposures", "ccd_images", "tiles", "lineage", "runs", "qa_results", "quarantine",
             "objects", "alembic_version"} <= names
@@ -355,7 +355,7 @@ def test_cli_end_to_end(archive, night, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COSMODM_DB", archive.db_url)
     monkeypatch.setenv("COSMODM_ARCHIVE_ROOT", str(archive.root))
     assert main(["archive", "init", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["schema_revision"] == "0001"
+    assert json.loads(capsys.readouterr().out)["schema_revision"] == "0004"
     assert main(["archive", "register", str(night["coadd_manifest"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["products"] == [night["coadd"], night["coadd_cat"]]
     assert main(["archive", "find", "--tile", "T0001", "--kind", "coadd", "--json"]) == 0
