@@ -49,12 +49,18 @@ class NightProductsDeadline(BaseDeadlineReference):
         return found[1] if found else None
 
 
-async def record_nightly_deadline_miss(context: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
-    """Deadline callback (runs in the triggerer): record the miss in the archive and log it."""
+async def record_nightly_deadline_miss(context: dict[str, Any] | None = None, **_: Any) -> str:
+    """Deadline callback (runs in the triggerer): record the miss in the archive and log it.
+
+    Returns a one-line summary: Airflow stores the result in ``callback.output``, a text column (a dict
+    there made the 3.3.2 triggerer exit with "can't adapt type 'dict'").
+    """
     from cosmodm_ops.workflows.deadlines import record_miss
 
     context = context or {}
-    return await asyncio.to_thread(record_miss, context.get("dag_run") or {}, context.get("deadline") or {})
+    row = await asyncio.to_thread(record_miss, context.get("dag_run") or {}, context.get("deadline") or {})
+    return (f"{'recorded' if row['new'] else 'already recorded'}: {row['dag_id']} {row['run_id']} night "
+            f"{row['night']} due {row['due_at']}")
 
 
 NIGHTLY_DEADLINE = DeadlineAlert(

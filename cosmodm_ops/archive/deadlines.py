@@ -36,7 +36,7 @@ deadline_misses_table = sa.Table(
 
 def _iso(value: dt.datetime | str) -> str:
     if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        value = dt.datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).isoformat(timespec="seconds")

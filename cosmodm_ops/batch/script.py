@@ -121,10 +121,10 @@ def render_body(spec: JobSpec) -> str:
         from cosmodm_ops.batch.budget import EXIT_OUT_OF_MEMORY
 
         err = shlex.quote(f"{LOG_DIR}/{spec.name}.err")  # the stderr of log_paths(), from the workdir
+        note = f"cosmodm: out of memory under the job's limit of {memory_mb(spec.memory_gb)} MiB (ulimit -v)"
         lines += [
             f'if [ "$rc" -ne 0 ] && grep -qsE {shlex.quote(_OOM_PATTERN)} -- {err}; then',
-            f'  echo "cosmodm: out of memory under the job\'s limit of {memory_mb(spec.memory_gb)} MiB '
-            f'(ulimit -v)" >&2; rc={EXIT_OUT_OF_MEMORY}',
+            f"  echo {shlex.quote(note)} >&2; rc={EXIT_OUT_OF_MEMORY}",
             "fi",
         ]
     lines += [

@@ -26,7 +26,7 @@ def night_due_at(night: str, hours_after_midnight: float) -> dt.datetime:
 def _parse_time(value: Any) -> dt.datetime | None:
     if value is None or isinstance(value, dt.datetime):
         return value
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return dt.datetime.fromisoformat(str(value))
 
 
 def single_epoch_due(conf: dict[str, Any] | None, data_interval_start: Any = None,
