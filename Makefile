@@ -12,12 +12,13 @@ OS_PKGS := source-extractor scamp psfex swarp libcfitsio-bin \
 OS_BINS := source-extractor scamp psfex SWarp fpack funpack /usr/sbin/sshd slurmctld slurmd slurmdbd munged mariadbd
 PYTEST_ARGS ?=
 
-.PHONY: help setup os-deps venv test test-unit demo bench lint clean
+.PHONY: help setup os-deps venv test test-unit demo bench faults lint clean
 
 help:
 	@echo "make demo   - set up and run the main job on the embedded defaults"
 	@echo "make test   - set up and run every test tier (CI=true: missing services fail)"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make faults - inject failures into the real services mid-run; table + JSON line"
 
 setup: os-deps venv
 
@@ -55,6 +56,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Fault injection against the real processes (bench/faults: a registry of rows); a table and one JSON line
+faults: setup
+	flock /tmp/cosmodm-services.lock nice -n 10 $(PY) -m bench.faults
 
 lint: venv
 	$(VENV)/bin/ruff check cosmodm_ops dags plugins tests bench
