@@ -30,7 +30,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param, task, task_group
 
 from cosmodm_ops.airflow import BatchJobOperator, TransferOperator
-from cosmodm_ops.airflow.deadlines import NIGHTLY_DEADLINE
+from cosmodm_ops.airflow.deadlines import nightly_deadline
 
 SITE = os.environ.get("COSMODM_SITE", "local")
 #: Assets the nightly DAG updates: one per (tile, band), partitioned by extra; tile_coadd waits on it.
@@ -46,7 +46,7 @@ with DAG(
     catchup=os.environ.get("COSMODM_NIGHTLY_CATCHUP", "false").lower() == "true",
     max_active_runs=2,
     default_args=default_args,
-    deadline=NIGHTLY_DEADLINE,  # products due survey.single_epoch_deadline_h after the night's 00:00 UTC
+    deadline=nightly_deadline(),  # products due survey.single_epoch_deadline_h after the night's 00:00 UTC
     tags=["cosmodm", "nightly", "single-epoch"],
     params={
         "night": Param("", type="string", title="Night (YYYY-MM-DD)",

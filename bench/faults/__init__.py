@@ -17,7 +17,7 @@ Adding rows (e.g. from another module)::
                            lost=0, duplicated=0, recovery_s=3.2)
 
 and list the module in :data:`MODULES`. ``env.service(tier, start)`` starts a tier's services once
-(``start(env) -> obj`` with an optional ``obj.stop_all()``/``close()``); ``env.workdir`` is a private
+(``start(env) -> obj`` with an optional ``obj.close()`` or ``obj.stop_all()``, called at the end); ``env.workdir`` is a private
 temp folder. Run some rows only: ``python -m bench.faults NAME ...``; list them: ``--list``.
 """
 
@@ -100,6 +100,8 @@ class FaultEnv:
 
     workdir: Path
     services: dict[str, Any] = field(default_factory=dict)
+    #: Peak resident memory (MiB) per process of each tier that reports it (``peak_rss_kib``), kept at close.
+    peak_rss_mb: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def service(self, tier: str, start: Callable[[FaultEnv], Any]) -> Any:
         """The tier's services, started by ``start(self)`` on first use."""
@@ -108,8 +110,11 @@ class FaultEnv:
         return self.services[tier]
 
     def close(self) -> None:
+        for tier, svc in self.services.items():
+            if isinstance(getattr(svc, "peak_rss_kib", None), dict):
+                self.peak_rss_mb[tier] = {k: round(v / 1024, 1) for k, v in svc.peak_rss_kib.items()}
         for svc in reversed(list(self.services.values())):
-            for method in ("stop_all", "close"):
+            for method in ("close", "stop_all"):
                 if hasattr(svc, method):
                     try:
                         getattr(svc, method)()
@@ -126,11 +131,15 @@ def _load() -> None:
         importlib.import_module(mod)
 
 
-def run_faults(names: list[str] | None = None) -> list[FaultResult]:
+def run_faults(names: list[str] | None = None, env: FaultEnv | None = None) -> list[FaultResult]:
     """Run the named rows (default: all, grouped by tier), each to its end; a crash is a failed row."""
     _load()
+    unknown = sorted(set(names or []) - set(FAULTS))
+    if unknown:
+        msg = f"unknown fault(s) {unknown}: known are {sorted(FAULTS)} (python -m bench.faults --list)"
+        raise SystemExit(msg)
     chosen = [FAULTS[n] for n in names] if names else sorted(FAULTS.values(), key=lambda f: f.tier)
-    env = FaultEnv(Path(tempfile.mkdtemp(prefix="cosmodm-faults-")))
+    env = env or FaultEnv(Path(tempfile.mkdtemp(prefix="cosmodm-faults-")))
     results = []
     try:
         for f in chosen:
@@ -167,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         for f in FAULTS.values():
             print(f"{f.name}\t{f.tier}")
         return 0
-    results = run_faults(argv or None)
+    env = FaultEnv(Path(tempfile.mkdtemp(prefix="cosmodm-faults-")))
+    results = run_faults(argv or None, env)
     print(table(results))
-    print(json.dumps({"faults": [{k: v for k, v in asdict(r).items()} for r in results]}))
+    print(json.dumps({"faults": [asdict(r) for r in results], "peak_rss_mb": env.peak_rss_mb}))
     ok = all(r.survived and r.lost == 0 and r.duplicated == 0 for r in results)
     return 0 if ok else 1
