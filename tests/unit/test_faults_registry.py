@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import bench.faults as faults
+from bench import faults
 
 
 def test_rows_register_run_and_report(monkeypatch, capsys):
