@@ -98,9 +98,12 @@ def _count(af: Any, night: str, run_id: str, run_root: Path) -> tuple[int, int]:
     current = archive.find(survey="demo", night=night)
     every = archive.find(survey="demo", night=night, include_superseded=True)
     expnums = sorted({p["expnum"] for p in current if p["kind"] == "raw"})
-    expected = {("raw", e, None) for e in expnums} | {(k, e, c) for k in _KINDS for e in expnums for c in (1, 2, 3, 4)}
+    from cosmodm_ops.config import load_config
+
+    ccds = [c.ccdnum for c in load_config("demo", site="local").camera.ccds]  # decam-mini: 25, 26, 32, 33
+    expected = {("raw", e, None) for e in expnums} | {(k, e, c) for k in _KINDS for e in expnums for c in ccds}
     keys = Counter((p["kind"], p["expnum"], p.get("ccd") if p["kind"] != "raw" else None) for p in current)
-    lost = len(expected - set(keys)) + max(0, 2 - len(expnums)) * (1 + 4 * len(_KINDS))
+    lost = len(expected - set(keys)) + max(0, 2 - len(expnums)) * (1 + len(ccds) * len(_KINDS))
     duplicated = sum(n - 1 for n in keys.values() if n > 1) + (len(every) - len(current))
     # single-epoch jobs of this run that completed (exit 0) more than once for the same exposure
     from cosmodm_ops.batch.base import job_name_for
