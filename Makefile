@@ -12,7 +12,7 @@ OS_PKGS := source-extractor scamp psfex swarp libcfitsio-bin \
 OS_BINS := source-extractor scamp psfex SWarp fpack funpack /usr/sbin/sshd slurmctld slurmd slurmdbd munged mariadbd chromium
 PYTEST_ARGS ?=
 
-.PHONY: help setup os-deps venv test test-unit test-browser demo demo-campaign ui bench lint clean
+.PHONY: help setup os-deps venv test test-unit test-browser demo demo-campaign ui bench faults lint clean
 
 help:
 	@echo "make demo   - set up and run the main job on the embedded defaults"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make ui     - the Airflow UI with the survey pages on the demo's state (URL and login printed)"
 	@echo "make demo-campaign - after make demo: reprocess the demo night through Airflow's REST API + HITL"
+	@echo "make faults - inject failures into the real services mid-run; table + JSON line"
 
 setup: os-deps venv
 
@@ -67,6 +68,10 @@ demo-campaign: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Fault injection against the real processes (bench/faults: a registry of rows); a table and one JSON line
+faults: setup
+	flock /tmp/cosmodm-services.lock nice -n 10 $(PY) -m bench.faults
 
 lint: venv
 	$(VENV)/bin/ruff check cosmodm_ops dags plugins tests bench

@@ -15,6 +15,10 @@ and files everything in the archive with lineage.
   is *skipped* with a note naming the failed checks; asset events for the tiles touched).
 * **summary**: counts and the HTML QA report (filed in the archive), whatever happened.
 
+**Deadline**: the night's single-epoch products are due `survey.single_epoch_deadline_h` hours after
+00:00 UTC of the night's date (36 h = 12:00 UTC the next day); a run still going then has the miss
+recorded in the archive (`deadline_misses`) and logged by the triggerer.
+
 Trigger by hand with the form: night (YYYY-MM-DD), site, survey, version, force.
 """
 
@@ -26,6 +30,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param, task, task_group
 
 from cosmodm_ops.airflow import BatchJobOperator, TransferOperator
+from cosmodm_ops.airflow.deadlines import nightly_deadline
 
 SITE = os.environ.get("COSMODM_SITE", "local")
 #: Assets the nightly DAG updates: one per (tile, band), partitioned by extra; tile_coadd waits on it.
@@ -36,11 +41,12 @@ default_args = {"retries": 2, "retry_delay": pendulum.duration(minutes=2), "owne
 with DAG(
     dag_id="nightly_ingest",
     doc_md=__doc__,
-    schedule=os.environ.get("COSMODM_NIGHTLY_SCHEDULE", "0 14 * * *"),
+    schedule=os.environ.get("COSMODM_NIGHTLY_SCHEDULE", "0 14 * * *") or None,  # "": triggered runs only
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=os.environ.get("COSMODM_NIGHTLY_CATCHUP", "false").lower() == "true",
     max_active_runs=2,
     default_args=default_args,
+    deadline=nightly_deadline(),  # products due survey.single_epoch_deadline_h after the night's 00:00 UTC
     tags=["cosmodm", "nightly", "single-epoch"],
     params={
         "night": Param("", type="string", title="Night (YYYY-MM-DD)",
@@ -94,6 +100,7 @@ with DAG(
     def exposure(expnum: int, band: str, command: list[str], out: str, plan: dict):
         run = BatchJobOperator(
             task_id="single_epoch",
+            stage="single_epoch",
             site=SITE,
             command=command,
             job_label=expnum,

@@ -62,7 +62,7 @@ with DAG(
 
     @task_group(group_id="band")
     def band(band: str, command: list[str], out: str, plan: dict):
-        run = BatchJobOperator(task_id="coadd", site=SITE, command=command, job_label=band,
+        run = BatchJobOperator(task_id="coadd", site=SITE, stage="coadd", command=command, job_label=band,
                                map_index_template="{{ task.job_label }}")
 
         @task
@@ -98,5 +98,5 @@ with DAG(
     gates = band.partial(plan=p).expand_kwargs(band_jobs(p))
     command = calibration_job(p)
     gates >> command
-    calibrate = BatchJobOperator(task_id="calibrate", site=SITE, command=command)
+    calibrate = BatchJobOperator(task_id="calibrate", site=SITE, stage="calibrate", command=command)
     register_calibration(p, calibrate.output)

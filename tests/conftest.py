@@ -1,6 +1,6 @@
 """Test configuration: tiers by marker, service fixtures from tests/fixtures/.
 
-Markers: unit (no services), postgres, ssh, slurm, astromatic, airflow, browser, e2e.
+Markers: unit (no services), postgres, ssh, slurm, astromatic, airflow, celery, browser, e2e.
 A test file in tests/unit/ is marked ``unit`` automatically.
 """
 
@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.airflow",
     "tests.fixtures.ui",
+    "tests.fixtures.celery",
 ]
 
 
@@ -25,4 +26,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.unit)
 
 
-_SERVICE_MARKS = {"postgres", "ssh", "slurm", "astromatic", "airflow", "e2e", "browser"}
+_SERVICE_MARKS = {"postgres", "ssh", "slurm", "astromatic", "airflow", "celery", "e2e", "browser"}

@@ -10,10 +10,18 @@ failed, exit 3 (some CCDs failed)      success with ``partial=True``
 failed, exit 65 (bad input)            fail, no retry (AirflowFailException)
 cancelled                              fail, no retry
 failed (other codes, 75 = transient)   raise: Airflow retries
-timeout, node_fail, out_of_memory,     raise: Airflow retries, with resources scaled
-preempted                              by ``retry_scale ** (try_number - 1)``
+timeout, node_fail, preempted          raise: Airflow retries (walltime scaled by
+                                       ``retry_scale ** (try_number - 1)``)
+out of memory (see budget.py: state    raise with "out of memory" while the stage's budget
+OUT_OF_MEMORY, exit 71 under ulimit,   gives the next try more memory (memory x
+SIGKILL at MaxRSS >= 90% of the limit) ``retry_memory_factor``, up to ``max_memory_gb``);
+                                       at the cap: fail, no retry
 poll error (site unreachable)          raise: Airflow retries
 =====================================  ===========================================
+
+Resources come from ``site.batch.stages.<stage>`` (cores, memory_gb, walltime_min, retry_memory_factor,
+max_memory_gb), falling back to ``site.batch``; explicit operator arguments win. The task's Celery
+queue is the site's ``site.queue`` (read when the DAG is parsed) unless ``queue`` is given.
 """
 
 from __future__ import annotations
@@ -51,6 +59,16 @@ def _forwarded_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
 
+def _site_queue(site: str, kwargs: dict[str, Any]) -> None:
+    """Put the site's Celery queue (``site.queue``) into an operator's kwargs unless one is given."""
+    if "queue" not in kwargs:
+        from cosmodm_ops.config import site_queue
+
+        queue = site_queue(site)
+        if queue:
+            kwargs["queue"] = queue
+
+
 class BatchJobOperator(BaseOperator):
     """Run a command as a batch job at a site (Slurm, PBS, LoadLeveler, HTCondor or local), deferring.
 
@@ -66,13 +84,16 @@ class BatchJobOperator(BaseOperator):
     env : dict, optional
         Environment for the job (templated). Never put secrets here. ``$COSMODM_CONFIG_OVERRIDES`` of the
         worker is passed on unless given here.
+    stage : str, optional
+        Pipeline stage (``single_epoch``, ``coadd``, ``calibrate``): its budget ``site.batch.stages.<stage>``.
     retry_scale : float
-        Walltime and memory grow by this factor per retry (timeouts, OOM).
+        Walltime grows by this factor per retry (timeouts); memory follows the stage budget.
     job_label : str, optional
         Shown as the mapped task's label (``map_index_template="{{ task.job_label }}"``).
 
     With ``COSMODM_POOLS=1`` where the DAGs are parsed, the task runs in the site's pool ``cosmodm_<site>``
     (unless ``pool`` is given); the pool counts deferred tasks, so it caps the jobs every DAG has at the site.
+    The task goes to the site's Celery queue (``site.queue``) unless ``queue`` is given.
     """
 
     template_fields: Sequence[str] = ("command", "env", "job_label")
@@ -81,7 +102,8 @@ class BatchJobOperator(BaseOperator):
     def __init__(self, *, command: list[str], site: str = "local", cores: int | None = None,
                  memory_gb: float | None = None, walltime_min: int | None = None, partition: str | None = None,
                  env: dict[str, str] | None = None, retry_scale: float = 1.5, job_label: str | None = None,
-                 **kwargs: Any) -> None:
+                 stage: str | None = None, **kwargs: Any) -> None:
+        _site_queue(site, kwargs)
         if "pool" not in kwargs and os.environ.get("COSMODM_POOLS", "").lower() in {"1", "true", "yes"}:
             # the site's pool (`cosmodm config pools`; opt-in: Airflow never schedules a task whose pool is missing)
             from cosmodm_ops.batch.base import pool_name
@@ -97,6 +119,7 @@ class BatchJobOperator(BaseOperator):
         self.env = env or {}
         self.retry_scale = retry_scale
         self.job_label = job_label
+        self.stage = stage
 
     # -- lazy pieces (light constructor; nothing touches a site at parse time)
     def _site(self) -> Any:
@@ -104,23 +127,30 @@ class BatchJobOperator(BaseOperator):
 
         return site_config(self.site)
 
+    def try_resources(self, try_number: int) -> Any:
+        """Cores, memory and walltime of one try (:func:`cosmodm_ops.batch.budget.resources_for_try`)."""
+        from cosmodm_ops.batch.budget import resources_for_try
+
+        return resources_for_try(self._site().batch, self.stage, try_number, cores=self.cores,
+                                 memory_gb=self.memory_gb, walltime_min=self.walltime_min,
+                                 walltime_scale=self.retry_scale)
+
     def build_spec(self, context: Any) -> Any:
-        """The JobSpec of this try: name from DAG, run, task, map index and try; resources scaled on retry."""
+        """The JobSpec of this try: name from DAG, run, task, map index and try; resources from the stage budget."""
         from cosmodm_ops.batch.base import JobSpec, job_name_for
 
         cfg = self._site()
         ti = context["ti"]
         name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, getattr(ti, "map_index", -1))
-        scale = self.retry_scale ** max(0, ti.try_number - 1)
+        res = self.try_resources(ti.try_number)
         b = cfg.batch
         return JobSpec(
             name=name, command=[str(c) for c in self.command],
             workdir=str(_work_root(cfg) / "jobs"),
-            nodes=b.nodes, cores=self.cores or b.cores,
-            memory_gb=round((self.memory_gb or b.memory_gb) * scale, 2),
-            walltime_min=int((self.walltime_min or b.walltime_min) * scale),
+            nodes=b.nodes, cores=res.cores, memory_gb=res.memory_gb, walltime_min=res.walltime_min,
             partition=self.partition or b.partition, account=b.account, qos=b.qos,
             env=_forwarded_env() | dict(self.env), ramdisk=cfg.ramdisk.path,
+            memory_ulimit=b.memory_limit == "ulimit",
         )
 
     def execute(self, context: Any) -> None:
@@ -143,7 +173,8 @@ class BatchJobOperator(BaseOperator):
         self.log.info("submitted %s as %s job %s at site %s", spec.name, cfg.batch.system, job_id, self.site)
         context["ti"].xcom_push(key="batch_job", value={"job_id": job_id, "name": spec.name, "site": self.site,
                                                         "scheduler": cfg.batch.system, "workdir": spec.workdir,
-                                                        "array_size": spec.array_size})
+                                                        "array_size": spec.array_size,
+                                                        "memory_gb": spec.memory_gb})
         self.defer(trigger=self.trigger_for(cfg, job_id, spec), method_name="execute_complete")
 
     def trigger_for(self, cfg: Any, job_id: str, spec: Any) -> BatchJobTrigger:
@@ -178,6 +209,8 @@ class BatchJobOperator(BaseOperator):
             accounting["partial"] = code == EXIT_PARTIAL
             self.log.info("job %s done: %s", job, accounting)
             return accounting
+        from cosmodm_ops.batch.budget import memory_verdict
+
         where = f"job {job} at site {self.site}: {state}" + (f", exit code {code}" if code is not None else "")
         if event.get("message"):
             where += f": {event['message']}"
@@ -187,6 +220,16 @@ class BatchJobOperator(BaseOperator):
             raise AirflowFailException(msg)
         if state == "cancelled":
             raise AirflowFailException(f"{where} (cancelled: not retried)")
+        res = self.try_resources(context["ti"].try_number)
+        oom = memory_verdict(state, code, event.get("max_rss_mb"), res.memory_gb)
+        if oom:
+            if res.next_memory_gb <= res.memory_gb:
+                msg = (f"{where}: out of memory: {oom}; already at the stage's maximum of {res.max_memory_gb} GB "
+                       f"(not retried: raise site.batch.stages.{self.stage or '<stage>'}.max_memory_gb)"
+                       f"{self._diagnostics(context)}")
+                raise AirflowFailException(msg)
+            msg = f"{where}: out of memory: {oom} (retrying with {res.next_memory_gb} GB){self._diagnostics(context)}"
+            raise AirflowException(msg)
         msg = f"{where} (retrying){self._diagnostics(context)}"
         raise AirflowException(msg)
 
@@ -223,6 +266,7 @@ class TransferOperator(BaseOperator):
     ui_color = "#e8f2d9"
 
     def __init__(self, *, items: Any, site: str = "local", **kwargs: Any) -> None:
+        _site_queue(site, kwargs)
         super().__init__(**kwargs)
         self.items = items
         self.site = site

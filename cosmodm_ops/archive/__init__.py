@@ -14,12 +14,14 @@
 * :mod:`~cosmodm_ops.archive.objects`: object columns -> the ``objects`` table (COPY / INSERT);
 * :mod:`~cosmodm_ops.archive.verify`: files against their checksums (fetch, verify);
 * :mod:`~cosmodm_ops.archive.api`: :class:`Archive`, the facade the CLI and the Airflow layer use;
+* :mod:`~cosmodm_ops.archive.deadlines`: missed Deadline Alerts (``deadline_misses``);
 * :mod:`~cosmodm_ops.archive.cli`: ``cosmodm archive ...``.
 """
 
 from __future__ import annotations
 
 from cosmodm_ops.archive.api import Archive, StoredProduct, VerifyReport, read_qa_checks
+from cosmodm_ops.archive.deadlines import deadline_misses, record_deadline_miss
 from cosmodm_ops.archive.errors import ArchiveError, ArchiveInputError, ArchiveUnavailable, ProductNotFound
 from cosmodm_ops.archive.layout import relpath_for, tag_key
 from cosmodm_ops.archive.rows import ConeRow, Counts, LineageEdge, LineageGraph, ProductRow, QARow, StaleRow
@@ -39,7 +41,9 @@ __all__ = [
            "StaleRow",
            "StoredProduct",
            "VerifyReport",
+           "deadline_misses",
            "read_qa_checks",
+           "record_deadline_miss",
            "relpath_for",
            "tag_key",
 ]

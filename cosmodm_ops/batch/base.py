@@ -117,6 +117,11 @@ class JobSpec:
         ``<workdir>/.cosmodm/<name>.<index>.out`` / ``.err``. None = one ordinary job.
     array_max_parallel : int, optional
         At most this many elements run at once (Slurm ``%M``; emulated elsewhere). Needs ``array_size``.
+        RAM-disk parent; the script creates ``<ramdisk>/<name>`` and removes it on exit (trap).
+    memory_ulimit : bool
+        The script itself limits the command's virtual memory to ``memory_gb`` (``ulimit -v``) and exits
+        71 (:data:`cosmodm_ops.batch.budget.EXIT_OUT_OF_MEMORY`) when an allocation failed: for batch
+        systems that do not enforce memory (the local runner, Slurm without cgroups).
     """
 
     name: str
@@ -133,6 +138,7 @@ class JobSpec:
     ramdisk: str | None = None
     array_size: int | None = None
     array_max_parallel: int | None = None
+    memory_ulimit: bool = False
 
     def __post_init__(self) -> None:
         self._check_array()

@@ -44,6 +44,10 @@ LOG_DIR = ".cosmodm"
 _DIRECTIVE_SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=~-]+$")
 
 
+#: What an allocation failure prints (Python, C++, C/glibc, numpy): the job's stderr is searched for it.
+_OOM_PATTERN = "MemoryError|std::bad_alloc|Cannot allocate memory|[Oo]ut of memory|Unable to allocate"
+
+
 def log_dir(spec: JobSpec) -> str:
     """``<workdir>/.cosmodm``: where every scheduler writes the job's files (made at submit)."""
     return f"{spec.workdir.rstrip('/') or '/'}/{LOG_DIR}".replace("//", "/")
@@ -142,10 +146,20 @@ def render_body(spec: JobSpec, array_index: str | None = None) -> str:
             "trap 'rm -rf -- \"$COSMODM_RAMDISK\"' EXIT",
         ]
     command = shlex.join(_check_text("command", str(a)) for a in spec.command)
+    if spec.memory_ulimit:
+        lines.append(f"ulimit -v {memory_mb(spec.memory_gb) * 1024}  # KiB: the batch system does not enforce memory")
+    lines += ["set +e", command, "rc=$?"]
+    if spec.memory_ulimit:
+        from cosmodm_ops.batch.budget import EXIT_OUT_OF_MEMORY
+
+        err = shlex.quote(f"{LOG_DIR}/{spec.name}.err")  # the stderr of log_paths(), from the workdir
+        note = f"cosmodm: out of memory under the job's limit of {memory_mb(spec.memory_gb)} MiB (ulimit -v)"
+        lines += [
+            f'if [ "$rc" -ne 0 ] && grep -qsE {shlex.quote(_OOM_PATTERN)} -- {err}; then',
+            f"  echo {shlex.quote(note)} >&2; rc={EXIT_OUT_OF_MEMORY}",
+            "fi",
+        ]
     lines += [
-        "set +e",
-        command,
-        "rc=$?",
         'if [ "$rc" -ne 0 ]; then echo "cosmodm: command exited with code $rc" >&2; fi',
         'exit "$rc"',
     ]

@@ -11,6 +11,7 @@ from cosmodm_ops.config.loader import (
     load_yaml,
     real_data_root,
     resolve_data_path,
+    site_queue,
 )
 from cosmodm_ops.config.schema import CameraConfig, Config, QAConfig, SiteConfig, SurveyConfig
 
@@ -28,4 +29,5 @@ __all__ = [
     "load_yaml",
     "real_data_root",
     "resolve_data_path",
+    "site_queue",
 ]

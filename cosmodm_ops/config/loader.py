@@ -29,6 +29,7 @@ __all__ = [
     "load_yaml",
     "real_data_root",
     "resolve_data_path",
+    "site_queue",
 ]
 
 _PKG_ROOT = Path(__file__).resolve().parents[2]
@@ -242,3 +243,26 @@ def config_hash(config: Config) -> str:
     """sha256 of the canonical JSON of a config (recorded in manifests and lineage)."""
     text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def site_queue(site: str, directory: Path | None = None) -> str | None:
+    """``site.queue`` of one site (its YAML, then ``$COSMODM_CONFIG_OVERRIDES``), without a full merge.
+
+    The one config value a DAG needs when it is parsed (an operator's Celery ``queue``): a small local
+    file read, no network and no database. A missing or unreadable site file gives None (the default
+    queue) so that a DAG still parses; the task itself then fails on the full config, naming the file.
+    """
+    root = directory or config_dir()
+    try:
+        validate_token("site", site)
+        data = load_yaml(root / "sites" / f"{site}.yaml")
+    except (ConfigError, TagError):
+        data = {}
+    queue = (data.get("site") or {}).get("queue")
+    try:
+        over = _env_overrides().get("site") or {}
+    except ConfigError:
+        over = {}
+    if isinstance(over, dict) and "queue" in over:
+        queue = over["queue"]
+    return queue if isinstance(queue, str) and queue else None

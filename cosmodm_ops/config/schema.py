@@ -27,6 +27,7 @@ __all__ = [
     "RamDiskConfig",
     "SingleEpochConfig",
     "SiteConfig",
+    "StageBudget",
     "SurveyConfig",
     "TransferConfig",
 ]
@@ -131,6 +132,12 @@ class SurveyConfig(_Strict):
         default_factory=dict, description="Photometric zeropoint for a 1 s exposure per band (mag for 1 e-/s)."
     )
     exptime: float = Field(gt=0, default=90.0, description="Nominal exposure time in seconds.")
+    single_epoch_deadline_h: float | None = Field(
+        default=36.0, gt=0,
+        description=("Deadline Alert of nightly_ingest: the night's single-epoch products are due this many hours "
+                     "after 00:00 UTC of the night's date (36 = 12:00 UTC the next day); a run still going then "
+                     "records a deadline_miss row in the archive. None: no deadline."),
+    )
 
 
 class RamDiskConfig(_Strict):
@@ -139,6 +146,25 @@ class RamDiskConfig(_Strict):
     path: str = Field(default="/dev/shm/cosmodm", description="Parent folder; each job gets <path>/<job>.")
     max_fraction: float = Field(
         gt=0, le=1, default=0.5, description="Refuse to stage when the filesystem would be fuller than this."
+    )
+
+
+class StageBudget(_Strict):
+    """Resources of one pipeline stage's batch jobs at a site (``site.batch.stages.<stage>``).
+
+    Unset fields fall back to the site's ``batch`` defaults. A job killed for memory is retried
+    with ``memory_gb x retry_memory_factor ** (try - 1)``, capped at ``max_memory_gb``; once a try
+    has run at the cap, an out-of-memory end fails the task without another retry.
+    """
+
+    cores: int | None = Field(default=None, ge=1, description="Cores per job (None: batch.cores).")
+    memory_gb: float | None = Field(default=None, gt=0, description="Memory per job in GB (None: batch.memory_gb).")
+    walltime_min: int | None = Field(default=None, ge=1, description="Walltime per job in minutes (None: batch.walltime_min).")
+    retry_memory_factor: float = Field(
+        default=1.5, ge=1.0, description="Memory grows by this factor per retry (1: retries keep the memory)."
+    )
+    max_memory_gb: float | None = Field(
+        default=None, gt=0, description="Cap of the retry memory in GB (None: 4 x memory_gb)."
     )
 
 
@@ -158,6 +184,15 @@ class BatchConfig(_Strict):
     max_concurrent: int = Field(default=4, ge=1, description="Slots of the Airflow pool cosmodm_<site> (cosmodm config pools; COSMODM_POOLS=1).")
     poll_interval_s: float = Field(default=10.0, gt=0, description="Seconds between state polls.")
     python: str = Field(default="cosmodm", description="Command that runs the CLI on the compute node.")
+    stages: dict[str, StageBudget] = Field(
+        default_factory=dict,
+        description="Per-stage budgets by stage name (single_epoch, coadd, calibrate); see StageBudget.",
+    )
+    memory_limit: Literal["scheduler", "ulimit"] = Field(
+        default="scheduler",
+        description=("Who enforces the job's memory: 'scheduler' (Slurm cgroups, PBS, HTCondor) or 'ulimit' (the job "
+                     "script sets ulimit -v to memory_gb: the local runner, or Slurm without cgroups)."),
+    )
 
 
 class TransferConfig(_Strict):
@@ -186,6 +221,11 @@ class SiteConfig(_Strict):
     name: str = Field(description="Site name.")
     ssh_conn_id: str | None = Field(
         default=None, description="Airflow SSH connection id (host, key, host key); None = run locally."
+    )
+    queue: str | None = Field(
+        default=None,
+        description=("Airflow (Celery) queue of the site's batch and transfer tasks, so they run on workers that can "
+                     "reach the site (`airflow celery worker --queues <queue>`); None = Airflow's default queue."),
     )
     verify_host_key: bool = Field(default=True, description="Verify the SSH host key (turning off warns).")
     batch: BatchConfig = Field(default_factory=BatchConfig, description="Batch system settings.")

@@ -168,3 +168,46 @@ def test_poller_reports_transport_errors_after_bounded_retries():
     event = asyncio.run(main())
     assert event.payload["state"] == "error" and "ConnectionError" in event.payload["message"]
     assert len(sched.calls) == 3
+
+
+_BUDGET = ('{"site": {"queue": "site_q", "batch": {"memory_limit": "ulimit", "stages": {"single_epoch": '
+           '{"cores": 3, "memory_gb": 1, "walltime_min": 7, "retry_memory_factor": 2, "max_memory_gb": 2}}}}}')
+
+
+def test_stage_budget_reaches_the_jobspec_and_the_queue(monkeypatch):
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", _BUDGET)
+    op = BatchJobOperator(task_id="single_epoch", command=["true"], site="local", stage="single_epoch")
+    assert op.queue == "site_q"
+    ctx = _ctx()
+    first = op.build_spec(ctx)
+    assert (first.cores, first.memory_gb, first.walltime_min, first.memory_ulimit) == (3, 1.0, 7, True)
+    ctx["ti"].try_number = 2
+    assert op.build_spec(ctx).memory_gb == 2.0
+    ctx["ti"].try_number = 3
+    assert op.build_spec(ctx).memory_gb == 2.0  # capped at max_memory_gb
+    assert BatchJobOperator(task_id="t", command=["true"], site="local", queue="mine").queue == "mine"
+    monkeypatch.delenv("COSMODM_CONFIG_OVERRIDES")
+    assert BatchJobOperator(task_id="t", command=["true"], site="local").queue == "default"
+
+
+@pytest.mark.parametrize("event", [_event("failed", 71), _event("out_of_memory"),
+                                   {**_event("failed", 137), "max_rss_mb": 1000.0}])
+def test_memory_kill_retries_with_more_memory_then_stops_at_the_cap(monkeypatch, event):
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", _BUDGET)
+    op = BatchJobOperator(task_id="single_epoch", command=["true"], site="local", stage="single_epoch")
+    ctx = _ctx()
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(ctx, event)
+    assert not isinstance(err.value, AirflowFailException)
+    assert "out of memory" in str(err.value) and "retrying with 2.0 GB" in str(err.value)
+    ctx["ti"].try_number = 2  # this try ran at the cap (2 GB): another one would die the same way
+    with pytest.raises(AirflowFailException, match="maximum of 2.0 GB"):
+        op.execute_complete(ctx, {**event, "max_rss_mb": 2 * event["max_rss_mb"]})
+
+
+def test_sigkill_far_below_the_limit_is_not_a_memory_kill(monkeypatch):
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", _BUDGET)
+    op = BatchJobOperator(task_id="single_epoch", command=["true"], site="local", stage="single_epoch")
+    with pytest.raises(AirflowException) as err:
+        op.execute_complete(_ctx(), {**_event("failed", 137), "max_rss_mb": 50.0})
+    assert "out of memory" not in str(err.value) and "retrying" in str(err.value)

@@ -225,3 +225,28 @@ def _alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_memory_limit_by_the_job_script_is_reported_as_out_of_memory(env):
+    """memory_ulimit: a job allocating past its memory ends with exit 71, read as a memory kill; one under it runs."""
+    from cosmodm_ops.batch.budget import EXIT_OUT_OF_MEMORY, memory_verdict
+
+    sched, runner, spec, tmp = env
+    # touch 150 MiB page by page (RSS grows), then ask for 600 MiB more: over the 0.5 GB limit
+    hungry = ("b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+              "c = bytearray(600 * 2**20); print('not reached')")
+    job = sched.submit(runner, spec("oom.t1", ["python3", "-c", hungry], memory_gb=0.5, memory_ulimit=True))
+    st = wait_final(sched, runner, job)
+    assert (st.state, st.exit_code) == (JobState.FAILED, EXIT_OUT_OF_MEMORY), st
+    err = (tmp / "work" / ".cosmodm" / "oom.t1.err").read_text()
+    assert "MemoryError" in err and "out of memory under the job's limit of 512 MiB" in err
+    verdict = memory_verdict(st.state.value, st.exit_code, st.max_rss_mb, 0.5)
+    assert verdict and "ulimit -v 512" in verdict
+    if Path("/usr/bin/time").exists():  # MaxRSS: the 150 MiB touched, below the limit
+        assert 150 <= st.max_rss_mb < 512, st.max_rss_mb
+    # the retry with the doubled memory (the operator's next JobSpec) succeeds
+    job2 = sched.submit(runner, spec("oom.t2", ["python3", "-c", hungry.replace("; print('not reached')", "")],
+                                     memory_gb=1.0, memory_ulimit=True))
+    st2 = wait_final(sched, runner, job2)
+    assert (st2.state, st2.exit_code) == (JobState.COMPLETED, 0), (tmp / "work" / ".cosmodm" / "oom.t2.err").read_text()
+    assert memory_verdict(st2.state.value, st2.exit_code, st2.max_rss_mb, 1.0) is None
