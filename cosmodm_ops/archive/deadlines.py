@@ -59,9 +59,11 @@ def record_deadline_miss(archive: Any, *, dag_id: str, run_id: str, due_at: dt.d
     row = {"dag_id": dag_id, "run_id": run_id, "survey": survey, "night": night, "site": site,
            "due_at": _iso(due_at), "recorded_at": _iso(now or dt.datetime.now(dt.UTC)), "run_state": run_state,
            "deadline_id": deadline_id}
-    stmt = archive._insert(deadline_misses_table).values(**row).on_conflict_do_nothing(
-        index_elements=["dag_id", "run_id", "due_at"])
+    from cosmodm_ops.archive.db import insert_stmt
+
     with archive._tx() as conn:
+        stmt = insert_stmt(conn, deadline_misses_table).values(**row).on_conflict_do_nothing(
+            index_elements=["dag_id", "run_id", "due_at"])
         return conn.execute(stmt).rowcount == 1
 
 
