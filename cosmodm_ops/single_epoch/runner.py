@@ -176,15 +176,19 @@ def run_exposure(
     # QA
     qa_doc = qa_document(sorted(out.units), out.values, carried_qa, out.failed, astrom_reason, info, cfg)
     qa_path = write_qa_json(outdir, qa_doc)
-    out.products = [p for p in out.products if p.kind not in ("qa", "thumbnail")]
-    out.products.append(product(qa_path, outdir, "qa", product_tags(cfg, info, "qa", None)))
-    # the survey pages' focal-plane preview (a small PNG, so a page never reads the exposure)
-    thumb = exposure_thumbnail(outdir, out.products, cfg.camera, product_tags(cfg, info, "thumbnail", None))
-    out.products += [thumb] if thumb else []
+    _add_exposure_products(out, qa_path, outdir, cfg, info)
 
     # manifest
     _write_manifest(acc, cfg=cfg, xin=xin, out=out, outdir=outdir, chash=chash, ramdisk_bytes=ramdisk_bytes)
     return 3 if out.n_failed else 0
+
+
+def _add_exposure_products(out: CcdOutcomes, qa_path: Path, outdir: Path, cfg: Config, info: Any) -> None:
+    """The exposure-level products: ``qa.json`` and the survey pages' focal-plane preview (a small PNG)."""
+    out.products = [p for p in out.products if p.kind not in ("qa", "thumbnail")]
+    out.products.append(product(qa_path, outdir, "qa", product_tags(cfg, info, "qa", None)))
+    thumb = exposure_thumbnail(outdir, out.products, cfg.camera, product_tags(cfg, info, "thumbnail", None))
+    out.products += [thumb] if thumb else []
 
 
 def _write_manifest(acc: _Accounts, *, cfg: Config, xin: ExposureInputs, out: CcdOutcomes, outdir: Path,
