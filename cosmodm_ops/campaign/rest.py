@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AirflowAPIError", "AirflowREST"]
+__all__ = ["HITL_SETTLE_S", "AirflowAPIError", "AirflowREST"]
+
+#: Seconds a HITL step must have been waiting before a script answers it (see AirflowREST.answer_hitl).
+HITL_SETTLE_S = 5.0
 
 
 class AirflowAPIError(RuntimeError):
@@ -104,7 +108,26 @@ class AirflowREST:
 
     def answer_hitl(self, dag_id: str, run_id: str, task_id: str, options: list[str],
                     params_input: dict[str, Any] | None = None, map_index: int = -1) -> dict[str, Any]:
-        """``PATCH .../taskInstances/{task_id}/{map_index}/hitlDetails``: choose options (and params)."""
+        """``PATCH .../taskInstances/{task_id}/{map_index}/hitlDetails``: choose options (and params).
+
+        Waits until the step's task instance has been waiting (deferred) for ``HITL_SETTLE_S``: Airflow 3.3.2
+        resumes a deferred task before its scheduler has handled the executor event of the run that deferred
+        it when an answer comes within about a second, then marks the resumed task ``up_for_retry`` ("finished
+        with state success, but the task instance's state attribute is queued") and the retry asks again. A
+        person never answers that fast; a script must not either.
+        """
+        self._wait_deferred(dag_id, run_id, task_id, map_index)
         return self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/"
                                       f"{map_index}/hitlDetails",
                              {"chosen_options": options, "params_input": params_input or {}})
+
+    def _wait_deferred(self, dag_id: str, run_id: str, task_id: str, map_index: int, timeout: float = 60.0) -> None:
+        """Block until the task instance is deferred (awaiting input), then ``HITL_SETTLE_S`` more."""
+        suffix = f"/{map_index}" if map_index >= 0 else ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ti = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}{suffix}")
+            if ti.get("state") in ("deferred", "awaiting_input"):
+                break
+            time.sleep(0.5)
+        time.sleep(HITL_SETTLE_S)

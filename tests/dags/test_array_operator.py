@@ -169,6 +169,9 @@ def test_trigger_resumes_after_a_triggerer_restart(local_site):
                                                                         ("completed", 0)]
 
 
+# the killed trigger's asyncio subprocess transport is collected after its loop closed (an asyncio
+# quirk at interpreter level, not a leak of ours: the array's cancel is asserted below)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_on_kill_cancels_the_array(local_site):
     op = ArrayJobOperator(task_id="chunk", command=["sleep", "60"], array_size=3, array_max_parallel=1, site="local")
     ctx, pushed = _context("chunk")

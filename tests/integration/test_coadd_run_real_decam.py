@@ -163,7 +163,7 @@ def test_manifest_checksums_match_files(world: dict):
 
     m = read_manifest(world["out"] / "manifest.json")
     assert sorted(p.kind for p in m.products) == ["coadd", "coadd_homog", "coadd_homog_weight", "coadd_weight",
-                                                  "qa", "report"]
+                                                  "qa", "report", "thumbnail"]
     for p in m.products:
         path = world["out"] / p.path
         assert file_sha256(path) == p.sha256 and path.stat().st_size == p.size
@@ -246,7 +246,7 @@ def test_homogenized_coadd_has_the_target_psf(world: dict):
 def test_registered_coadd_links_to_its_inputs(world: dict):
     archive = world["archive"]
     ids = archive.register_manifest(world["out"] / "manifest.json")
-    assert len(ids) == 6
+    assert len(ids) == 7  # six products and the survey pages' thumbnail
     (coadd,) = archive.find(survey="des", tile=TILE, band="z", kind="coadd", version="v1")
     (homog,) = archive.find(survey="des", tile=TILE, band="z", kind="coadd_homog", version="v1")
     up = archive.lineage(coadd["id"], direction="up", depth=1)
@@ -260,7 +260,7 @@ def test_registered_coadd_links_to_its_inputs(world: dict):
     (img,) = archive.find(survey="des", expnum=900002, kind="image")
     down = archive.lineage(img["id"], direction="down", depth=1)
     made = {down["products"][e["product_id"]]["kind"] for e in down["edges"]}
-    assert made == {"coadd", "coadd_weight", "coadd_homog", "coadd_homog_weight", "qa", "report"}
+    assert made == {"coadd", "coadd_weight", "coadd_homog", "coadd_homog_weight", "qa", "report", "thumbnail"}
     rows = archive.qa_results(tile=TILE, check_name="repeatability_mmag")
     assert rows and rows[0]["verdict"] == "pass"
     # nothing of the quarantined exposure
@@ -287,7 +287,7 @@ def test_the_tile_workflow_files_and_gates_the_band(world: dict, monkeypatch: py
 
     plan = asdict(TilePlan(tile=TILE, bands=["z"], survey="des", site="local", version="v1"))
     registered = register_band(plan, "z", str(world["out"]), {"dag_id": "tile_coadd", "run_id": "r1"})
-    assert registered["products"] == 6
+    assert registered["products"] == 7
     verdict = gate_band(plan, "z", registered)
     assert verdict["accepted"] and verdict["reasons"] == []
     assert verdict["summary"]["n_used"] == 3 and verdict["summary"]["band"] == "z"

@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_manifest_lists_every_product_with_checksums(run_dir: Path):
     m = read_manifest(run_dir / "run" / "manifest.json")
     kinds = sorted(p.kind for p in m.products)
-    assert kinds == ["catalog", "image", "mask", "psf", "qa", "weight"]
+    assert kinds == ["catalog", "image", "mask", "psf", "qa", "thumbnail", "weight"]
     for p in m.products:
         path = run_dir / "run" / p.path
         assert file_sha256(path) == p.sha256 and path.stat().st_size == p.size
