@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import TriggerEvent
 
 from cosmodm_ops.airflow.operators import BatchJobOperator
-from cosmodm_ops.airflow.triggers import BatchJobTrigger
+from cosmodm_ops.airflow.triggers import BatchJobTrigger, poll_error_event
 
 __all__ = ["OUTCOME_KEYS", "ArrayJobOperator", "ArrayJobTrigger", "outcome"]
 
@@ -81,9 +81,7 @@ class ArrayJobTrigger(BatchJobTrigger):
             while len(final) < len(ids):
                 item = await queue.get()
                 if isinstance(item, Exception):
-                    yield TriggerEvent({"job_id": self.job_id, "state": "error",
-                                        "message": f"cannot poll {self.scheduler} at site {self.site}: "
-                                                   f"{type(item).__name__}: {item}"})
+                    yield poll_error_event(self.job_id, self.scheduler, self.site, item)
                     return
                 if item.job_id in index and item.job_id not in final and item.state.terminal:
                     final[item.job_id] = item

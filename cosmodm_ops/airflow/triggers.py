@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-__all__ = ["BatchJobTrigger", "SitePoller", "TransferTrigger"]
+__all__ = ["BatchJobTrigger", "SitePoller", "TransferTrigger", "poll_error_event"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,12 @@ class SitePoller:
             await asyncio.sleep(self.interval)
 
 
+def poll_error_event(job_id: str, scheduler: str, site: str, err: Exception) -> TriggerEvent:
+    """The event a job's trigger yields when its site's poller gave up (the operator raises: Airflow retries)."""
+    return TriggerEvent({"job_id": job_id, "state": "error",
+                         "message": f"cannot poll {scheduler} at site {site}: {type(err).__name__}: {err}"})
+
+
 class BatchJobTrigger(BaseTrigger):
     """Fires when a batch job reaches a final state.
 
@@ -169,9 +175,7 @@ class BatchJobTrigger(BaseTrigger):
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):
-                    yield TriggerEvent({"job_id": self.job_id, "state": "error",
-                                        "message": f"cannot poll {self.scheduler} at site {self.site}: "
-                                                   f"{type(item).__name__}: {item}"})
+                    yield poll_error_event(self.job_id, self.scheduler, self.site, item)
                     return
                 if item.state.terminal:
                     event = asdict(item)

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HITL_SETTLE_S", "AirflowAPIError", "AirflowREST"]
+__all__ = ["HITL_SETTLE_S", "AirflowAPIError", "AirflowREST", "get_token"]
 
 #: Seconds a HITL step must have been waiting before a script answers it (see AirflowREST.answer_hitl).
 HITL_SETTLE_S = 5.0
@@ -28,6 +28,12 @@ HITL_SETTLE_S = 5.0
 
 class AirflowAPIError(RuntimeError):
     """The Airflow API could not be reached or refused a call (message: URL, status, detail)."""
+
+
+def get_token(url: str, user: str, password: str, timeout: float = 30) -> str:
+    """A JWT from the api-server's ``POST /auth/token`` (the simple auth manager's and FAB's login)."""
+    return AirflowREST(url)._request("POST", "/auth/token", {"username": user, "password": password},
+                                     auth=False, timeout=timeout)["access_token"]
 
 
 @dataclass
@@ -63,14 +69,14 @@ class AirflowREST:
                "or AIRFLOW_CONN_COSMODM_AIRFLOW_API, or use --local")
         raise AirflowAPIError(msg)
 
-    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True, timeout: float = 30) -> Any:
         headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self._token()}"
         req = urllib.request.Request(f"{self.url}{path}", method=method, headers=headers,
                                      data=json.dumps(body).encode() if body is not None else None)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")[:500]
@@ -85,8 +91,7 @@ class AirflowREST:
             if not (self.user and self.password):
                 msg = "Airflow API: no token and no user/password to get one"
                 raise AirflowAPIError(msg)
-            self.token = self._request("POST", "/auth/token", {"username": self.user, "password": self.password},
-                                       auth=False)["access_token"]
+            self.token = get_token(self.url, self.user, self.password)
         return self.token
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:

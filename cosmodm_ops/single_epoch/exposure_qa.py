@@ -6,13 +6,13 @@ atomically. The verdicts come from :mod:`cosmodm_ops.qa.checks`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cosmodm_ops.common import jsonable as _jsonable
+from cosmodm_ops.common import write_json
 from cosmodm_ops.config import Config
 from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_summary
 from cosmodm_ops.single_epoch.inputs import ExposureInfo
@@ -74,8 +74,4 @@ def qa_document(ccds: list[int], values: Mapping[int, dict[str, Any]], carried: 
 
 def write_qa_json(outdir: str | os.PathLike[str], doc: dict[str, Any]) -> Path:
     """Write ``outdir/qa.json`` atomically (a temporary file, then a rename); returns its path."""
-    qa_path = Path(outdir) / "qa.json"
-    tmp = qa_path.with_name(".qa.json.part")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, qa_path)
-    return qa_path
+    return write_json(Path(outdir) / "qa.json", doc)

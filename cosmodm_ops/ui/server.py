@@ -106,9 +106,7 @@ def start_api_server(home: str | Path, *, db: str, root: str, port: int | None =
 
 
 def token(url: str, user: str, password: str) -> str:
-    """A JWT from ``POST /auth/token``."""
-    req = urllib.request.Request(f"{url}/auth/token", method="POST",
-                                 data=json.dumps({"username": user, "password": password}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())["access_token"]
+    """A JWT from ``POST /auth/token`` (:func:`cosmodm_ops.campaign.rest.get_token`)."""
+    from cosmodm_ops.campaign.rest import get_token
+
+    return get_token(url, user, password)
