@@ -98,6 +98,11 @@ class Archive:
         """Store one file under its tags (no lineage). Same tags and checksum: a no-op."""
         return storage.store_file(self._db, self.root, src, tags, sha256=sha256)
 
+    def supersede_by_unit(self, replaces: Sequence[int], new_ids: Sequence[int], keep_version: str) -> int:
+        """Products of ``replaces`` at another version than ``keep_version`` superseded by the new product of
+        the same unit (:func:`~cosmodm_ops.archive.storage.supersede_by_unit`); returns how many."""
+        return storage.supersede_by_unit(self._db, replaces, new_ids, keep_version)
+
     def register_raw(self, path: str | os.PathLike[str], tags: Tags | dict[str, Any], *,
                      sha256: str | None = None, header: dict[str, Any] | None = None) -> int:
         """File a raw exposure and upsert its ``exposures`` row; returns the product id.

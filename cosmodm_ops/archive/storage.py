@@ -27,7 +27,7 @@ from cosmodm_ops.archive.layout import relpath_for, resolve_under, tag_key
 from cosmodm_ops.archive.store import fsync_dir, place_file, sha256_file
 from cosmodm_ops.model import TagError, Tags
 
-__all__ = ["Item", "StoredProduct", "make_item", "store_file", "store_items"]
+__all__ = ["Item", "StoredProduct", "make_item", "store_file", "store_items", "supersede_by_unit"]
 
 _TAG_COLUMNS = ("survey", "camera", "stage", "version", "kind", "night", "expnum", "ccd", "band", "tile")
 
@@ -168,3 +168,24 @@ def store_file(db: Database, root: Path, src: str | os.PathLike[str], tags: Tags
     item = make_item(tags, src, sha256)
     with db.transaction() as conn:
         return store_items(conn, root, [item], None)[0]
+
+
+def supersede_by_unit(db: Database, replaces: Sequence[int], new_ids: Sequence[int], keep_version: str) -> int:
+    """Mark current products of ``replaces`` whose version is not ``keep_version`` superseded by the product of
+    ``new_ids`` for the same unit (kind, night, expnum, ccd, band, tile); returns how many were marked.
+
+    A new revision under the same tags supersedes its predecessor as it is stored; a product filed under a
+    new pipeline version has other tags, so a reprocessing campaign closes the old version's rows here.
+    """
+    p = S.products
+    unit = (p.c.kind, p.c.night, p.c.expnum, p.c.ccd, p.c.band, p.c.tile)
+    with db.transaction() as conn:
+        new = {tuple(r[1:]): int(r[0]) for r in conn.execute(sa.select(p.c.id, *unit).where(p.c.id.in_(new_ids)))}
+        n = 0
+        for r in conn.execute(sa.select(p.c.id, *unit).where(p.c.id.in_(replaces), p.c.state == "current",
+                                                             p.c.version != keep_version)).all():
+            by = new.get(tuple(r[1:]))
+            if by is not None:
+                conn.execute(sa.update(p).where(p.c.id == int(r[0])).values(state="superseded", superseded_by=by))
+                n += 1
+    return n

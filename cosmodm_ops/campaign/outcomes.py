@@ -4,7 +4,7 @@
   (:meth:`Archive.register_manifest`) with run details naming the campaign (``job_name``
   ``campaign-<id>/<item key>``, ``dag_id`` ``reprocess_campaign``); same version tag: the archive's
   revision logic supersedes the replaced product; another version: the item's earlier products
-  of the same kind and unit are marked superseded by the new ones (one UPDATE on ``products``).
+  of the same kind and unit are marked superseded by the new ones (``Archive.supersede_by_unit``).
 * exit 65 (bad input): failed at once, no retry; anything else: retried while ``attempts <=
   max_retries`` (the item goes back to ``planned``), then failed with the end of its log.
 * QA: each done item's ``qa.json`` checks are compared with their thresholds; a value within
@@ -57,22 +57,6 @@ def qa_verdict(out: str | Path, borderline: float) -> tuple[str, list[str]]:
     return verdict, reasons
 
 
-def _supersede_across_versions(store: CampaignStore, replaces: list[int], new_ids: list[int], target: str) -> int:
-    """Mark the item's earlier products of another version superseded by the new product of the same unit."""
-    p = S.products
-    unit = (p.c.kind, p.c.night, p.c.expnum, p.c.ccd, p.c.band, p.c.tile)
-    with store.tx() as conn:
-        new = {tuple(r[1:]): int(r[0]) for r in conn.execute(sa.select(p.c.id, *unit).where(p.c.id.in_(new_ids)))}
-        n = 0
-        for r in conn.execute(sa.select(p.c.id, *unit).where(p.c.id.in_(replaces), p.c.state == "current",
-                                                             p.c.version != target)).all():
-            by = new.get(tuple(r[1:]))
-            if by is not None:
-                conn.execute(sa.update(p).where(p.c.id == int(r[0])).values(state="superseded", superseded_by=by))
-                n += 1
-    return n
-
-
 def register_item(store: CampaignStore, camp: dict[str, Any], item: dict[str, Any], out: str,
                   run_info: dict[str, Any]) -> dict[str, Any]:
     """Register one done item's manifest; return the columns to store on its row."""
@@ -80,7 +64,7 @@ def register_item(store: CampaignStore, camp: dict[str, Any], item: dict[str, An
     manifest = Path(out) / "manifest.json"
     ids = archive.register_manifest(manifest, run_info)
     replaces = [int(x) for x in item["spec"].get("replaces") or []]
-    crossed = _supersede_across_versions(store, replaces, ids, camp["target_version"]) if replaces else 0
+    crossed = archive.supersede_by_unit(replaces, ids, camp["target_version"]) if replaces else 0
     superseded = crossed
     if replaces:
         p = S.products
