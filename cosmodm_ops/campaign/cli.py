@@ -7,7 +7,7 @@
     cosmodm campaign submit ... [--local | (Airflow REST API: $COSMODM_AIRFLOW_URL + credentials)] [--queue]
     cosmodm campaign list ; cosmodm campaign show ID [--watch]
     cosmodm campaign cancel ID ; cosmodm campaign resume ID [--local] ; cosmodm campaign retry-failed ID [--local]
-    cosmodm campaign decide ID ITEM_KEY accept|quarantine|rerun --who NAME
+    cosmodm campaign decide ID ITEM_KEY accept|quarantine|rerun --who NAME [--override KEY=VALUE]
 
 ``--json`` on every command. Exit codes: 0 done; 65 bad input (nothing was created);
 75 the archive database or the Airflow API is unreachable (retry).
@@ -57,7 +57,8 @@ def _selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _params(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--overrides JSON`` then each ``--override KEY=VALUE`` (VALUE is JSON, else a string)."""
     from cosmodm_ops.campaign import CampaignInputError
 
     overrides: dict[str, Any] = {}
@@ -76,6 +77,11 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
+    return overrides
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = _overrides(args)
     names = ("name", "description", "survey", "stage", "target_version", "site", "nights", "night_from",
              "night_to", "expnums", "bands", "tiles", "box", "tiling", "qa", "stale", "stale_from", "from_version",
              "from_config_hash", "priority", "chunk_size", "max_parallel", "max_retries", "qa_borderline",
@@ -229,7 +235,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     from cosmodm_ops.campaign import adjudicate
     from cosmodm_ops.workflows.campaign import store_for
 
-    row = adjudicate(store_for(args.survey, args.site), args.id, args.key, args.decision, args.who)
+    row = adjudicate(store_for(args.survey, args.site), args.id, args.key, args.decision, args.who,
+                     _overrides(args) or None)
     _print(args, {k: row.get(k) for k in ("item_key", "state", "decision", "decided_by", "decided_at")})
     return EXIT_OK
 
@@ -277,4 +284,7 @@ def register(sub: Any) -> None:
     dec.add_argument("key")
     dec.add_argument("decision", choices=("accept", "quarantine", "rerun"))
     dec.add_argument("--who", required=True)
+    dec.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                     help="rerun only: config override for this item's next run (JSON or a string), repeatable")
+    dec.add_argument("--overrides", default=None, help="rerun only: config overrides as one JSON mapping")
     dec.set_defaults(func=_guard(cmd_decide))

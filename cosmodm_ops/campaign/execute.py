@@ -98,7 +98,10 @@ def write_chunk_file(camp: dict[str, Any], items: Sequence[dict[str, Any]], cfg:
     elements = []
     for index, item in enumerate(items):
         argv, out = item_command(camp, item, cfg, work)
-        elements.append({"index": index, "key": item["item_key"], "argv": argv, "out": out})
+        element = {"index": index, "key": item["item_key"], "argv": argv, "out": out}
+        if item["spec"].get("override"):  # an operator's "rerun with an override" (adjudication)
+            element["overrides"] = item["spec"]["override"]
+        elements.append(element)
     doc = {"campaign": camp["id"], "chunk": chunk, "overrides": camp["params"].get("overrides") or {},
            "elements": elements}
     path = work / f"chunk-{chunk:05d}.json"
@@ -108,10 +111,9 @@ def write_chunk_file(camp: dict[str, Any], items: Sequence[dict[str, Any]], cfg:
     return path
 
 
-def _merged_overrides(extra: dict[str, Any]) -> str:
+def _merged_overrides(*layers: dict[str, Any]) -> str:
+    """``$COSMODM_CONFIG_OVERRIDES`` with each layer merged on top, in order (later wins)."""
     from cosmodm_ops.config.loader import OVERRIDES_ENV
-
-    base = json.loads(os.environ.get(OVERRIDES_ENV) or "{}")
 
     def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)
@@ -119,14 +121,18 @@ def _merged_overrides(extra: dict[str, Any]) -> str:
             out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
         return out
 
-    return json.dumps(merge(base, extra))
+    merged = json.loads(os.environ.get(OVERRIDES_ENV) or "{}")
+    for layer in layers:
+        merged = merge(merged, layer or {})
+    return json.dumps(merged)
 
 
 def element_main(chunk_file: str, index: int | None = None) -> int:
     """Run one element of a chunk (``cosmodm campaign element``): its item's command, logged.
 
     stdout and stderr go to ``<out>/element.log`` (the tail becomes the item's diagnostics on failure);
-    the exit code is the command's.
+    the exit code is the command's. Config overrides: the site's environment, then the campaign's,
+    then the element's own (a rerun decided with an override).
     """
     from cosmodm_ops.config.loader import OVERRIDES_ENV
 
@@ -136,7 +142,7 @@ def element_main(chunk_file: str, index: int | None = None) -> int:
     out = Path(element["out"])
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env[OVERRIDES_ENV] = _merged_overrides(doc.get("overrides") or {})
+    env[OVERRIDES_ENV] = _merged_overrides(doc.get("overrides") or {}, element.get("overrides") or {})
     with open(out / "element.log", "wb") as log:
         rc = subprocess.run(element["argv"], env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:

@@ -153,8 +153,13 @@ def adjudicate(store: CampaignStore, cid: int, key: str, decision: str, who: str
     """Record an operator's decision on a borderline item (archive QA row + quarantine, item row).
 
     ``accept``: kept; ``quarantine``: its exposure/tile is quarantined with the decision as reason;
-    ``rerun``: the item goes back to ``planned`` (the override, if any, noted in its spec).
+    ``rerun``: the item goes back to ``planned``; ``override`` (config keys, dotted or nested, checked
+    against the config schema like the campaign's own) is stored in its spec and applied to its next
+    run on top of the campaign's overrides. A finished campaign reopens (running) for the rerun.
     """
+    from cosmodm_ops.campaign.request import validate_overrides
+    from cosmodm_ops.campaign.states import CampaignState
+
     if decision not in DECISIONS:
         msg = f"decision {decision!r}: expected one of {', '.join(DECISIONS)}"
         raise CampaignInputError(msg)
@@ -163,6 +168,10 @@ def adjudicate(store: CampaignStore, cid: int, key: str, decision: str, who: str
     if item is None:
         msg = f"campaign {cid}: no item {key!r}"
         raise CampaignInputError(msg)
+    if override and decision != "rerun":
+        msg = f"campaign {cid} item {key}: an override only goes with the decision 'rerun', not {decision!r}"
+        raise CampaignInputError(msg)
+    nested = validate_overrides(camp["survey"], camp["site"], override) if override else None
     when = now()
     archive = store.archive
     for pid in item["product_ids"][:1]:
@@ -174,6 +183,9 @@ def adjudicate(store: CampaignStore, cid: int, key: str, decision: str, who: str
     new = None
     if decision == "rerun":
         new = ItemState.PLANNED
-        if override:
-            values["spec"] = {**item["spec"], "override": override}
-    return store.update_item(cid, key, new, **values)
+        if nested:
+            values["spec"] = {**item["spec"], "override": nested}
+    row = store.update_item(cid, key, new, **values)
+    if decision == "rerun" and camp["state"] == CampaignState.DONE.value:
+        store.set_state(cid, CampaignState.RUNNING, note=f"rerun of {key} decided by {who}")
+    return row

@@ -267,3 +267,49 @@ def test_borderline_qa_goes_to_adjudication(survey, monkeypatch):
     qa = archive.qa_results(expnum=902001, check_name="campaign_adjudication")
     assert [q["verdict"] for q in qa] == ["quarantine"]
     assert wf.show(row["id"])["borderline"] == []
+
+
+def test_rerun_with_an_override_reruns_that_item_with_it(survey, capsys, monkeypatch):
+    from pathlib import Path
+
+    from cosmodm_ops.archive.layout import resolve_under
+
+    archive, key = survey["archive"], "single_epoch:demo:00902001"
+    monkeypatch.setenv("FAKE_SEEING", "1.95")  # borderline: an operator decides
+    cid = wf.create_campaign(req(expnums="902001"))["id"]  # the campaign's override: detect_thresh 3.0
+    assert wf.run_local(cid)["state"] == "done" and wf.show(cid)["borderline"] == [key]
+    store = CampaignStore(archive)
+
+    def image_text(state):
+        rows = archive.find(expnum=902001, kind="image", include_superseded=True)
+        return [resolve_under(Path(archive.root), r["path"]).read_text() for r in rows if r["state"] == state]
+
+    assert image_text("current") == ["image 902001 thresh=3.0"]
+    # a bad override is refused with the key and the file, and changes nothing
+    code, _out, err = run_cli(capsys, "campaign", "decide", str(cid), key, "rerun", "--who", "bob",
+                              "--override", "single_epoch.no_such_key=1")
+    assert code == 65 and "single_epoch.no_such_key" in err and "Traceback" not in err
+    assert store.items(cid)[0]["state"] == "done" and store.items(cid)[0]["decision"] is None
+    code, _out, err = run_cli(capsys, "campaign", "decide", str(cid), key, "accept", "--who", "bob",
+                              "--override", "single_epoch.detect_thresh=2.0")
+    assert code == 65 and "only goes with the decision 'rerun'" in err
+    # rerun with the override: that item runs again with it (and only that item's chunk gets it)
+    monkeypatch.setenv("FAKE_SEEING", "1.0")
+    code, out, err = run_cli(capsys, "campaign", "decide", str(cid), key, "rerun", "--who", "bob",
+                             "--override", "single_epoch.detect_thresh=2.0", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {**json.loads(out), "state": "planned", "decision": "rerun", "decided_by": "bob"}
+    assert store.get(cid)["state"] == "running"
+    summary = wf.run_local(cid)
+    assert (summary["state"], summary["done"], summary["failed"]) == ("done", 1, 0)
+    item = store.items(cid)[0]
+    assert (item["attempts"], item["qa_verdict"], item["spec"]["override"]) == (
+        2, "pass", {"single_epoch": {"detect_thresh": 2.0}})
+    assert image_text("current") == ["image 902001 thresh=2.0"]
+    assert "image 902001 thresh=3.0" in image_text("superseded")
+    manifest = json.loads((Path(item["out"]) / "manifest.json").read_text())
+    from cosmodm_ops.config import config_hash, load_config
+
+    cfg = load_config("demo", site="local", overrides={"pipeline_version": "v1",
+                                                       "single_epoch": {"detect_thresh": 2.0}})
+    assert manifest["config_hash"] == config_hash(cfg)
