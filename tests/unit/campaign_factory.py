@@ -7,7 +7,8 @@ night's images (so superseding an image leaves the coadd stale).
 
 ``fake_cli`` is a ``cosmodm`` stand-in: ``single-epoch run ... --out DIR --version V`` writes the
 same products from the raw file and ``$COSMODM_CONFIG_OVERRIDES`` (so a changed detection threshold
-changes the bytes, as the real pipeline would); an expnum in ``$FAKE_FAIL_EXPNUMS`` exits 75, one in
+changes the bytes, as the real pipeline would); ``coadd run --tile T --band B ...`` writes a coadd
+whose manifest inputs are the archive's current single-epoch images of that band (its lineage); an expnum in ``$FAKE_FAIL_EXPNUMS`` exits 75, one in
 ``$FAKE_BAD_EXPNUMS`` exits 65; ``$FAKE_SEEING`` sets the QA seeing value.
 """
 
@@ -35,10 +36,30 @@ _FAKE = textwrap.dedent('''
     if argv[:2] == ["campaign", "element"]:  # the array element entry point is the real one
         from cosmodm_ops.campaign.execute import element_main
         sys.exit(element_main(argv[argv.index("--chunk-file") + 1]))
-    assert argv[:2] == ["single-epoch", "run"], argv
     opt = {argv[i][2:]: argv[i + 1] for i in range(2, len(argv) - 1, 2)}
     from cosmodm_ops.config import config_hash, load_config
     from cosmodm_ops.manifest import JobInfo, Manifest, ManifestInput, ManifestProduct, write_manifest
+    if argv[:2] == ["coadd", "run"]:  # the tile's band from the archive's current single-epoch images
+        from cosmodm_ops.archive import Archive
+        archive = Archive(os.environ["COSMODM_DB"], os.environ["COSMODM_ARCHIVE_ROOT"])
+        images = archive.find(kind="image", band=opt["band"], stage="single_epoch")
+        cfg = load_config(opt["survey"], overrides={"pipeline_version": opt["version"]})
+        out = Path(opt["out"]); out.mkdir(parents=True, exist_ok=True)
+        f = out / "coadd.dat"
+        f.write_text(f"coadd {opt['tile']} {opt['band']} of " + ",".join(str(r["expnum"]) for r in images))
+        tags = {"survey": "demo", "camera": "decam-mini", "stage": "coadd", "version": opt["version"],
+                "kind": "coadd", "tile": opt["tile"], "band": opt["band"]}
+        ins = [ManifestInput(role="image", path=str(archive.root / r["path"]), sha256=r["sha256"], size=r["size"])
+               for r in images]
+        (out / "qa.json").write_text(json.dumps({"checks": [{"name": "depth", "value": 24.0, "threshold": 23.0,
+                                                             "verdict": "pass"}]}))
+        m = Manifest(job=JobInfo(name="fake-coadd", site="local"), inputs=ins, config_hash=config_hash(cfg),
+                     products=[ManifestProduct(kind="coadd", tags=tags, path=f.name, size=f.stat().st_size,
+                                               sha256=hashlib.sha256(f.read_bytes()).hexdigest())],
+                     cpu={"total_s": 120.0}, bytes={"output": f.stat().st_size})
+        write_manifest(m, out / "manifest.json")
+        sys.exit(0)
+    assert argv[:2] == ["single-epoch", "run"], argv
     raw = Path(opt["exposure"])
     expnum = int(raw.name.split("_")[1].split(".")[0])
     if str(expnum) in os.environ.get("FAKE_FAIL_EXPNUMS", "").split(","):

@@ -313,3 +313,51 @@ def test_rerun_with_an_override_reruns_that_item_with_it(survey, capsys, monkeyp
     cfg = load_config("demo", site="local", overrides={"pipeline_version": "v1",
                                                        "single_epoch": {"detect_thresh": 2.0}})
     assert manifest["config_hash"] == config_hash(cfg)
+
+
+def test_coadd_campaign_runs_supersedes_and_records_lineage(survey, capsys):
+    """A coadd campaign through `campaign submit --local`: the new coadd, its superseding, its lineage rows."""
+    archive = survey["archive"]
+    old = archive.find(kind="coadd", tile="T1", band="r")
+    assert len(old) == 1
+    code, out, err = run_cli(capsys, "campaign", "submit", "--local", "--survey", "demo", "--stage", "coadd",
+                             "--target-version", "v2", "--bands", "r", "--json")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary == {**summary, "state": "done", "items": 1, "done": 1, "failed": 0, "superseded": 1}
+    rows = archive.find(kind="coadd", tile="T1", band="r", include_superseded=True)
+    assert [(r["version"], r["state"]) for r in rows] == [("v1", "superseded"), ("v2", "current")]
+    new = rows[1]
+    assert rows[0]["superseded_by"] == new["id"] and rows[0]["id"] == old[0]["id"]
+    # lineage: the new coadd was made from the archive's current r-band single-epoch images
+    r_images = {int(r["id"]) for r in archive.find(kind="image", band="r", stage="single_epoch")}
+    assert len(r_images) == 3
+    graph = archive.lineage(new["id"], direction="up", depth=1)
+    assert {int(e.input_id) for e in graph.edges if e.input_id is not None} == r_images
+    # the run that made it names the campaign; the campaign's item points at it
+    cid = summary["campaign"]
+    (item,) = CampaignStore(archive).items(cid)
+    assert item["item_key"] == "coadd:demo:T1:r" and item["product_ids"] == [new["id"]]
+    with archive.engine.connect() as conn:
+        job = conn.execute(sa.text("SELECT job_name, dag_id FROM runs WHERE id = :i"),
+                           {"i": archive.product(new["id"])["run_id"]}).one()
+    assert job == (f"campaign-{cid}/coadd:demo:T1:r", "reprocess_campaign")
+
+
+def test_single_epoch_plus_downstream_runs_the_coadd_after_its_images(survey):
+    archive = survey["archive"]
+    row = wf.create_campaign(req(nights=NIGHT1, stage="single_epoch+downstream", target_version="v2",
+                                 chunk_size=10))
+    items = CampaignStore(archive).items(row["id"])
+    assert [(it["stage"], it["chunk"]) for it in items] == [("single_epoch", 0)] * 3 + [("coadd", 1)]
+    summary = wf.run_local(row["id"])
+    assert (summary["state"], summary["done"], summary["failed"]) == ("done", 4, 0)
+    coadd = archive.find(kind="coadd", tile="T1", band="r")[0]
+    assert coadd["version"] == "v2"
+    # its inputs are the current r-band images: the campaign's NEW v2 images of night 1 (not the
+    # superseded v1 ones) and night 2's v1 image, which the campaign did not touch
+    ins = {int(e.input_id) for e in archive.lineage(coadd["id"], direction="up", depth=1).edges}
+    assert ins == {int(r["id"]) for r in archive.find(kind="image", band="r", stage="single_epoch")}
+    assert sorted((archive.product(i)["expnum"], archive.product(i)["version"]) for i in ins) == [
+        (901002, "v2"), (901003, "v2"), (902002, "v1")]
+    assert summary["stale_downstream"] == 0 and archive.stale() == []
