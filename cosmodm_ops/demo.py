@@ -35,6 +35,8 @@ def demo_env(var: Path = VAR) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(var / "openlineage.jsonl"),
                                                        "append": True}),
+        # campaign tasks' events carry their campaign id (a `cosmodm_campaign` run facet)
+        "AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS": "cosmodm_ops.airflow.lineage.campaign_run_facets",
         # one exposure files hundreds of products (DECam: 62 CCDs x 6); Airflow's default keeps 100 per task
         "AIRFLOW__LINEAGE__MAX_ASSETS_PER_COLLECTOR": "20000",
         "COSMODM_DB": f"sqlite:///{var / 'archive' / 'cosmodm.db'}",

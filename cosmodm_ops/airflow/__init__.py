@@ -7,9 +7,9 @@ Trigger class paths are stable (a restarted triggerer rebuilds from them):
 
 from __future__ import annotations
 
-from cosmodm_ops.airflow.arrays import ArrayJobOperator, ArrayJobTrigger
+from cosmodm_ops.airflow.arrays import ArrayJobOperator, ArrayJobTrigger, ArraySubmitOperator
 from cosmodm_ops.airflow.operators import BatchJobOperator, TransferOperator
 from cosmodm_ops.airflow.triggers import BatchJobTrigger, TransferTrigger
 
-__all__ = ["ArrayJobOperator", "ArrayJobTrigger", "BatchJobOperator", "BatchJobTrigger", "TransferOperator",
+__all__ = ["ArrayJobOperator", "ArrayJobTrigger", "ArraySubmitOperator", "BatchJobOperator", "BatchJobTrigger", "TransferOperator",
            "TransferTrigger"]

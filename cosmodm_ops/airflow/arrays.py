@@ -14,22 +14,33 @@ The task fails only when the batch system cannot be reached or refuses the submi
 retries); elements that failed are outcomes, not task failures: the caller (a campaign) decides.
 The array's job name has no try number, so a retry while the array still runs re-attaches to it
 (idempotent submission) instead of submitting it again.
+
+Each task process logs in to the site on its own, so N chunks submitted by N ``ArrayJobOperator``
+tasks cost N SSH logins. :class:`ArraySubmitOperator` submits all the arrays of a fan-out over ONE
+connection and returns ``[{"job_id", "array_size"}]``; ``ArrayJobOperator.partial(...).expand_kwargs``
+over that list then only watches (``job_id`` given: no submission, no login; the triggerer's shared
+poller is the site's one other login)::
+
+    ids = ArraySubmitOperator(task_id="submit", site="hpc", arrays=[{"command": [...], "array_size": 50}, ...])
+    ArrayJobOperator.partial(task_id="chunk", site="hpc").expand_kwargs(ids.output)
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import TriggerEvent
 
-from cosmodm_ops.airflow.operators import BatchJobOperator
+from cosmodm_ops.airflow.operators import BatchJobOperator, site_job_spec
 from cosmodm_ops.airflow.triggers import BatchJobTrigger, poll_error_event
 
-__all__ = ["OUTCOME_KEYS", "ArrayJobOperator", "ArrayJobTrigger", "outcome"]
+__all__ = ["OUTCOME_KEYS", "ArrayJobOperator", "ArrayJobTrigger", "ArraySubmitOperator", "array_job_name", "outcome"]
 
 #: Keys of one element's outcome (the XCom of :class:`ArrayJobOperator` is a list of these dicts).
 OUTCOME_KEYS = ("index", "job_id", "state", "exit_code", "elapsed_s", "max_rss_mb", "reason")
@@ -94,6 +105,13 @@ class ArrayJobTrigger(BatchJobTrigger):
                     poller.unwatch(jid, queue)
 
 
+def array_job_name(ti: Any, index: int) -> str:
+    """The name of a task's array number ``index``: no try number (a retry finds the live array)."""
+    from cosmodm_ops.batch.base import job_name_for
+
+    return job_name_for(ti.dag_id, ti.run_id, ti.task_id, 0, index)
+
+
 class ArrayJobOperator(BatchJobOperator):
     """Run ``command`` as a job array of ``array_size`` elements at a site, deferring until all have ended.
 
@@ -109,30 +127,47 @@ class ArrayJobOperator(BatchJobOperator):
         Number of elements (templated: may come from an upstream XCom as text).
     array_max_parallel : int, optional
         At most this many elements run at once.
+    job_id : str, optional
+        An array already submitted (by :class:`ArraySubmitOperator`): watch it, submit nothing.
     site, cores, memory_gb, walltime_min, partition, env, job_label, **kwargs
         As for :class:`~cosmodm_ops.airflow.operators.BatchJobOperator` (site pool included).
     """
 
-    template_fields: Sequence[str] = (*BatchJobOperator.template_fields, "array_size")
+    template_fields: Sequence[str] = (*BatchJobOperator.template_fields, "array_size", "job_id")
     ui_color = "#cfe3f0"
 
-    def __init__(self, *, command: list[str], array_size: int | str, array_max_parallel: int | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(command=command, **kwargs)
+    def __init__(self, *, array_size: int | str, command: list[str] | None = None,
+                 array_max_parallel: int | None = None, job_id: str | None = None, **kwargs: Any) -> None:
+        if command is None and job_id is None:
+            msg = "ArrayJobOperator: give the command to submit, or the job_id of an array already submitted"
+            raise ValueError(msg)
+        super().__init__(command=list(command or ["true"]), **kwargs)  # attach mode: the command ran elsewhere
         self.array_size = array_size
         self.array_max_parallel = array_max_parallel
+        self.job_id = job_id
+
+    def execute(self, context: Any) -> None:
+        """Submit and defer; with ``job_id``, defer at once on that array (no connection to the site)."""
+        if not self.job_id:
+            return super().execute(context)
+        cfg = self._site()
+        spec = self.build_spec(context)
+        job_id = str(self.job_id)
+        context["ti"].xcom_push(key="batch_job", value={"job_id": job_id, "name": spec.name, "site": self.site,
+                                                        "scheduler": cfg.batch.system, "workdir": spec.workdir,
+                                                        "array_size": spec.array_size, "memory_gb": spec.memory_gb})
+        self.defer(trigger=self.trigger_for(cfg, job_id, spec), method_name="execute_complete")
+        return None
 
     def build_spec(self, context: Any) -> Any:
         """The array's JobSpec: one name for every try (a retry re-attaches to a live array)."""
-        from cosmodm_ops.batch.base import job_name_for
-
         ti = context["ti"]
         try:
             size = int(self.array_size)
         except (TypeError, ValueError) as err:
             msg = f"task {ti.task_id}: array_size={self.array_size!r} is not a whole number"
             raise AirflowException(msg) from err
-        name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, 0, getattr(ti, "map_index", -1))
+        name = array_job_name(ti, getattr(ti, "map_index", -1))
         return dataclasses.replace(super().build_spec(context), name=name, array_size=size,
                                    array_max_parallel=self.array_max_parallel)
 
@@ -153,3 +188,63 @@ class ArrayJobOperator(BatchJobOperator):
             counts[e["state"]] = counts.get(e["state"], 0) + 1
         self.log.info("array %s done: %d elements, %s", event.get("job_id"), len(elements), counts)
         return elements
+
+
+class ArraySubmitOperator(BaseOperator):
+    """Submit several job arrays at one site over ONE connection; return ``[{"job_id", "array_size"}]``.
+
+    Parameters
+    ----------
+    arrays : list of dict
+        One ``{"command": [...], "array_size": N, "env": {...}}`` per array (templated: may be an XCom).
+    site : str
+        Site name (``include/configs/sites/<site>.yaml``).
+    array_max_parallel : int, optional
+        At most this many elements of each array at once.
+
+    Submission is idempotent by name (array ``i`` of this task is ``array_job_name(ti, i)``): a retry
+    returns the arrays still live instead of submitting them again.
+    """
+
+    template_fields: Sequence[str] = ("arrays",)
+    ui_color = "#cfe3f0"
+
+    def __init__(self, *, arrays: Any, site: str = "local", array_max_parallel: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.arrays = arrays
+        self.site = site
+        self.array_max_parallel = array_max_parallel
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        from cosmodm_ops.airflow.sites import scheduler_for, site_config, sync_runner
+        from cosmodm_ops.batch.base import SubmitError, TransportError
+        from cosmodm_ops.batch.budget import resources_for_try
+
+        cfg = site_config(self.site)
+        scheduler = scheduler_for(cfg.batch.system)
+        res = resources_for_try(cfg.batch, None, 1)
+        runner = sync_runner(cfg.ssh_conn_id, cfg.verify_host_key)
+        out: list[dict[str, Any]] = []
+        try:
+            for i, arr in enumerate(self.arrays or []):
+                spec = dataclasses.replace(
+                    site_job_spec(cfg, array_job_name(context["ti"], i), arr["command"], arr.get("env"), res),
+                    array_size=int(arr["array_size"]), array_max_parallel=self.array_max_parallel)
+                if not cfg.ssh_conn_id:
+                    os.makedirs(spec.workdir, exist_ok=True)
+                job_id = scheduler.submit(runner, spec)
+                out.append({"job_id": job_id, "array_size": spec.array_size})
+        except TransportError as err:
+            msg = f"site {self.site}: cannot reach the batch system: {err}"
+            raise AirflowException(msg) from err
+        except SubmitError as err:
+            msg = f"site {self.site}: array submission failed (exit {err.retcode}): {err.stderr[-800:]}"
+            raise AirflowException(msg) from err
+        finally:
+            close = getattr(runner, "close", None)
+            if close:
+                close()
+        self.log.info("submitted %d array(s) at site %s over one connection: %s", len(out), self.site,
+                      [o["job_id"] for o in out])
+        return out

@@ -67,9 +67,25 @@ def plan_task(request: dict[str, Any], run_id: str) -> dict[str, Any]:
 
     row = _fail_on_bad_input(create_campaign, request, source=f"airflow:{run_id}", awaiting_approval=True,
                              created_by="reprocess_campaign")
+    _note(run_id, row["id"])
     log.info("campaign %s (%s)\n%s", row["id"], row["state"], row["preview_markdown"])
     return {"campaign": int(row["id"]), "state": row["state"], "dry_run": row["state"] == "dry_run",
             "preview_markdown": row["preview_markdown"], **_where(request)}
+
+
+def _note(run_id: str | None, campaign: int) -> None:
+    """The campaign id goes into this task's OpenLineage events (``cosmodm_campaign`` run facet)."""
+    from cosmodm_ops.airflow.lineage import note_campaign
+
+    if run_id:
+        note_campaign(run_id, campaign)
+
+
+def _run_id() -> str | None:
+    try:
+        return str(get_current_context()["run_id"])
+    except Exception:  # noqa: BLE001 - outside a task (tests): no lineage to tag
+        return None
 
 
 def _responder(event: dict[str, Any]) -> str:
@@ -112,6 +128,7 @@ def prepare_chunks_task(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per chunk with planned items: the array's command and size (and the chunk file)."""
     from cosmodm_ops.workflows.campaign import prepare_chunk, store_for
 
+    _note(_run_id(), plan["campaign"])
     store = store_for(plan["survey"], plan["site"])
     specs = []
     for chunk in store.chunks(plan["campaign"]):
@@ -159,11 +176,30 @@ def record_chunk_task(pair: Any) -> dict[str, int]:
 
     spec, results = pair
     ctx = get_current_context()
+    _note(ctx["run_id"], spec["campaign"])
     info = {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"], "task_id": ctx["ti"].task_id}
     counts = record_chunk(spec["campaign"], spec, list(results or []), ctx=info, survey=spec["survey"],
                           site=spec["site"])
     log.info("campaign %s chunk %s: %s", spec["campaign"], spec["chunk"], counts)
+    _chunk_lineage(spec)
     return counts
+
+
+def _chunk_lineage(spec: dict[str, Any]) -> None:
+    """OpenLineage inputs/outputs of the chunk's registered items (never fails the task)."""
+    from pathlib import Path
+
+    from cosmodm_ops.airflow.lineage import report_manifest_lineage
+    from cosmodm_ops.workflows.campaign import store_for
+
+    try:
+        store = store_for(spec["survey"], spec["site"])
+        keys = set(spec.get("keys") or [])
+        for it in store.items(spec["campaign"], chunk=int(spec["chunk"]), state="done"):
+            if it["product_ids"] and (not keys or it["item_key"] in keys):
+                report_manifest_lineage(store.archive, it["product_ids"], Path(it["out"]) / "manifest.json")
+    except Exception as err:  # noqa: BLE001 - lineage is reported, not required
+        log.warning("lineage not reported: %s", err)
 
 
 def failure_gate_task(plan: dict[str, Any]) -> bool:
@@ -248,6 +284,7 @@ def summary_task(plan: dict[str, Any]) -> dict[str, Any]:
     """Finish the campaign (done when nothing is open) and return its one-line summary."""
     from cosmodm_ops.workflows.campaign import finish
 
+    _note(_run_id(), plan["campaign"])
     result = finish(plan["campaign"], survey=plan["survey"], site=plan["site"])
     log.info("campaign %s: %s", plan["campaign"], result)
     return result

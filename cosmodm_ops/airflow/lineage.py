@@ -5,6 +5,12 @@ The archive path of a product is a pure function of its identification tags
 the tags. Tasks hand the files to Airflow's hook-lineage collector; the openlineage provider
 turns them into the task's input and output datasets (``file`` namespace) on completion, through
 whatever transport is configured (a file or the console on the embedded defaults).
+
+Campaign runs: the task bodies of ``reprocess_campaign`` note their campaign id
+(:func:`note_campaign`), and :func:`campaign_run_facets`, named in ``[openlineage]
+custom_run_facets`` (``AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS=cosmodm_ops.airflow.lineage.campaign_run_facets``;
+``make demo`` sets it), adds a ``cosmodm_campaign`` run facet ``{"campaign": ID, "dag_id": ...}`` to
+those tasks' OpenLineage events. The listener calls it in the process that ran the task body.
 """
 
 from __future__ import annotations
@@ -16,9 +22,38 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-__all__ = ["ArchiveLineageHook", "report_lineage", "report_manifest_lineage"]
+__all__ = ["CAMPAIGN_FACET", "ArchiveLineageHook", "campaign_run_facets", "note_campaign", "report_lineage",
+           "report_manifest_lineage"]
 
 log = logging.getLogger(__name__)
+
+#: Name of the run facet that carries the campaign id.
+CAMPAIGN_FACET = "cosmodm_campaign"
+#: run_id -> campaign id, noted by the campaign task bodies that ran in this process.
+_CAMPAIGN_OF_RUN: dict[str, int] = {}
+
+
+def note_campaign(run_id: str, campaign: int) -> None:
+    """Remember that the Airflow run ``run_id`` is campaign ``campaign`` (for :func:`campaign_run_facets`)."""
+    _CAMPAIGN_OF_RUN[str(run_id)] = int(campaign)
+
+
+def campaign_run_facets(ti: Any, ti_state: Any = None) -> dict[str, Any]:
+    """``[openlineage] custom_run_facets`` hook: ``{"cosmodm_campaign": facet}`` for a campaign's tasks, else {}."""
+    cid = _CAMPAIGN_OF_RUN.get(str(getattr(ti, "run_id", "")))
+    if cid is None:
+        return {}
+    from attrs import define
+    from openlineage.client.facet_v2 import RunFacet
+
+    @define
+    class CampaignRunFacet(RunFacet):
+        """The reprocessing campaign a task belongs to."""
+
+        campaign: int
+        dag_id: str
+
+    return {CAMPAIGN_FACET: CampaignRunFacet(campaign=cid, dag_id=str(getattr(ti, "dag_id", "")))}
 
 
 class ArchiveLineageHook(BaseHook):

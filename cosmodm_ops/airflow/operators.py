@@ -36,7 +36,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from cosmodm_ops.airflow.triggers import BatchJobTrigger
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_PARTIAL", "BatchJobOperator", "TransferOperator"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_PARTIAL", "BatchJobOperator", "TransferOperator", "site_job_spec"]
 
 EXIT_PARTIAL = 3
 EXIT_BAD_INPUT = 65
@@ -57,6 +57,20 @@ FORWARDED_ENV = ("COSMODM_CONFIG_OVERRIDES",)
 
 def _forwarded_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+
+
+def site_job_spec(cfg: Any, name: str, command: Sequence[str], env: dict[str, str] | None, res: Any,
+                  partition: str | None = None) -> Any:
+    """The JobSpec of one job at a site: its work root, batch defaults, resources ``res`` and forwarded env."""
+    from cosmodm_ops.batch.base import JobSpec
+
+    b = cfg.batch
+    return JobSpec(
+        name=name, command=[str(c) for c in command], workdir=str(_work_root(cfg) / "jobs"),
+        nodes=b.nodes, cores=res.cores, memory_gb=res.memory_gb, walltime_min=res.walltime_min,
+        partition=partition or b.partition, account=b.account, qos=b.qos,
+        env=_forwarded_env() | dict(env or {}), ramdisk=cfg.ramdisk.path, memory_ulimit=b.memory_limit == "ulimit",
+    )
 
 
 def _site_queue(site: str, kwargs: dict[str, Any]) -> None:
@@ -137,21 +151,12 @@ class BatchJobOperator(BaseOperator):
 
     def build_spec(self, context: Any) -> Any:
         """The JobSpec of this try: name from DAG, run, task, map index and try; resources from the stage budget."""
-        from cosmodm_ops.batch.base import JobSpec, job_name_for
+        from cosmodm_ops.batch.base import job_name_for
 
         cfg = self._site()
         ti = context["ti"]
         name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, getattr(ti, "map_index", -1))
-        res = self.try_resources(ti.try_number)
-        b = cfg.batch
-        return JobSpec(
-            name=name, command=[str(c) for c in self.command],
-            workdir=str(_work_root(cfg) / "jobs"),
-            nodes=b.nodes, cores=res.cores, memory_gb=res.memory_gb, walltime_min=res.walltime_min,
-            partition=self.partition or b.partition, account=b.account, qos=b.qos,
-            env=_forwarded_env() | dict(self.env), ramdisk=cfg.ramdisk.path,
-            memory_ulimit=b.memory_limit == "ulimit",
-        )
+        return site_job_spec(cfg, name, self.command, self.env, self.try_resources(ti.try_number), self.partition)
 
     def execute(self, context: Any) -> None:
         from cosmodm_ops.airflow.sites import scheduler_for, sync_runner
