@@ -113,6 +113,46 @@ def test_bad_input_creates_nothing(survey, capsys):
         assert conn.execute(sa.text("SELECT count(*) FROM campaign_item")).scalar() == 0
 
 
+def test_every_bad_input_of_the_issue_exits_65_with_its_message_and_changes_nothing(survey, capsys):
+    """The rest of the issue's "Bad input" list through the CLI (the first cases are above)."""
+    archive = survey["archive"]
+    base = ["campaign", "submit", "--local", "--survey", "demo", "--stage", "single_epoch", "--target-version", "v1",
+            "--override", "single_epoch.detect_thresh=3.0"]
+    cases = [
+        (["--stage", "dance"], "unknown stage 'dance'"),
+        (["--site", "mars"], "unknown site 'mars'"),
+        (["--tiles", "NOT-A-TILE"], "unknown tile 'NOT-A-TILE'"),
+        (["--override", "single_epoch.detect_minarea=five"], "expected int"),
+        (["--override", "single_epoch.detect_minarea=five"], "base.yaml"),
+    ]
+    for extra, message in cases:
+        code, _out, err = run_cli(capsys, *base, *extra)
+        assert code == 65 and message in err and "Traceback" not in err, (extra, err)
+
+    def counts():
+        with archive.engine.connect() as conn:
+            return tuple(tuple(conn.execute(sa.text(f"SELECT state, count(*) FROM {t} GROUP BY state ORDER BY state")))
+                         for t in ("campaign", "campaign_item"))
+
+    assert counts() == ((), ())
+    # a second campaign over a running one's items: refused with the overlap named (or queued with --queue)
+    first = wf.create_campaign(req(nights=NIGHT1))["id"]
+    before = counts()
+    code, _out, err = run_cli(capsys, *base, "--expnums", "901002,902001")
+    assert code == 65 and f"campaign {first} (still active) already covers 1" in err and "00901002" in err
+    assert counts() == before
+    # resuming a cancelled campaign, or a finished one
+    assert run_cli(capsys, "campaign", "cancel", str(first))[0] == 0
+    before = counts()
+    code, _out, err = run_cli(capsys, "campaign", "resume", str(first))
+    assert code == 65 and f"campaign {first} is cancelled: it cannot be resumed" in err
+    code, _out, err = run_cli(capsys, "campaign", "cancel", str(first))
+    assert code == 65 and "nothing to cancel" in err
+    assert counts() == before
+    code, _out, err = run_cli(capsys, "campaign", "resume", "999")
+    assert code == 65 and "no campaign 999" in err and "Traceback" not in err
+
+
 # ------------------------------------------------------------------ selection and preview
 def test_selection_filters_and_up_to_date(survey):
     archive = survey["archive"]
