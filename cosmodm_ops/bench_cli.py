@@ -50,10 +50,12 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "campaign": (
         "bench.bench_campaign:campaign",
-        ("a campaign's items through Airflow: one job array per chunk (ArrayJobOperator) vs one task per item "
+        ("a campaign's items through Airflow: one job array per chunk (ArraySubmitOperator + ArrayJobOperator) vs "
+         "one task per item "
          "(the naive anchor), in one airflow standalone; run from the repository (needs bench/ and tests/)"),
-        ("items", "task_instances", "ssh_logins_per_site", "lost", "duplicated", "wall_s", "naive_wall_s",
-         "naive_task_instances", "throughput_ratio", "scheduler_peak_rss_mb", "triggerer_peak_rss_mb"),
+        ("items", "task_instances", "ssh_logins_per_site", "remote_commands_per_s", "lost", "duplicated", "wall_s",
+         "naive_wall_s", "naive_task_instances", "throughput_ratio", "scheduler_peak_rss_mb",
+         "triggerer_peak_rss_mb"),
     ),
     "ui": (
         "cosmodm_ops.ui.bench:ui",
@@ -75,7 +77,9 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--items", {"type": int, "default": 200, "help": "work items (default 200)"}),
         ("--chunk", {"type": int, "default": 50, "help": "items per chunk = elements per job array (default 50)"}),
         ("--site", {"default": "local", "choices": ["local", "loopback-slurm"],
-                    "help": "site (only local is implemented)"}),
+                    "help": "site: local, or loopback-slurm (a private sshd + one-node Slurm; root)"}),
+        ("--naive-items", {"type": int, "default": None,
+                           "help": "run the naive anchor on this many items and extrapolate (default: all)"}),
     ],
     "ui": [
         ("--clients", {"type": int, "default": 10, "help": "concurrent clients (default 10)"}),

@@ -140,8 +140,10 @@ def prepare_chunks_task(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def chunk_array(task_id: str, site: str, specs: Any) -> Any:
-    """The mapped job-array task over chunk specs: ``ArrayJobOperator`` where the batch layer has it
-    (one deferrable array per chunk, one batched poll per site), else a local emulated array.
+    """The job arrays of the chunk specs: ``<task_id>_submit`` submits them all over ONE connection
+    (``ArraySubmitOperator``: one SSH login per site), then ``<task_id>``, an ``ArrayJobOperator`` mapped
+    over their ids, watches each with one deferrable task (the triggerer's shared poller: one batched
+    status command per site and poll). Without the arrays layer: a local emulated array per chunk.
 
     Either returns, per chunk, ``[{"index", "job_id", "state", "exit_code", "elapsed_s", "max_rss_mb"}]``.
     """
@@ -155,8 +157,11 @@ def chunk_array(task_id: str, site: str, specs: Any) -> Any:
 
         pool = {"pool": pool_name(site)}
     if ArrayJobOperator is not None:
-        args = specs.map(lambda s: {"command": s["command"], "array_size": s["array_size"]})
-        return ArrayJobOperator.partial(task_id=task_id, site=site, **pool).expand_kwargs(args).output
+        from cosmodm_ops.airflow.arrays import ArraySubmitOperator
+
+        arrays = specs.map(lambda s: {"command": s["command"], "array_size": s["array_size"]})
+        ids = ArraySubmitOperator(task_id=f"{task_id}_submit", site=site, arrays=arrays)
+        return ArrayJobOperator.partial(task_id=task_id, site=site, **pool).expand_kwargs(ids.output).output
 
     from airflow.sdk import task
 

@@ -39,7 +39,10 @@ _PROBE = textwrap.dedent(
             "dags": {d.dag_id: {"tags": sorted(d.tags), "doc": bool(d.doc_md),
                                 "retries": [t.retries for t in d.tasks],
                                 "task_ids": [t.task_id for t in d.tasks],
-                                "pools": {t.task_id: t.pool for t in d.tasks}}
+                                "pools": {t.task_id: t.pool for t in d.tasks},
+                                "priority": {t.task_id: [t.priority_weight,
+                                                         str(getattr(t.weight_rule, "value", t.weight_rule))]
+                                             for t in d.tasks}}
                      for d in bag.dags.values()},
         }
     print("RESULT" + json.dumps(out))
@@ -97,3 +100,14 @@ def test_no_io_at_parse_time_and_fast(parsed: dict):
     for path, result in parsed.items():
         assert not result["io"], f"{path} touches the network or a database at import: {result['io']}"
         assert result["seconds"] <= 0.3 or path in list(parsed)[: len(parsed) // 2 + 1], (path, result["seconds"])
+
+
+def test_nightly_work_outranks_campaigns_in_the_shared_pools(parsed: dict):
+    """Campaign tasks have the absolute weight 0; every nightly task weighs >= 1 whatever its weight rule
+    (downstream/upstream sums only add), so in the site pool the scheduler always takes nightly work first."""
+    dags = {dag_id: info for result in parsed.values() for dag_id, info in result["dags"].items()}
+    campaign, nightly = dags["reprocess_campaign"]["priority"], dags["nightly_ingest"]["priority"]
+    assert campaign and all(rule.endswith("absolute") and weight == 0 for weight, rule in campaign.values()), campaign
+    assert nightly and min(weight for weight, _rule in nightly.values()) >= 1, nightly
+    pools = {dag_id: set(info["pools"].values()) - {"default_pool"} for dag_id, info in dags.items()}
+    assert pools["reprocess_campaign"] == pools["nightly_ingest"] == {"cosmodm_local"}
