@@ -108,6 +108,42 @@ def test_array_operator_returns_one_outcome_per_element(local_site):
     assert op.build_spec(_context("chunk", try_number=2)[0]).name == "arrays.manual__1.chunk.m2.t0"
 
 
+def test_submit_all_arrays_at_once_then_watch_each_without_submitting(local_site, monkeypatch):
+    """ArraySubmitOperator: every array over one runner (one login); ArrayJobOperator(job_id=...) only watches."""
+    from cosmodm_ops.airflow import ArraySubmitOperator, sites
+
+    runners = []
+    real = sites.sync_runner
+    monkeypatch.setattr(sites, "sync_runner", lambda *a, **k: runners.append(real(*a, **k)) or runners[-1])
+    sub = ArraySubmitOperator(task_id="submit", site="local", arrays=[
+        {"command": ["bash", "-c", 'echo "$OFFSET/$COSMODM_ARRAY_INDEX"'], "array_size": n, "env": {"OFFSET": str(o)}}
+        for o, n in ((0, 3), (3, 2))])
+    ctx, _ = _context("submit")
+    ids = sub.execute(ctx)
+    assert ids == [{"job_id": "arrays.manual__1.submit.m0.t0", "array_size": 3},
+                   {"job_id": "arrays.manual__1.submit.m1.t0", "array_size": 2}]
+    assert len(runners) == 1  # one connection for every array
+    logs = local_site / "work" / "jobs" / ".cosmodm"
+    outcomes = []
+    for i, kw in enumerate(ids):
+        op = ArrayJobOperator(task_id="chunk", site="local", **kw)
+        monkeypatch.setattr(sites, "sync_runner", lambda *a, **k: pytest.fail("the watcher must not connect"))
+        wctx, pushed = _context("chunk")
+        trigger = _deferred(op, wctx)
+        assert trigger.job_id == kw["job_id"] and pushed["batch_job"]["job_id"] == kw["job_id"]
+
+        async def first_event(trigger=trigger):
+            return await asyncio.wait_for(trigger.run().__anext__(), 60)
+
+        outcomes.append([(e["index"], e["state"]) for e in op.execute_complete(wctx, asyncio.run(first_event()).payload)])
+        monkeypatch.setattr(sites, "sync_runner", real)
+        assert [(logs / f"{kw['job_id']}.{j}.out").read_text() for j in range(kw["array_size"])] == [
+            f"{3 * i}/{j}\n" for j in range(kw["array_size"])]
+    assert outcomes == [[(0, "completed"), (1, "completed"), (2, "completed")], [(0, "completed"), (1, "completed")]]
+    with pytest.raises(ValueError, match="give the command to submit, or the job_id"):
+        ArrayJobOperator(task_id="c", array_size=2, site="local")
+
+
 def test_poll_error_raises_for_a_retry(local_site):
     op = ArrayJobOperator(task_id="chunk", command=["true"], array_size=2, site="local")
     with pytest.raises(AirflowException, match="retrying"):
