@@ -84,10 +84,10 @@ def item_command(camp: dict[str, Any], item: dict[str, Any], cfg: Any, work: Pat
     elif item["stage"] == "coadd":
         argv = cli + ["coadd", "run", "--tile", item["tile"], "--band", item["band"], "--survey", survey,
                       "--version", version, "--out", str(out)]
-    else:
-        coadds = work / "coadd" / item["tile"]
+    else:  # the band job folders of the tile's current coadds (resolved by prepare_chunk), else a folder of them
+        coadds = spec.get("coadds") or [str(work / "coadd" / item["tile"])]
         argv = cli + ["coadd", "calibrate", "--tile", item["tile"], "--bands", ",".join(spec.get("bands") or []),
-                      "--coadds", str(coadds), "--survey", survey, "--version", version, "--out", str(out)]
+                      "--coadds", *coadds, "--survey", survey, "--version", version, "--out", str(out)]
     return argv, str(out)
 
 

@@ -249,6 +249,22 @@ def _tile_items(archive: Any, req: CampaignRequest, stage: str, target_hash: str
     return items
 
 
+def current_coadd_folders(archive: Any, survey: str, tile: str, bands: list[str]) -> list[str]:
+    """Job folders (holding ``manifest.json``) of a tile's current coadds in ``bands``: ``coadd calibrate --coadds``.
+
+    Read when the calibrate item's chunk is written, so a ``single_epoch+downstream`` campaign
+    calibrates the coadds its earlier chunk just made.
+    """
+    p, r = S.products, S.runs
+    q = sa.select(p.c.band, r.c.manifest_path).join(r, r.c.id == p.c.run_id).where(
+        p.c.survey == survey, p.c.stage == "coadd", p.c.kind == "coadd", p.c.state == "current", p.c.tile == tile)
+    if bands:
+        q = q.where(p.c.band.in_(bands))
+    found = {row["band"]: str(Path(row["manifest_path"]).parent) for row in rows_of(archive, q.order_by(p.c.id))
+             if row["manifest_path"]}
+    return [found[b] for b in sorted(found)]
+
+
 def _tiles_in_box(req: CampaignRequest, names: set[str]) -> set[str]:
     from cosmodm_ops.coadd.tiling import load_tiling
 

@@ -144,6 +144,12 @@ def prepare_chunk(cid: int, chunk: int, *, survey: str = "demo", site: str = "lo
     if not items:
         return None
     cfg = target_config(request_of(camp))
+    for it in items:
+        if it["stage"] == "calibrate":  # the coadds as they are now (a downstream chunk made them)
+            from cosmodm_ops.campaign.selection import current_coadd_folders
+
+            it["spec"] = {**it["spec"], "coadds": current_coadd_folders(store.archive, camp["survey"], it["tile"],
+                                                                        it["spec"].get("bands") or [])}
     path = write_chunk_file(camp, items, cfg, chunk)
     for it in items:
         store.update_item(cid, it["item_key"], ItemState.SUBMITTED)

@@ -8,7 +8,8 @@ night's images (so superseding an image leaves the coadd stale).
 ``fake_cli`` is a ``cosmodm`` stand-in: ``single-epoch run ... --out DIR --version V`` writes the
 same products from the raw file and ``$COSMODM_CONFIG_OVERRIDES`` (so a changed detection threshold
 changes the bytes, as the real pipeline would); ``coadd run --tile T --band B ...`` writes a coadd
-whose manifest inputs are the archive's current single-epoch images of that band (its lineage); an expnum in ``$FAKE_FAIL_EXPNUMS`` exits 75, one in
+whose manifest inputs are the archive's current single-epoch images of that band (its lineage);
+``coadd calibrate --coadds FOLDER...`` a catalog per band whose inputs are those folders' coadds; an expnum in ``$FAKE_FAIL_EXPNUMS`` exits 75, one in
 ``$FAKE_BAD_EXPNUMS`` exits 65; ``$FAKE_SEEING`` sets the QA seeing value.
 """
 
@@ -59,6 +60,30 @@ _FAKE = textwrap.dedent('''
                      cpu={"total_s": 120.0}, bytes={"output": f.stat().st_size})
         write_manifest(m, out / "manifest.json")
         sys.exit(0)
+    if argv[:2] == ["coadd", "calibrate"]:  # a catalog per band from the coadds of the given job folders
+        folders = argv[argv.index("--coadds") + 1:]
+        folders = folders[:next((i for i, a in enumerate(folders) if a.startswith("--")), len(folders))]
+        cfg = load_config(opt["survey"], overrides={"pipeline_version": opt["version"]})
+        out = Path(opt["out"]); out.mkdir(parents=True, exist_ok=True)
+        ins, prods = [], []
+        for folder in folders:
+            doc = json.loads((Path(folder) / "manifest.json").read_text())
+            for pr in doc["products"]:
+                ins.append(ManifestInput(role="coadd", path=str(Path(folder) / pr["path"]), sha256=pr["sha256"],
+                                         size=pr["size"]))
+                sys.path.insert(0, REPO)
+                import numpy as np
+                from tests.unit.archive_factory import write_ldac
+                f = write_ldac(out / f"catalog_{pr['tags']['band']}.fits", np.array([30.0, 30.01]),
+                               np.array([-0.2, -0.21]), np.array([20.0, 21.0 + len(opt["version"]) * 0.1]))
+                tags = {"survey": "demo", "camera": "decam-mini", "stage": "coadd", "version": opt["version"],
+                        "kind": "coadd_catalog", "tile": opt["tile"], "band": pr["tags"]["band"]}
+                prods.append(ManifestProduct(kind="coadd_catalog", tags=tags, path=f.name, size=f.stat().st_size,
+                                             sha256=hashlib.sha256(f.read_bytes()).hexdigest()))
+        (out / "qa.json").write_text(json.dumps({"checks": []}))
+        write_manifest(Manifest(job=JobInfo(name="fake-calibrate", site="local"), inputs=ins, products=prods,
+                                config_hash=config_hash(cfg), cpu={"total_s": 60.0}), out / "manifest.json")
+        sys.exit(0)
     assert argv[:2] == ["single-epoch", "run"], argv
     raw = Path(opt["exposure"])
     expnum = int(raw.name.split("_")[1].split(".")[0])
@@ -93,7 +118,7 @@ _FAKE = textwrap.dedent('''
 def fake_cli(tmp_path: Path) -> Path:
     """Write the stand-in ``cosmodm`` script; returns its path (run with ``sys.executable``)."""
     path = tmp_path / "fake_cosmodm.py"
-    path.write_text(_FAKE)
+    path.write_text(f"REPO = {str(Path(__file__).resolve().parents[2])!r}\n" + _FAKE)
     return path
 
 

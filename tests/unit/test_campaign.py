@@ -401,3 +401,28 @@ def test_single_epoch_plus_downstream_runs_the_coadd_after_its_images(survey):
     assert sorted((archive.product(i)["expnum"], archive.product(i)["version"]) for i in ins) == [
         (901002, "v2"), (901003, "v2"), (902002, "v1")]
     assert summary["stale_downstream"] == 0 and archive.stale() == []
+
+
+def test_calibrate_campaign_runs_on_the_current_coadds(survey, tmp_path, capsys):
+    import numpy as np
+
+    from tests.unit.archive_factory import make_manifest, write_ldac
+
+    archive = survey["archive"]
+    (coadd,) = archive.find(kind="coadd", tile="T1", band="r")
+    tags = {"survey": "demo", "camera": "decam-mini", "stage": "coadd", "version": "v1", "tile": "T1", "band": "r"}
+    old_cat = write_ldac(tmp_path / "old_catalog.fits", np.array([30.0]), np.array([-0.2]))
+    archive.register_manifest(make_manifest(tmp_path / "calibrate_job", products=[
+        ({**tags, "kind": "coadd_catalog"}, old_cat)], inputs=[("coadd", archive.root / coadd["path"])]))
+    code, out, err = run_cli(capsys, "campaign", "submit", "--local", "--survey", "demo", "--stage", "calibrate",
+                             "--target-version", "v2", "--json")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary == {**summary, "state": "done", "items": 1, "done": 1, "failed": 0, "superseded": 1}
+    rows = archive.find(kind="coadd_catalog", tile="T1", include_superseded=True)
+    assert [(r["version"], r["state"]) for r in rows] == [("v1", "superseded"), ("v2", "current")]
+    # made from the tile's current coadd, found through its run's manifest folder when the chunk was written
+    edges = archive.lineage(rows[1]["id"], direction="up", depth=1).edges
+    assert {int(e.input_id) for e in edges} == {int(coadd["id"])}
+    (item,) = CampaignStore(archive).items(summary["campaign"])
+    assert item["item_key"] == "calibrate:demo:T1" and item["product_ids"] == [rows[1]["id"]]
