@@ -15,6 +15,8 @@ Trigger from the form (or `POST /api/v2/dags/reprocess_campaign/dagRuns` with th
 * **adjudication_needed** -> **adjudicate** (HITL: accept / quarantine / rerun with an override) for items
   whose QA is within `qa_borderline` of a threshold.
 * **retry_chunks** -> **retry_array** -> **retry_record**: failed items with retries left, and reruns.
+* **downstream_chunks** -> **downstream_array** -> **downstream_record**: the next stage (each round runs
+  the earliest stage with open items: a coadd after its images, a calibration after its coadds).
 * **summary**: the campaign's counts; `cosmodm campaign show ID` follows it from a terminal.
 
 Campaign arrays run in the site pools (`COSMODM_POOLS=1`) with a priority below the nightly DAG's.
@@ -149,6 +151,20 @@ with DAG(
 
         return record_chunk_task(pair)
 
+    @task(trigger_rule="none_failed")
+    def downstream_chunks(planned: dict) -> list[dict]:
+        """Chunks of the next stage (single_epoch+downstream), and whatever the retry round left."""
+        from cosmodm_ops.airflow.campaign_tasks import prepare_chunks_task
+
+        return prepare_chunks_task(planned)
+
+    @task
+    def downstream_record(pair) -> dict:
+        """States of the downstream items."""
+        from cosmodm_ops.airflow.campaign_tasks import record_chunk_task
+
+        return record_chunk_task(pair)
+
     @task(trigger_rule="all_done")
     def summary(planned: dict) -> dict:
         """The campaign's counts (done when nothing is open)."""
@@ -177,4 +193,6 @@ with DAG(
     again = retry_chunks(planned)
     needed >> adjudicate >> again
     retried = retry_record.expand(pair=again.zip(chunk_array("retry_array", SITE, again)))
-    retried >> summary(planned)
+    later = downstream_chunks(planned)
+    retried >> later
+    downstream_record.expand(pair=later.zip(chunk_array("downstream_array", SITE, later))) >> summary(planned)

@@ -125,13 +125,13 @@ def _item_state(name: str) -> Any:
 
 
 def prepare_chunks_task(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per chunk with planned items: the array's command and size (and the chunk file)."""
-    from cosmodm_ops.workflows.campaign import prepare_chunk, store_for
+    """One entry per chunk with planned items of the earliest open stage (``ready_chunks``: downstream
+    stages wait for a later round): the array's command and size (and the chunk file)."""
+    from cosmodm_ops.workflows.campaign import prepare_chunk, ready_chunks
 
     _note(_run_id(), plan["campaign"])
-    store = store_for(plan["survey"], plan["site"])
     specs = []
-    for chunk in store.chunks(plan["campaign"]):
+    for chunk in ready_chunks(plan["campaign"], survey=plan["survey"], site=plan["site"]):
         spec = prepare_chunk(plan["campaign"], chunk, survey=plan["survey"], site=plan["site"])
         if spec:
             specs.append({**spec, "campaign": plan["campaign"], **_where(plan)})

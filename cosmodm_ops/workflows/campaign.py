@@ -38,6 +38,7 @@ __all__ = [
     "finish",
     "plan_campaign",
     "prepare_chunk",
+    "ready_chunks",
     "record_chunk",
     "request_of",
     "resume",
@@ -158,6 +159,21 @@ def prepare_chunk(cid: int, chunk: int, *, survey: str = "demo", site: str = "lo
     command = shlex.split(cfg.site.batch.python) + ["campaign", "element", "--chunk-file", str(path)]
     return {"chunk": chunk, "chunk_file": str(path), "array_size": len(items), "command": command,
             "keys": [it["item_key"] for it in items]}
+
+
+def ready_chunks(cid: int, *, survey: str = "demo", site: str = "local") -> list[int]:
+    """The planned chunks of the earliest stage that still has open items (a coadd waits for its images,
+    a calibration for its coadds: every chunk holds one stage). What one Airflow round may run at once."""
+    from cosmodm_ops.campaign.store import STAGE_ORDER
+
+    store, _ = _store_of(cid, survey, site)
+    open_items = store.items(cid, state=[ItemState.PLANNED.value, ItemState.SUBMITTED.value,
+                                         ItemState.RUNNING.value])
+    if not open_items:
+        return []
+    first = min(STAGE_ORDER[it["stage"]] for it in open_items)
+    return sorted({int(it["chunk"]) for it in open_items if it["state"] == ItemState.PLANNED.value
+                   and STAGE_ORDER[it["stage"]] == first and it["chunk"] is not None})
 
 
 def record_chunk(cid: int, prepared: dict[str, Any], results: list[dict[str, Any]], *, ctx: dict[str, Any] | None = None,

@@ -90,8 +90,8 @@ def test_batch_tasks_run_in_the_site_pool(parsed: dict):
         for dag in result["dags"].values():
             pools.update(dag["pools"])
     batch = {t for t in pools if t.rsplit(".", 1)[-1] in {"single_epoch", "coadd", "calibrate", "chunk_array",
-                                                          "retry_array"}}
-    assert len(batch) == 5, pools
+                                                          "retry_array", "downstream_array"}}
+    assert len(batch) == 6, pools
     assert {pools[t] for t in batch} == {"cosmodm_local"}
     assert {p for t, p in pools.items() if t not in batch} == {"default_pool"}
 

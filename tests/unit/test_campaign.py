@@ -426,3 +426,18 @@ def test_calibrate_campaign_runs_on_the_current_coadds(survey, tmp_path, capsys)
     assert {int(e.input_id) for e in edges} == {int(coadd["id"])}
     (item,) = CampaignStore(archive).items(summary["campaign"])
     assert item["item_key"] == "calibrate:demo:T1" and item["product_ids"] == [rows[1]["id"]]
+
+
+def test_each_round_runs_the_earliest_open_stage(survey):
+    """What one Airflow round may run at once: images first, their coadd in a later round."""
+    row = wf.create_campaign(req(nights=NIGHT1, stage="single_epoch+downstream", target_version="v2", chunk_size=2))
+    cid, store = row["id"], CampaignStore(survey["archive"])
+    store.set_state(cid, CampaignState.RUNNING)
+    assert wf.ready_chunks(cid) == [0, 1]  # the single-epoch chunks; the coadd (chunk 2) waits
+    store.update_item(cid, "single_epoch:demo:00901001", ItemState.SUBMITTED)
+    for key in ("single_epoch:demo:00901002", "single_epoch:demo:00901003"):
+        store.update_item(cid, key, ItemState.SUBMITTED)
+        store.update_item(cid, key, ItemState.DONE)
+    assert wf.ready_chunks(cid) == []  # an image still running: nothing new may start
+    store.update_item(cid, "single_epoch:demo:00901001", ItemState.FAILED)
+    assert wf.ready_chunks(cid) == [2]
