@@ -103,3 +103,51 @@ def test_array_of_six_one_failing_one_cancelled(site):
     assert event["elements"][4]["state"] == "cancelled"
     shared = list(AsyncSSHRunner._shared.values())
     assert len(shared) == 1 and shared[0].connects == 1
+
+
+def test_campaign_fan_out_costs_two_logins_per_site(ssh_slurm, monkeypatch):
+    """ArraySubmitOperator: 3 arrays over ONE login; ArrayJobOperator(job_id=...) x 3 watch on the triggerer's
+    shared connection: one more login. Every element ran once, as the SSH user, on loopback-slurm."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from cosmodm_ops.airflow import ArrayJobOperator, ArraySubmitOperator
+    from cosmodm_ops.airflow.triggers import SitePoller
+
+    ss = ssh_slurm
+    out = Path(ss.workdir) / f"fanout-{secrets.token_hex(3)}"
+    monkeypatch.setenv("AIRFLOW_CONN_COSMODM_LOOPBACK", ss.sshd.airflow_conn_json())
+    monkeypatch.setenv("COSMODM_WORK_ROOT", ss.workdir)
+    monkeypatch.setenv("COSMODM_CONFIG_OVERRIDES", json.dumps({"site": {"ramdisk": {"path": ss.workdir}, "batch": {
+        "memory_gb": 0.1, "walltime_min": 5, "poll_interval_s": 0.5}}}))
+    AsyncSSHRunner.reset_shared()
+    SitePoller._instances.clear()
+    stage = 'mkdir -p "$1"; echo "$HOSTNAME" > "$1/item$((OFFSET + COSMODM_ARRAY_INDEX)).$$"'
+    ti = SimpleNamespace(task_id="submit", dag_id="fanout", run_id=f"manual__{secrets.token_hex(3)}", try_number=1,
+                         map_index=-1, xcom_push=lambda **kw: None)
+    logins0 = ss.sshd.logins()
+    ids = ArraySubmitOperator(task_id="submit", site="loopback-slurm", arrays=[
+        {"command": ["bash", "-c", stage, "stage", str(out)], "array_size": 4, "env": {"OFFSET": str(o)}}
+        for o in (0, 4, 8)]).execute({"ti": ti})
+    assert len(ids) == 3 and all(i["job_id"].isdigit() and i["array_size"] == 4 for i in ids), ids
+    assert ss.sshd.logins() - logins0 == 1
+    triggers = []
+    for m, kw in enumerate(ids):
+        wti = SimpleNamespace(**{**vars(ti), "task_id": "chunk", "map_index": m})
+        with pytest.raises(TaskDeferred) as deferred:
+            ArrayJobOperator(task_id="chunk", site="loopback-slurm", **kw).execute({"ti": wti})
+        triggers.append(deferred.value.trigger)
+
+    async def all_events():
+        return await asyncio.wait_for(asyncio.gather(*(t.run().__anext__() for t in triggers)), 120)
+
+    events = [e.payload for e in asyncio.run(all_events())]
+    assert [[el["state"] for el in ev["elements"]] for ev in events] == [["completed"] * 4] * 3
+    assert ss.sshd.logins() - logins0 == 2  # the submission's and the shared poller's
+    files = sorted(p.name.split(".")[0] for p in out.iterdir())
+    assert files == sorted(f"item{i}" for i in range(12))  # each item once
+    AsyncSSHRunner.reset_shared()
+    SitePoller._instances.clear()
