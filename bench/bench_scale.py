@@ -9,12 +9,15 @@ writes ``<item>.<pid>.json`` with the sha256 of its item key). The DAGs run one 
 processes; for each:
 
 * lost / duplicated / bad-checksum items, counted from the manifests on disk (``bench_campaign._count``);
-* the peak RSS of every Airflow process (with its children: a Celery worker's forked task processes),
-  sampled every 3 s during that run only, so the 1000-item and 10,000-item peaks can be compared
-  (``rss_growth``: peak at the largest N over the peak at the smallest; bounded = not growing with N);
+* the memory of every Airflow process: ``hwm_mb``, the kernel's exact peak (VmHWM) of each service's
+  process and its long-lived children, summed, since the tier started, read after each run, so the peak after 10,000 items over the peak after
+  1000 (``rss_growth``) shows whether memory grows with the item count (``rss_bounded``: every ratio < 1.5);
+  and ``peak_rss_mb``, the RSS of each process with its children (a Celery worker's forked task processes,
+  the dag-processor's parse processes) sampled every 3 s during that run only (``tree_rss_growth``; a
+  longer run samples more short-lived children, so this one is noisier);
 * the metadata-database rows the run added, per table and per item (``meta_rows_per_item``).
 
-Prints a table and one JSON line (keys ``runs`` (one entry per N), ``rss_growth``, ``rss_bounded``,
+Prints a table and one JSON line (keys ``runs`` (one entry per N), ``rss_growth``, ``tree_rss_growth``, ``rss_bounded``,
 ``lost``, ``duplicated``, ``load``).
 """
 
@@ -86,7 +89,35 @@ def rows_delta(before: dict[str, int], after: dict[str, int], items: int) -> tup
 
 def rss_growth(small: dict[str, float], large: dict[str, float]) -> dict[str, float]:
     """Peak RSS at the largest item count over the peak at the smallest, per process (1.0 = flat)."""
-    return {p: round(large[p] / small[p], 2) for p in sorted(small) if p in large and small[p] > 0}
+    return {p: round(large[p] / small[p], 2) for p in sorted(small)
+            if small[p] and large.get(p) is not None}
+
+
+def vm_hwm_mb(status_text: str) -> float | None:
+    """``VmHWM`` (the kernel's peak resident set since the process started) from /proc/PID/status, in MiB."""
+    for line in status_text.splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def _hwm(af: Any) -> dict[str, float | None]:
+    """Per service: the sum of VmHWM over its process and the descendants alive now (the triggerer's
+    trigger runner, the api-server's worker, the Celery pool): exact peaks, not sampled, cumulative since
+    each started; an upper bound of the tree's peak. Read after a run, when short-lived children are gone."""
+    from tests.fixtures.celery import _descendants
+
+    out: dict[str, float | None] = {}
+    for name, proc in sorted(af.procs.items()):
+        total = None
+        for pid in [proc.pid, *_descendants(proc.pid)]:
+            try:
+                mb = vm_hwm_mb(Path(f"/proc/{pid}/status").read_text())
+            except OSError:
+                continue
+            total = (total or 0.0) + (mb or 0.0)
+        out[name] = None if total is None else round(total, 1)
+    return out
 
 
 def _table_counts(meta_db: str) -> dict[str, int]:
@@ -122,7 +153,8 @@ def _one_run(af: Any, n: int, chunk: int, out: Path, limit_s: float) -> dict[str
     counts = _count(out / str(n), n)
     return {"items": n, "chunk": chunk, "chunks": math.ceil(n / chunk), "state": state, "wall_s": round(wall, 1),
             "items_per_s": round(n / wall, 1),
-            **counts, "peak_rss_mb": {k: round(v / 1024, 1) for k, v in sorted(af.peak_rss_kib.items())},
+            **counts, "hwm_mb": _hwm(af),
+            "peak_rss_mb": {k: round(v / 1024, 1) for k, v in sorted(af.peak_rss_kib.items())},
             "meta_rows": added, "meta_rows_per_item": per_item, "load": os.getloadavg()[0]}
 
 
@@ -154,8 +186,9 @@ def scale(items: str = "1000,10000", chunk: int = 500, parallel: int = 8, broker
         af.stop_all()
         drop_databases(af)
         shutil.rmtree(tmp, ignore_errors=True)
-    growth = rss_growth(runs[0]["peak_rss_mb"], runs[-1]["peak_rss_mb"]) if len(runs) > 1 else {}
-    return {"runs": runs, "items_max": sizes[-1], "rss_growth": growth,
+    growth = rss_growth(runs[0]["hwm_mb"], runs[-1]["hwm_mb"]) if len(runs) > 1 else {}
+    tree_growth = rss_growth(runs[0]["peak_rss_mb"], runs[-1]["peak_rss_mb"]) if len(runs) > 1 else {}
+    return {"runs": runs, "items_max": sizes[-1], "rss_growth": growth, "tree_rss_growth": tree_growth,
             "rss_bounded": bool(growth) and max(growth.values()) < 1.5,
             "lost": sum(r["lost"] for r in runs), "duplicated": sum(r["duplicated"] for r in runs),
             "all_success": all(r["state"] == "success" for r in runs), "load": os.getloadavg()}
@@ -168,7 +201,9 @@ def _print_table(res: dict[str, Any]) -> None:
     for key in ("state", "wall_s", "items_per_s", "lost", "duplicated", "bad_checksum"):
         print(f"{key:>24}" + "".join(f"{r[key]!s:>12}" for r in runs))
     for p in procs:
-        print(f"{'peak RSS MB ' + p:>24}" + "".join(f"{r['peak_rss_mb'].get(p, '-')!s:>12}" for r in runs))
+        print(f"{'VmHWM MB ' + p:>24}" + "".join(f"{r['hwm_mb'].get(p, '-')!s:>12}" for r in runs))
+    for p in procs:
+        print(f"{'tree RSS MB ' + p:>24}" + "".join(f"{r['peak_rss_mb'].get(p, '-')!s:>12}" for r in runs))
     tables = sorted({t for r in runs for t in r["meta_rows_per_item"]})
     for t in tables:
         print(f"{'rows/item ' + t:>24}" + "".join(f"{r['meta_rows_per_item'].get(t, 0)!s:>12}" for r in runs))

@@ -25,8 +25,8 @@ def test_rows_delta_counts_only_tables_that_grew_per_item():
 
 
 def test_rss_growth_is_large_over_small_per_process():
-    small = {"scheduler": 200.0, "triggerer": 300.0, "gone": 50.0, "zero": 0.0}
-    large = {"scheduler": 210.0, "triggerer": 600.0, "zero": 5.0}
+    small = {"scheduler": 200.0, "triggerer": 300.0, "gone": 50.0, "zero": 0.0, "unread": None, "later": 9.0}
+    large = {"scheduler": 210.0, "triggerer": 600.0, "zero": 5.0, "unread": 7.0, "later": None}
     assert bench_scale.rss_growth(small, large) == {"scheduler": 1.05, "triggerer": 2.0}
 
 
@@ -63,3 +63,9 @@ def test_summarize_counts_completed_rates_and_the_last_gap():
     assert out["last_end_to_last_noticed_over_ideal"] == 0.6
     assert out["makespan_over_ideal"] == 1.04
     assert out["triggerer_rss_per_job_kb"] == pytest.approx(2 * 1024 / 3, abs=0.1)
+
+
+def test_vm_hwm_mb_reads_the_peak_line():
+    status = "Name:\tairflow\nVmPeak:\t 900000 kB\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n"
+    assert bench_scale.vm_hwm_mb(status) == 200.0
+    assert bench_scale.vm_hwm_mb("Name:\tzombie\n") is None
