@@ -69,6 +69,13 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
          "outliers, completeness, purity, CPU per candidate"),
         ("sigma_dz", "outlier_fraction", "completeness_rich20", "purity", "core_s_per_candidate"),
     ),
+    "scale": (
+        "bench.bench_scale:scale",
+        ("a 1000- then a 10,000-item campaign (job arrays of the fast stand-in stage) on the Celery tier: lost, "
+         "duplicated, peak RSS of every Airflow process per item count, metadata-DB rows per item; run from the "
+         "repository (needs bench/ and tests/)"),
+        ("runs", "rss_growth", "rss_bounded", "lost", "duplicated", "all_success", "load"),
+    ),
 }
 
 #: name -> options of that benchmark: (flag, ``add_argument`` keywords); each value goes to its function by ``dest``.
@@ -80,6 +87,12 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                     "help": "site: local, or loopback-slurm (a private sshd + one-node Slurm; root)"}),
         ("--naive-items", {"type": int, "default": None,
                            "help": "run the naive anchor on this many items and extrapolate (default: all)"}),
+    ],
+    "scale": [
+        ("--items", {"default": "1000,10000", "help": "item counts, run in turn on one tier (default 1000,10000)"}),
+        ("--chunk", {"type": int, "default": 500, "help": "items per job array (default 500)"}),
+        ("--parallel", {"type": int, "default": 8, "help": "elements of one array running at once (default 8)"}),
+        ("--broker-db", {"type": int, "default": 11, "help": "Redis database number (default 11)"}),
     ],
     "ui": [
         ("--clients", {"type": int, "default": 10, "help": "concurrent clients (default 10)"}),
