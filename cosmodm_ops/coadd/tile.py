@@ -117,6 +117,7 @@ def calibrate_tile(tile: Tile, bands: Sequence[str], coadds: Sequence[str | os.P
             products = _catalog_products({b: p for b, (_, p) in dual.items()}, cal.dzp, apcorr, det, ims[bands[0]],
                                          det_bands, tile, co.magzero, out, tags)
             plots = _tile_plots(cal, cats, ims, bands, det_bands, comp, tile, se.spread_model_star_max, out)
+            products += _pseudocolour(found, ims, bands, zps, tile, out, tags)
     with stage("qa"):
         summary = _write_tile_qa(out, tile, bands, det_bands, cfg, cal, cats, zps, apcorr, sizes, comp, comp_notes, plots,
                                  products, truth)
@@ -157,6 +158,24 @@ def _catalog_products(raw: Mapping[str, Path], dzp: Mapping[str, float], apcorr:
     det_out = write_image(out / f"{tile.name}_det_coadd.fits.fz", det, det_hdr, compress=True)
     products.append(product(det_out, out, ProductKind.COADD, tags.with_(band="det")))
     return products
+
+
+def _pseudocolour(found: Mapping[str, Any], ims: Mapping[str, BandImage], bands: Sequence[str],
+                  zps: Mapping[str, float], tile: Tile, out: Path, tags: Tags) -> list[ManifestProduct]:
+    """The tile's ``pseudocolour`` product: from the non-homogenized coadds when all three bands have one."""
+    from cosmodm_ops.coadd.imageio import read_image
+    from cosmodm_ops.qa.pseudocolour import pick_bands, write_pseudocolour
+
+    rgb = pick_bands(bands)
+    if rgb is None:
+        return []
+    if all(found[b].plain is not None for b in rgb):
+        images = {b: read_image(found[b].plain)[0] for b in rgb}
+    else:
+        log.info("calibrate %s: pseudo-colour image from the homogenized coadds (no plain coadd of %s)", tile.name,
+                 ",".join(b for b in rgb if found[b].plain is None))
+        images = {b: np.where(ims[b].weight > 0, ims[b].image, np.nan) for b in rgb}
+    return [write_pseudocolour(images, rgb, zps, out / f"{tile.name}_pseudocolour.png", out, tags.to_dict())]
 
 
 def _tile_plots(cal: abscal.AbsoluteCalibration, cats: Mapping[str, np.ndarray], ims: Mapping[str, BandImage],

@@ -276,7 +276,7 @@ def test_products_manifest_and_archive(run: dict):
     m = read_manifest(run["out"] / "manifest.json")
     kinds = sorted((p.kind, p.tags["band"]) for p in m.products)
     assert kinds == [("coadd", "det"), ("coadd_catalog", "g"), ("coadd_catalog", "i"), ("coadd_catalog", "r"),
-                     ("coadd_catalog", "z"), ("qa", None), ("report", None)]
+                     ("coadd_catalog", "z"), ("pseudocolour", "gri"), ("qa", None), ("report", None)]
     for p in m.products:
         assert file_sha256(run["out"] / p.path) == p.sha256
     assert {i.role for i in m.inputs} == {"coadd_homog", "coadd_homog_weight", "refcat", "truth"}
@@ -286,7 +286,9 @@ def test_products_manifest_and_archive(run: dict):
     for band in OFFSETS:
         archive.register_manifest(run["root"] / "coadd" / TILE / band / "manifest.json")
     ids = archive.register_manifest(run["out"] / "manifest.json")
-    assert len(ids) == 7
+    assert len(ids) == 8  # 4 catalogs, detection image, pseudo-colour image, qa, report
+    (pc,) = archive.find(tile=TILE, kind="pseudocolour")
+    assert (pc["survey"], pc["version"], pc["band"]) == ("des", "v1", "gri")
     (cat,) = archive.find(tile=TILE, band="r", kind="coadd_catalog")
     up = archive.lineage(cat["id"], direction="up", depth=1)
     assert {up["products"][e["input_id"]]["band"] for e in up["edges"] if e["input_id"]} == set(OFFSETS)
