@@ -140,6 +140,10 @@ def dual_image_catalog(b: str, im: BandImage, psf: Path, det: tuple[Path, Path],
                        work: Path) -> tuple[np.ndarray, Path]:
     """SExtractor in dual-image mode: detection on ``det`` (image, weight), measurement on the band.
 
+    The parameters are ``coadd.catalog_params`` (MAG_DETMODEL: the galaxy model fitted on the
+    detection image, only its amplitude in the band, with the band's PSFEx model ``psf``; the
+    coadds are PSF-homogenized, so that model is the detection image's PSF too).
+
     Returns
     -------
     catalog : ndarray
@@ -153,7 +157,7 @@ def dual_image_catalog(b: str, im: BandImage, psf: Path, det: tuple[Path, Path],
     cat = work / f"{b}.dual.ldac"
     run_tool("sextractor", sextractor_args(
         f"{det_p},{im.plain['image']}", cat, weight=f"{det_wp},{im.plain['weight']}",
-        flag=im.plain["flag"], params=cfg.single_epoch.sextractor_params, psf=psf,
+        flag=im.plain["flag"], params=cfg.coadd.catalog_params, psf=f"{psf},{psf}",
         **_sextractor_common(im, tile, cfg), extra={"WEIGHT_TYPE": "MAP_WEIGHT,MAP_WEIGHT"}), cwd=work)
     return read_ldac(cat), cat
 

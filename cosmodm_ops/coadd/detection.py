@@ -1,8 +1,15 @@
-"""Stage ``detection``: the CHI-MEAN detection image of a tile's detection bands, and its weight.
+"""Stage ``detection``: the multi-band detection image of a tile's detection bands, and its weight.
 
-:func:`run` (pure) returns the image (:func:`chi_mean`) and a weight that is 1 where every
-detection band has data and 0 elsewhere; :func:`write` puts both, uncompressed, into the
-work folder for SExtractor's dual-image mode.
+:func:`run` (pure) returns the image and a weight that is 1 where every detection band has data
+and 0 elsewhere; :func:`write` puts both, uncompressed, into the work folder for SExtractor's
+dual-image mode. Two images (``coadd.detection_image``):
+
+- ``snr_mean`` (default, :func:`snr_mean`): the mean of the bands' S/N images, Gaussian with
+  unit variance on the sky. A negative noise fluctuation stays negative, so SExtractor does not
+  detect it: every detection has positive flux in the detection bands.
+- ``chi_mean`` (:func:`chi_mean`, Drlica-Wagner et al. 2018): squares the fluxes, so a negative
+  noise peak is detected like a positive one and then has no MAG_AUTO (negative flux) in the
+  measurement bands: about 60% of the detections of a deep tile, kept for comparison.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ import numpy as np
 
 from cosmodm_ops.coadd.imageio import write_plain
 
-__all__ = ["chi_mean", "detection_weight", "run", "write"]
+__all__ = ["DETECTION_IMAGES", "chi_mean", "detection_weight", "run", "snr_mean", "write"]
+
+#: The detection images :func:`run` makes (``coadd.detection_image``).
+DETECTION_IMAGES = ("snr_mean", "chi_mean")
 
 
 def chi_mean(images: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.ndarray:
@@ -44,6 +54,22 @@ def chi_mean(images: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.
     return out.astype(np.float32)
 
 
+def snr_mean(images: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean S/N image of several bands: ``sum_b f_b sqrt(w_b) / sqrt(n)``.
+
+    ``n`` is the number of bands with weight > 0 at the pixel: for pure noise each term is a unit
+    Gaussian, so the sum divided by ``sqrt(n)`` is one too (mean 0, variance 1, symmetric), and
+    a source's S/N adds linearly over the bands. Pixels no band covers are 0.
+    """
+    snr = np.zeros(images[0].shape, np.float64)
+    nb = np.zeros(images[0].shape, np.int32)
+    for img, w in zip(images, weights, strict=True):
+        good = (w > 0) & np.isfinite(img)
+        snr += np.where(good, np.asarray(img, np.float64) * np.sqrt(np.where(good, w, 0.0)), 0.0)
+        nb += good
+    return np.where(nb > 0, snr / np.sqrt(np.maximum(nb, 1)), 0.0).astype(np.float32)
+
+
 def detection_weight(weights: Sequence[np.ndarray]) -> np.ndarray:
     """1 (float32) where every band's weight is > 0, else 0."""
     det_w = np.ones(weights[0].shape, np.float32)
@@ -52,9 +78,14 @@ def detection_weight(weights: Sequence[np.ndarray]) -> np.ndarray:
     return det_w
 
 
-def run(images: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The detection image (:func:`chi_mean`) and its weight (:func:`detection_weight`) of the detection bands."""
-    return chi_mean(images, weights), detection_weight(weights)
+def run(images: Sequence[np.ndarray], weights: Sequence[np.ndarray], method: str = "snr_mean"
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """The detection image (``method``: :data:`DETECTION_IMAGES`) and its weight (:func:`detection_weight`)."""
+    if method not in DETECTION_IMAGES:
+        msg = f"coadd.detection_image {method!r}: expected one of {', '.join(DETECTION_IMAGES)}"
+        raise ValueError(msg)
+    make = snr_mean if method == "snr_mean" else chi_mean
+    return make(images, weights), detection_weight(weights)
 
 
 def write(work: Path, det: np.ndarray, det_w: np.ndarray, header: Any) -> tuple[Path, Path]:

@@ -90,9 +90,11 @@ class BandCoadd:
     image, weight : Path
         The homogenized coadd and its weight (checksums verified).
     inputs : list of ManifestInput
-        The two files, as inputs of the calibration's manifest.
+        The files, as inputs of the calibration's manifest.
     tags : dict
         The ``coadd_homog`` product's tags.
+    plain : Path or None
+        The non-homogenized coadd (``coadd`` product) when the band job left one (checksum verified).
     """
 
     band: str
@@ -101,6 +103,7 @@ class BandCoadd:
     weight: Path
     inputs: list[ManifestInput]
     tags: dict[str, Any]
+    plain: Path | None = None
 
 
 def _band_folders(coadds: Sequence[Path], bands: Sequence[str]) -> list[Path]:
@@ -146,14 +149,17 @@ def read_band_coadds(coadds: Sequence[Path], bands: Sequence[str], tile: str) ->
             msg = f"{f / 'manifest.json'}: no coadd_homog / coadd_homog_weight product (run `cosmodm coadd run`)"
             raise CoaddBadInput(msg)
         ins = []
-        for kind in ("coadd_homog", "coadd_homog_weight"):
+        for kind in ("coadd_homog", "coadd_homog_weight", "coadd"):
+            if kind not in prods:  # the non-homogenized coadd: optional (the pseudo-colour image)
+                continue
             p = prods[kind]
             path = (f / p.path).resolve()
             if not path.exists() or file_sha256(path) != p.sha256:
                 msg = f"{path}: missing or its sha256 differs from {f / 'manifest.json'}"
                 raise CoaddBadInput(msg)
             ins.append(ManifestInput(role=kind, path=str(path), sha256=p.sha256, size=p.size, tags=p.tags))
-        found[band] = BandCoadd(band, f, Path(ins[0].path), Path(ins[1].path), ins, prods["coadd_homog"].tags)
+        found[band] = BandCoadd(band, f, Path(ins[0].path), Path(ins[1].path), ins, prods["coadd_homog"].tags,
+                                Path(ins[2].path) if len(ins) > 2 else None)
     missing = [b for b in bands if b not in found]
     if missing:
         msg = (f"tile {tile}: no coadd of band(s) {missing} under {[str(c) for c in coadds]} "

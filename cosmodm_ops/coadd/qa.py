@@ -152,9 +152,32 @@ def tile_checks(cal: AbsoluteCalibration, bands: Sequence[str], zps: Mapping[str
     return checks
 
 
+def measured_fraction(cats: Mapping[str, Any], det_bands: Sequence[str], snr_min: float = 5.0) -> dict[str, Any]:
+    """How many detections have a MAG_AUTO (< 90) in every band, of all and of those above the detection limit.
+
+    "Above the detection limit": the detection's S/N in the detection image, estimated from
+    the catalogs as ``sum_b FLUX_AUTO_b / FLUXERR_AUTO_b / sqrt(n)`` over the detection bands
+    (the mean S/N the detection image adds), is at least ``snr_min``.
+    """
+    first = cats[next(iter(cats))]
+    measured = np.ones(len(first), bool)
+    for cat in cats.values():
+        measured &= np.asarray(cat["MAG_AUTO"], float) < 90
+    dets = [b for b in det_bands if b in cats] or list(cats)
+    snr = sum(np.asarray(cats[b]["FLUX_AUTO"], float) / np.maximum(np.asarray(cats[b]["FLUXERR_AUTO"], float),
+                                                                   1e-30) for b in dets) / np.sqrt(len(dets))
+    above = snr >= snr_min
+    n, n_above = len(measured), int(above.sum())
+    return {"n_detections": n, "n_measured_all_bands": int(measured.sum()),
+            "fraction_measured": float(measured.mean()) if n else None, "detection_snr_min": snr_min,
+            "n_above_limit": n_above, "n_above_limit_measured": int((measured & above).sum()),
+            "fraction_measured_above_limit": float(measured[above].mean()) if n_above else None}
+
+
 def tile_summary(tile: str, bands: Sequence[str], det_bands: Sequence[str], cal: AbsoluteCalibration, *,
                  zps: Mapping[str, float], apcorr: Mapping[str, float], sizes: Mapping[str, int],
-                 comp: Mapping[str, Any], magzero: float, checks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+                 comp: Mapping[str, Any], magzero: float, checks: Sequence[Mapping[str, Any]],
+                 measured: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The summary of a tile's ``qa.json`` (and of its report), with the verdict of ``checks``."""
     loc = cal.result
     summary: dict[str, Any] = {
@@ -174,6 +197,9 @@ def tile_summary(tile: str, bands: Sequence[str], det_bands: Sequence[str], cal:
     for b, res in comp.items():
         summary[f"completeness_mag90_{b}"] = res.mag90
         summary[f"completeness_mag50_{b}"] = res.mag50
+    if measured is not None:
+        summary["fraction_measured"] = measured["fraction_measured"]
+        summary["fraction_measured_above_limit"] = measured["fraction_measured_above_limit"]
     summary["verdict"] = verdict(checks)
     return summary
 

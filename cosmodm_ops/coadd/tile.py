@@ -6,11 +6,12 @@ Stages (each logged with its time):
    the band jobs' folders (``coadds``: band folders, or their parent with ``<band>/``), checked
    against their manifests;
 2. **decompress** (:mod:`~cosmodm_ops.coadd.catalogs`): plain copies for SExtractor;
-3. **detection** (:mod:`~cosmodm_ops.coadd.detection`): the CHI-MEAN image of
-   ``coadd.detection_bands`` (those present; all bands when none is);
+3. **detection** (:mod:`~cosmodm_ops.coadd.detection`): the mean S/N image (or CHI-MEAN,
+   ``coadd.detection_image``) of ``coadd.detection_bands`` (those present; all bands when none is);
 4. **psf** (:mod:`~cosmodm_ops.coadd.catalogs`): SExtractor + PSFEx on each band's homogenized
    coadd (the model for MAG_PSF and SPREAD_MODEL);
-5. **catalogs**: SExtractor in dual-image mode (detection image, band image) per band;
+5. **catalogs**: SExtractor in dual-image mode (detection image, band image) per band, with
+   MAG_DETMODEL (the model fitted on the detection image, scaled in each band: colours);
 6. **locus** (:mod:`~cosmodm_ops.coadd.abscal`): stars, MAG_PSF with each band's aperture
    correction, J from ``refcat`` (``mag_J``) when given, the locus fit; per band
    ``ZP = coadd.magzero + dzp``;
@@ -85,7 +86,8 @@ def calibrate_tile(tile: Tile, bands: Sequence[str], coadds: Sequence[str | os.P
         with stage("decompress"):
             ims = _prepare_bands(found, bands, tile, work)
         with stage("detection"):
-            det, det_w = detection.run([ims[b].image for b in det_bands], [ims[b].weight for b in det_bands])
+            det, det_w = detection.run([ims[b].image for b in det_bands], [ims[b].weight for b in det_bands],
+                                       co.detection_image)
             det_paths = detection.write(work, det, det_w, ims[bands[0]].header)
         with stage("psf"):
             psfs = {b: catalogs.coadd_psf(b, ims[b], tile, cfg, work) for b in bands}
@@ -115,8 +117,9 @@ def calibrate_tile(tile: Tile, bands: Sequence[str], coadds: Sequence[str | os.P
             products = _catalog_products({b: p for b, (_, p) in dual.items()}, cal.dzp, apcorr, det, ims[bands[0]],
                                          det_bands, tile, co.magzero, out, tags)
             plots = _tile_plots(cal, cats, ims, bands, det_bands, comp, tile, se.spread_model_star_max, out)
+            products += _pseudocolour(found, ims, bands, zps, tile, out, tags)
     with stage("qa"):
-        summary = _write_tile_qa(out, tile, bands, det_bands, cfg, cal, zps, apcorr, sizes, comp, comp_notes, plots,
+        summary = _write_tile_qa(out, tile, bands, det_bands, cfg, cal, cats, zps, apcorr, sizes, comp, comp_notes, plots,
                                  products, truth)
     minputs = [i for b in bands for i in found[b].inputs]
     minputs += [extra_input(role, p) for role, p in (("refcat", refcat), ("truth", truth)) if p is not None]
@@ -151,10 +154,28 @@ def _catalog_products(raw: Mapping[str, Path], dzp: Mapping[str, float], apcorr:
         dst = catalogs.write_catalog(src, out / f"{tile.name}_{b}_cat.fits", dzp[b], apcorr[b], magzero)
         products.append(product(dst, out, ProductKind.COADD_CATALOG, tags.with_(band=b)))
     det_hdr = plain_header(first.header)
-    det_hdr["DETBANDS"] = ("+".join(det_bands), "bands of the CHI-MEAN image")
+    det_hdr["DETBANDS"] = ("+".join(det_bands), "bands of the detection image")
     det_out = write_image(out / f"{tile.name}_det_coadd.fits.fz", det, det_hdr, compress=True)
     products.append(product(det_out, out, ProductKind.COADD, tags.with_(band="det")))
     return products
+
+
+def _pseudocolour(found: Mapping[str, Any], ims: Mapping[str, BandImage], bands: Sequence[str],
+                  zps: Mapping[str, float], tile: Tile, out: Path, tags: Tags) -> list[ManifestProduct]:
+    """The tile's ``pseudocolour`` product: from the non-homogenized coadds when all three bands have one."""
+    from cosmodm_ops.coadd.imageio import read_image
+    from cosmodm_ops.qa.pseudocolour import pick_bands, write_pseudocolour
+
+    rgb = pick_bands(bands)
+    if rgb is None:
+        return []
+    if all(found[b].plain is not None for b in rgb):
+        images = {b: read_image(found[b].plain)[0] for b in rgb}
+    else:
+        log.info("calibrate %s: pseudo-colour image from the homogenized coadds (no plain coadd of %s)", tile.name,
+                 ",".join(b for b in rgb if found[b].plain is None))
+        images = {b: np.where(ims[b].weight > 0, ims[b].image, np.nan) for b in rgb}
+    return [write_pseudocolour(images, rgb, zps, out / f"{tile.name}_pseudocolour.png", out, tags.to_dict())]
 
 
 def _tile_plots(cal: abscal.AbsoluteCalibration, cats: Mapping[str, np.ndarray], ims: Mapping[str, BandImage],
@@ -184,7 +205,8 @@ def _tile_plots(cal: abscal.AbsoluteCalibration, cats: Mapping[str, np.ndarray],
 
 
 def _write_tile_qa(out: Path, tile: Tile, bands: Sequence[str], det_bands: Sequence[str], cfg: Config,
-                   cal: abscal.AbsoluteCalibration, zps: Mapping[str, float], apcorr: Mapping[str, float],
+                   cal: abscal.AbsoluteCalibration, cats: Mapping[str, np.ndarray], zps: Mapping[str, float],
+                   apcorr: Mapping[str, float],
                    sizes: Mapping[str, int], comp: Mapping[str, Any], comp_notes: Mapping[str, str],
                    plots: Sequence[tuple[str, Path]], products: list[ManifestProduct],
                    truth: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -193,13 +215,14 @@ def _write_tile_qa(out: Path, tile: Tile, bands: Sequence[str], det_bands: Seque
 
     checks = coadd_qa.tile_checks(cal, bands, zps, sizes, comp if truth is not None else None, comp_notes,
                                   qa=cfg.qa)
+    measured = coadd_qa.measured_fraction(cats, det_bands)
     summary = coadd_qa.tile_summary(tile.name, bands, det_bands, cal, zps=zps, apcorr=apcorr, sizes=sizes,
-                                    comp=comp, magzero=cfg.coadd.magzero, checks=checks)
+                                    comp=comp, magzero=cfg.coadd.magzero, checks=checks, measured=measured)
     qa_doc = {"tile": tile.name, "bands": list(bands), "summary": summary, "checks": checks,
               "zeropoints": dict(zps), "dzp": cal.dzp, "apcorr": dict(apcorr), "locus": coadd_qa.locus_record(cal),
               "truth": None if truth is None else str(truth),
               "completeness": {b: res.to_dict() for b, res in comp.items()} if truth is not None else None,
-              "completeness_notes": dict(comp_notes)}
+              "completeness_notes": dict(comp_notes), "measured": measured}
     qa_path = write_json(out / "qa.json", qa_doc)
     report = write_tile_report(out / f"{tile.name}_report.html", tile.name, summary, checks, plots,
                                [[b, zps[b], cal.dzp[b], apcorr[b], sizes[b]] for b in bands], comp)

@@ -282,7 +282,14 @@ class CoaddConfig(_Strict):
     """Coadd pipeline settings."""
 
     moffat_beta: float = Field(default=2.5, gt=1, description="Moffat beta of the homogenized PSF.")
-    detection_bands: list[str] = Field(default_factory=lambda: ["r", "i"], description="Bands of the chi2 image.")
+    detection_bands: list[str] = Field(default_factory=lambda: ["r", "i"], description="Bands of the detection image.")
+    detection_image: Literal["snr_mean", "chi_mean"] = Field(
+        default="snr_mean", description="Detection image: mean S/N (no negative noise peaks) or CHI-MEAN."
+    )
+    catalog_params: str = Field(
+        default="coadd_dual.param",
+        description="Parameter list of the dual-image coadd catalogs in include/configs/astromatic/ (MAG_DETMODEL).",
+    )
     star_snr_min: float = Field(default=20.0, gt=0, description="S/N cut for calibration stars.")
     match_radius_arcsec: float = Field(default=1.0, gt=0, description="Star matching radius.")
     min_stars_per_image: int = Field(

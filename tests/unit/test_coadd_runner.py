@@ -10,7 +10,7 @@ import pytest
 
 from cosmodm_ops.coadd.catalogs import moffat_to_total as _moffat_to_total
 from cosmodm_ops.coadd.cli import _overrides
-from cosmodm_ops.coadd.detection import chi_mean
+from cosmodm_ops.coadd.detection import chi_mean, snr_mean
 from cosmodm_ops.coadd.inputs import CoaddBadInput, CoaddInput, InputFile
 
 pytestmark = pytest.mark.unit
@@ -32,6 +32,28 @@ def test_chi_mean_of_noise_is_standardized_whatever_the_number_of_bands():
     assert chi_mean(imgs, wts)[300, 300] > 10
     uncovered = chi_mean([imgs[0]], [np.zeros(shape)])
     assert not uncovered.any()
+
+
+def test_snr_mean_is_a_unit_gaussian_on_the_sky_and_keeps_negative_peaks_negative():
+    rng = np.random.default_rng(1)
+    shape = (400, 400)
+    sig = [2.0, 0.5, 1.0]
+    imgs = [rng.normal(0, s, shape) for s in sig]
+    wts = [np.full(shape, 1 / s**2) for s in sig]
+    wts[2][:200] = 0.0  # 2 bands in the first half, 3 in the second
+    det = snr_mean(imgs, wts)
+    for part in (det[:200], det[200:]):
+        assert abs(part.mean()) < 0.01 and part.std() == pytest.approx(1.0, rel=0.02)
+        assert abs(np.median(part)) < 0.01  # symmetric: SExtractor's mode estimate of the sky is 0
+    # S/N adds linearly: 10 sigma in each of the three bands -> 30 / sqrt(3) above the noise
+    for b, s in enumerate(sig):
+        imgs[b][300, 300] += 10 * s
+        imgs[b][350, 350] -= 10 * s  # a negative "peak": CHI-MEAN makes it a source, the mean S/N does not
+    det = snr_mean(imgs, wts)
+    assert det[300, 300] == pytest.approx(30 / math.sqrt(3), abs=3.0)
+    assert det[350, 350] < -10
+    assert chi_mean(imgs, wts)[350, 350] > 10
+    assert not snr_mean([imgs[0]], [np.zeros(shape)]).any()
 
 
 def test_moffat_aperture_to_total():

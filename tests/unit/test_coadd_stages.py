@@ -78,8 +78,11 @@ def test_detection_weight_is_zero_where_any_band_lacks_data():
     imgs = [rng.normal(0, 1, (50, 50)) for _ in range(2)]
     wts = [np.ones((50, 50)), np.ones((50, 50))]
     wts[1][:, :5] = 0.0
-    det, det_w = detection.run(imgs, wts)
-    np.testing.assert_array_equal(det, detection.chi_mean(imgs, wts))
+    det, det_w = detection.run(imgs, wts)  # the default image is the mean S/N since issue 17
+    np.testing.assert_array_equal(det, detection.snr_mean(imgs, wts))
+    np.testing.assert_array_equal(detection.run(imgs, wts, "chi_mean")[0], detection.chi_mean(imgs, wts))
+    with pytest.raises(ValueError, match="coadd.detection_image 'chi2'"):
+        detection.run(imgs, wts, "chi2")
     assert det_w[:, :5].max() == 0.0 and det_w[:, 5:].min() == 1.0 and det_w.dtype == np.float32
 
 
