@@ -51,6 +51,20 @@ def test_bad_input_and_cancel_fail_without_retry(op, state, code):
         op.execute_complete(_ctx(), _event(state, code))
 
 
+@pytest.mark.parametrize("raw_state", ["CANCELLED by 1001", "CANCELLED"])
+def test_cancel_by_the_submitting_account_is_not_retried(op, raw_state):
+    with pytest.raises(AirflowFailException, match="cancelled: not retried"):
+        op.execute_complete(_ctx(), {**_event("cancelled"), "raw_state": raw_state, "reason": raw_state.lower()})
+
+
+def test_cancel_by_the_site_is_retried(op):
+    # Slurm 22.05's sacct State of a job root scancelled (captured in make faults' scancel row)
+    event = {**_event("cancelled"), "raw_state": "CANCELLED by 0", "reason": "cancelled by 0"}
+    with pytest.raises(AirflowException, match="cancelled by the site, uid 0: retrying") as err:
+        op.execute_complete(_ctx(), event)
+    assert not isinstance(err.value, AirflowFailException)
+
+
 @pytest.mark.parametrize("state,code", [("failed", 75), ("failed", 1), ("timeout", None), ("node_fail", None),
                                         ("out_of_memory", None), ("preempted", None), ("error", None)])
 def test_transient_outcomes_retry(op, state, code):
