@@ -314,5 +314,7 @@ class TransferOperator(BaseOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") == "SUCCEEDED":
             return event
-        msg = f"Globus task {event.get('task_id')} ended {event.get('status')}: {event.get('faults') or event.get('message')}"
+        why = "; ".join(event.get("events") or []) or event.get("message") or "no error event"
+        msg = (f"Globus task {event.get('task_id')} ended {event.get('status')} ({event.get('faults') or 0} fault(s)): "
+               f"{why} (retrying)")
         raise AirflowException(msg)

@@ -225,3 +225,16 @@ def test_sigkill_far_below_the_limit_is_not_a_memory_kill(monkeypatch):
     with pytest.raises(AirflowException) as err:
         op.execute_complete(_ctx(), {**_event("failed", 137), "max_rss_mb": 50.0})
     assert "out of memory" not in str(err.value) and "retrying" in str(err.value)
+
+
+def test_failed_globus_task_is_retried_with_its_error_events():
+    from cosmodm_ops.airflow import TransferOperator
+
+    op = TransferOperator(task_id="transfer", items=[], site="local")
+    event = {"task_id": "t-1", "status": "FAILED", "done": True, "faults": 3, "message": "failed",
+             "events": ["PERMISSION_DENIED: no write access to /site/raw"]}
+    with pytest.raises(AirflowException, match=r"ended FAILED \(3 fault\(s\)\): PERMISSION_DENIED: no write access "
+                                               r"to /site/raw \(retrying\)") as err:
+        op.execute_complete({}, event)
+    assert not isinstance(err.value, AirflowFailException)
+    assert op.execute_complete({}, {"status": "SUCCEEDED", "task_id": "t-2"})["task_id"] == "t-2"
