@@ -310,13 +310,18 @@ def scancel_from_outside(env: FaultEnv) -> FaultResult:
 
 @fault("job_over_walltime", tier="slurm")
 def job_over_walltime(env: FaultEnv) -> FaultResult:
-    """A 75 s job under a 1-minute walltime: TIMEOUT, retried with a longer walltime; recovery: timeout to product."""
+    """A 95 s job under a 1-minute walltime: TIMEOUT, retried with a longer walltime; recovery: timeout to product.
+
+    95 s, not just over 60: slurmctld enforces time limits every 30 s (then ``KillWait``), so a 75 s job could
+    finish its product before the kill and still end TIMEOUT; its retry then did the work a second time
+    (seen in the first run of this row).
+    """
     site = _site(env)
-    work = _Workload(site, "walltime", [Item("long", 75, walltime_min=1)])
+    work = _Workload(site, "walltime", [Item("long", 95, walltime_min=1)])
     work.finish(900)
     tries = work.items[0].tries
     recovery = tries[-1]["ended"] - tries[0]["ended"] if len(tries) > 1 else None
     walls = " -> ".join(f"{t['walltime_min']} min" for t in tries)
-    return _result("job_over_walltime", "a 75 s job with walltime 1 min",
+    return _result("job_over_walltime", "a 95 s job with walltime 1 min",
                    f"batch layer over real sshd + Slurm: TIMEOUT -> BatchJobOperator retried with walltime {walls} "
                    "(fixed: int(1 x 1.5) kept 1 min, so every retry timed out)", work, recovery)
