@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.faults import FaultEnv, FaultResult, fault
 
-__all__ = ["job_over_walltime", "restart_slurmctld", "restart_sshd", "scancel_from_outside"]
+__all__ = ["count_products", "job_over_walltime", "restart_slurmctld", "restart_sshd", "scancel_from_outside"]
 
 CONN_ID = "cosmodm_faults_slurm"
 _MAX_TRIES = 3
@@ -224,12 +224,7 @@ class _Workload:
 
     def count(self) -> tuple[int, int, dict[str, Any]]:
         """(lost, duplicated, details) from the products folder."""
-        lost = duplicated = 0
-        for it in self.items:
-            path = self.site.workdir / "products" / f"{it.name}.done"
-            lines = path.read_text().split() if path.is_file() else []
-            lost += not lines
-            duplicated += max(0, len(lines) - 1)
+        lost, duplicated = count_products(self.site.workdir / "products", [it.name for it in self.items])
         info = {it.name: {"outcome": it.outcome, "tries": [{k: t.get(k) for k in ("job_id", "walltime_min", "state",
                                                                                    "raw_state")} for t in it.tries]}
                 for it in self.items}
@@ -237,6 +232,17 @@ class _Workload:
 
     def survived(self) -> bool:
         return all(it.outcome == "success" for it in self.items)
+
+
+def count_products(folder: Path, names: list[str]) -> tuple[int, int]:
+    """(lost, duplicated): items without a line in ``<name>.done``; lines beyond one (jobs that did it again)."""
+    lost = duplicated = 0
+    for name in names:
+        path = folder / f"{name}.done"
+        lines = path.read_text().split() if path.is_file() else []
+        lost += not lines
+        duplicated += max(0, len(lines) - 1)
+    return lost, duplicated
 
 
 def _result(name: str, injected: str, action: str, work: _Workload, recovery: float | None,
