@@ -36,7 +36,8 @@ from typing import Any
 __all__ = ["FAULTS", "MODULES", "Fault", "FaultEnv", "FaultResult", "fault", "main", "run_faults"]
 
 #: Modules whose import registers rows (in table order).
-MODULES = ["bench.faults.celery_faults"]
+MODULES = ["bench.faults.celery_faults", "bench.faults.archive_faults", "bench.faults.batch_faults",
+           "bench.faults.transfer_faults"]
 
 
 @dataclass

@@ -27,10 +27,10 @@ from typing import Any
 
 from bench.faults import FaultEnv, FaultResult, fault
 
-__all__ = ["kill_scheduler", "kill_triggerer_while_deferred", "kill_worker_mid_task"]
+__all__ = ["kill_scheduler", "kill_triggerer_while_deferred", "kill_worker_mid_task", "same_night_twice"]
 
 _NIGHTS = {"kill_worker_mid_task": "2026-11-10", "kill_triggerer_while_deferred": "2026-11-11",
-           "kill_scheduler": "2026-11-12"}
+           "kill_scheduler": "2026-11-12", "same_night_twice": "2026-11-13"}
 _KINDS = ("image", "weight", "mask")
 _RUN_TIMEOUT_S = 1500
 
@@ -90,31 +90,40 @@ def _kill_and_restart(af: Any, name: str) -> float:
     return t
 
 
-def _count(af: Any, night: str, run_id: str, run_root: Path) -> tuple[int, int]:
-    """(lost, duplicated) of a night: see the module docstring."""
+def _archive_count(af: Any, night: str) -> tuple[int, int]:
+    """(lost, duplicated) products of a night in the archive: see the module docstring."""
     from cosmodm_ops.archive import Archive
+    from cosmodm_ops.config import load_config
 
     archive = Archive(af.archive_url, af.env["COSMODM_ARCHIVE_ROOT"])
     current = archive.find(survey="demo", night=night)
     every = archive.find(survey="demo", night=night, include_superseded=True)
     expnums = sorted({p["expnum"] for p in current if p["kind"] == "raw"})
-    from cosmodm_ops.config import load_config
-
     ccds = [c.ccdnum for c in load_config("demo", site="local").camera.ccds]  # decam-mini: 25, 26, 32, 33
     expected = {("raw", e, None) for e in expnums} | {(k, e, c) for k in _KINDS for e in expnums for c in ccds}
     keys = Counter((p["kind"], p["expnum"], p.get("ccd") if p["kind"] != "raw" else None) for p in current)
     lost = len(expected - set(keys)) + max(0, 2 - len(expnums)) * (1 + len(ccds) * len(_KINDS))
     duplicated = sum(n - 1 for n in keys.values() if n > 1) + (len(every) - len(current))
-    # single-epoch jobs of this run that completed (exit 0) more than once for the same exposure
+    return lost, duplicated
+
+
+def _jobs_done(run_id: str, run_root: Path, exposures: int = 2) -> Counter:
+    """Single-epoch jobs of a run that completed (exit 0), per map index (exposure), over every try."""
     from cosmodm_ops.batch.base import job_name_for
 
-    done = Counter()
-    for m in range(len(expnums)):
+    done: Counter = Counter()
+    for m in range(exposures):
         for t in range(1, 6):
             rc = run_root / "jobs" / ".cosmodm" / f"{job_name_for('nightly_ingest', run_id, 'exposure.single_epoch', t, m)}.rc"
             if rc.is_file() and rc.read_text().strip() == "0":
                 done[m] += 1
-    duplicated += sum(n - 1 for n in done.values() if n > 1)
+    return done
+
+
+def _count(af: Any, night: str, run_id: str, run_root: Path) -> tuple[int, int]:
+    """(lost, duplicated) of a night: products (see the module docstring) and jobs that completed twice."""
+    lost, duplicated = _archive_count(af, night)
+    duplicated += sum(n - 1 for n in _jobs_done(run_id, run_root).values() if n > 1)
     return lost, duplicated
 
 
@@ -178,3 +187,30 @@ def kill_scheduler(env: FaultEnv) -> FaultResult:
     """kill -9 the scheduler while single-epoch jobs are deferred and others wait to be scheduled."""
     return _row(env, "kill_scheduler", 103, "single_epoch deferred, downstream not yet scheduled", "scheduler",
                 lambda tis: any(t["task_id"] == "exposure.single_epoch" and t["state"] == "deferred" for t in tis))
+
+
+@fault("same_night_twice", tier="celery")
+def same_night_twice(env: FaultEnv) -> FaultResult:
+    """``nightly_ingest`` triggered twice for the same night at once (max_active_runs=2: both run together)."""
+    from cosmodm_ops.workflows.nightly import night_counts
+
+    af = _tier(env)
+    night = _NIGHTS["same_night_twice"]
+    _simulate(af, night, 104)
+    conf = {"night": night, "site": "local", "survey": "demo", "version": "v1", "force": False}
+    runs = [af.trigger("nightly_ingest", conf), af.trigger("nightly_ingest", conf)]
+    states = [af.wait_run("nightly_ingest", r, timeout=_RUN_TIMEOUT_S) for r in runs]
+    root = Path(af.env["COSMODM_WORK_ROOT"])
+    lost, duplicated = _archive_count(af, night)
+    jobs = [_jobs_done(r, root) for r in runs]
+    duplicated += sum(n - 1 for j in jobs for n in j.values() if n > 1)  # a job twice within one run
+    counts = night_counts(night, af.archive_url, af.env["COSMODM_ARCHIVE_ROOT"])
+    duplicated += max(0, counts["exposures"] - 2)  # exposure rows beyond one per exposure
+    survived = states == ["success", "success"] and counts["accepted"] == 2
+    ran = [sum(j.values()) for j in jobs]
+    action = (f"Celery tier, 2 runs at once: both {'/'.join(states)}; single-epoch jobs completed per run: "
+              f"{ran[0]} and {ran[1]}; archive rows one per product (advisory lock per key; same bytes = no-op)")
+    note = json.dumps({"runs": runs, "states": states, "jobs_done": [dict(j) for j in jobs],
+                       "counts": {k: counts[k] for k in ("exposures", "accepted", "quarantined", "failed")}})
+    return FaultResult("same_night_twice", "2 runs of one night triggered together", action, survived, lost,
+                       duplicated, None, note)

@@ -8,7 +8,9 @@ final state                            task outcome
 completed (exit 0)                     success; accounting returned (XCom)
 failed, exit 3 (some CCDs failed)      success with ``partial=True``
 failed, exit 65 (bad input)            fail, no retry (AirflowFailException)
-cancelled                              fail, no retry
+cancelled by the submitting account    fail, no retry (someone meant it; on_kill cancels so)
+cancelled by uid 0 (Slurm's            raise: Airflow retries (the site stopped the job:
+"CANCELLED by 0": an admin, the site)  the work still has to be done)
 failed (other codes, 75 = transient)   raise: Airflow retries
 timeout, node_fail, preempted          raise: Airflow retries (walltime scaled by
                                        ``retry_scale ** (try_number - 1)``)
@@ -36,7 +38,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from cosmodm_ops.airflow.triggers import BatchJobTrigger
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_PARTIAL", "BatchJobOperator", "TransferOperator", "site_job_spec"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_PARTIAL", "BatchJobOperator", "TransferOperator", "cancelled_by_site",
+           "site_job_spec"]
 
 EXIT_PARTIAL = 3
 EXIT_BAD_INPUT = 65
@@ -224,6 +227,8 @@ class BatchJobOperator(BaseOperator):
             msg = f"{where} ({kind}: not retried){self._diagnostics(context)}"
             raise AirflowFailException(msg)
         if state == "cancelled":
+            if cancelled_by_site(event):
+                raise AirflowException(f"{where} (cancelled by the site, uid 0: retrying)")
             raise AirflowFailException(f"{where} (cancelled: not retried)")
         res = self.try_resources(context["ti"].try_number)
         oom = memory_verdict(state, code, event.get("max_rss_mb"), res.memory_gb)
@@ -254,6 +259,14 @@ class BatchJobOperator(BaseOperator):
             self.log.info("cancelled job %s", info["job_id"])
         except Exception as err:  # noqa: BLE001 - best effort on kill
             self.log.warning("could not cancel job %s: %s", info.get("job_id"), err)
+
+
+def cancelled_by_site(event: dict[str, Any]) -> bool:
+    """True when a cancelled job was cancelled by uid 0 (Slurm's ``CANCELLED by 0``): the site, not our account."""
+    import re
+
+    text = " ".join(str(event.get(k) or "") for k in ("raw_state", "reason", "message"))
+    return re.search(r"\bcancelled by 0\b", text, re.IGNORECASE) is not None
 
 
 class TransferOperator(BaseOperator):
@@ -307,5 +320,7 @@ class TransferOperator(BaseOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") == "SUCCEEDED":
             return event
-        msg = f"Globus task {event.get('task_id')} ended {event.get('status')}: {event.get('faults') or event.get('message')}"
+        why = "; ".join(event.get("events") or []) or event.get("message") or "no error event"
+        msg = (f"Globus task {event.get('task_id')} ended {event.get('status')} ({event.get('faults') or 0} fault(s)): "
+               f"{why} (retrying)")
         raise AirflowException(msg)

@@ -6,6 +6,9 @@ hard-linked to its final name, which fails rather than overwrite an existing fil
 folder is fsynced and the temporary name removed. A process killed at any point leaves
 either no file at the final name or the complete file, never a partial one (temporary
 names start with ``.`` and end with ``.part``; :func:`stale_temporaries` lists leftovers).
+A full file system (``ENOSPC``, ``EDQUOT``) raises :class:`ArchiveUnavailable` naming the folder and
+the space needed, after the temporary is removed: nothing is left behind, and a retry after space is
+freed succeeds.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
+
+from cosmodm_ops.archive.errors import ArchiveUnavailable
 
 __all__ = ["fsync_dir", "place_file", "sha256_file", "stale_temporaries"]
 
@@ -55,8 +60,33 @@ def place_file(src: str | os.PathLike[str], dst: Path, sha256: str, *, sync_dir:
     ------
     ValueError
         When the copied bytes do not have the expected sha256 (the source changed).
+    ArchiveUnavailable
+        When the archive's file system is full (nothing is left at ``dst`` or in temporaries).
     """
-    dst = Path(dst)
+    try:
+        return _place(src, Path(dst), sha256, sync_dir)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        need = os.stat(src).st_size
+        msg = (f"archive file system full: cannot write {dst} ({need} bytes; {_free_bytes(Path(dst))} bytes free "
+               f"there): nothing was written; free space under the archive root and retry")
+        raise ArchiveUnavailable(msg) from err
+
+
+def _free_bytes(path: Path) -> int | str:
+    """Bytes free on the file system of ``path`` (its nearest existing parent); "?" when unknown."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "?"
+    return st.f_bavail * st.f_frsize
+
+
+def _place(src: str | os.PathLike[str], dst: Path, sha256: str, sync_dir: bool) -> str:
+    """:func:`place_file` without the translation of a full file system."""
     if dst.exists():
         return "same" if sha256_file(dst) == sha256 else "taken"
     dst.parent.mkdir(parents=True, exist_ok=True)

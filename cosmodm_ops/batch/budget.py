@@ -88,9 +88,12 @@ def resources_for_try(batch: Any, stage: str | None, try_number: int, *, cores: 
         return round(min(cap, base_mem * factor ** k), 2)
 
     base_wall = walltime_min or (budget.walltime_min if budget and budget.walltime_min else None) or batch.walltime_min
+    wall = int(base_wall * walltime_scale ** n)
+    if n and walltime_scale > 1:  # a short walltime still grows (int(1 x 1.5) would stay 1 minute: timeout again)
+        wall = max(wall, int(base_wall) + n)
     return Resources(
         cores=cores or (budget.cores if budget and budget.cores else None) or batch.cores,
-        memory_gb=mem(n), walltime_min=int(base_wall * walltime_scale ** n), max_memory_gb=round(cap, 2),
+        memory_gb=mem(n), walltime_min=wall, max_memory_gb=round(cap, 2),
         next_memory_gb=mem(n + 1),
     )
 

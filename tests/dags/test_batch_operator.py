@@ -51,6 +51,20 @@ def test_bad_input_and_cancel_fail_without_retry(op, state, code):
         op.execute_complete(_ctx(), _event(state, code))
 
 
+@pytest.mark.parametrize("raw_state", ["CANCELLED by 1001", "CANCELLED"])
+def test_cancel_by_the_submitting_account_is_not_retried(op, raw_state):
+    with pytest.raises(AirflowFailException, match="cancelled: not retried"):
+        op.execute_complete(_ctx(), {**_event("cancelled"), "raw_state": raw_state, "reason": raw_state.lower()})
+
+
+def test_cancel_by_the_site_is_retried(op):
+    # Slurm 22.05's sacct State of a job root scancelled (captured in make faults' scancel row)
+    event = {**_event("cancelled"), "raw_state": "CANCELLED by 0", "reason": "cancelled by 0"}
+    with pytest.raises(AirflowException, match="cancelled by the site, uid 0: retrying") as err:
+        op.execute_complete(_ctx(), event)
+    assert not isinstance(err.value, AirflowFailException)
+
+
 @pytest.mark.parametrize("state,code", [("failed", 75), ("failed", 1), ("timeout", None), ("node_fail", None),
                                         ("out_of_memory", None), ("preempted", None), ("error", None)])
 def test_transient_outcomes_retry(op, state, code):
@@ -211,3 +225,16 @@ def test_sigkill_far_below_the_limit_is_not_a_memory_kill(monkeypatch):
     with pytest.raises(AirflowException) as err:
         op.execute_complete(_ctx(), {**_event("failed", 137), "max_rss_mb": 50.0})
     assert "out of memory" not in str(err.value) and "retrying" in str(err.value)
+
+
+def test_failed_globus_task_is_retried_with_its_error_events():
+    from cosmodm_ops.airflow import TransferOperator
+
+    op = TransferOperator(task_id="transfer", items=[], site="local")
+    event = {"task_id": "t-1", "status": "FAILED", "done": True, "faults": 3, "message": "failed",
+             "events": ["PERMISSION_DENIED: no write access to /site/raw"]}
+    with pytest.raises(AirflowException, match=r"ended FAILED \(3 fault\(s\)\): PERMISSION_DENIED: no write access "
+                                               r"to /site/raw \(retrying\)") as err:
+        op.execute_complete({}, event)
+    assert not isinstance(err.value, AirflowFailException)
+    assert op.execute_complete({}, {"status": "SUCCEEDED", "task_id": "t-2"})["task_id"] == "t-2"

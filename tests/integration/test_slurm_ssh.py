@@ -268,3 +268,39 @@ def test_node_failure_requeues_the_job_and_it_completes(site):
     assert res.returncode == 0, res.stderr
     final = _final(scheduler, runner, job)
     assert final.state is JobState.COMPLETED and final.exit_code == 0
+
+
+def _decide(status: JobStatus) -> str:
+    """What BatchJobOperator.execute_complete makes of a final status: success, retry or fail."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from cosmodm_ops.airflow import BatchJobOperator
+
+    op = BatchJobOperator(task_id="t", command=["true"], site="local")
+    ti = SimpleNamespace(task_id="t", dag_id="d", run_id="r", try_number=1, map_index=-1, xcom_pull=lambda **kw: None)
+    event = {**asdict(status), "state": status.state.value}
+    try:
+        op.execute_complete({"ti": ti}, event)
+    except AirflowFailException:
+        return "fail"
+    except AirflowException:
+        return "retry"
+    return "success"
+
+
+def test_cancel_by_our_account_fails_but_by_the_site_retries(site):
+    """scancel over SSH as the job's own user is respected; root's scancel (the site's) is retried."""
+    scheduler, runner, ss = site
+    ours = scheduler.submit(runner, _spec(ss, ["sleep", "300"]))
+    theirs = scheduler.submit(runner, _spec(ss, ["sleep", "300"]))
+    for job_id in (ours, theirs):
+        assert _running(scheduler, runner, job_id).state is JobState.RUNNING
+    scheduler.cancel(runner, ours)
+    ss.slurm.run("scancel", theirs)  # as root, from outside the platform
+    mine, site_cancel = _final(scheduler, runner, ours), _final(scheduler, runner, theirs)
+    assert mine.state is site_cancel.state is JobState.CANCELLED
+    assert site_cancel.raw_state == "CANCELLED by 0" and mine.raw_state != "CANCELLED by 0"
+    assert (_decide(mine), _decide(site_cancel)) == ("fail", "retry")

@@ -33,6 +33,14 @@ def test_unknown_stage_and_explicit_values():
     assert (explicit.cores, explicit.memory_gb, explicit.walltime_min) == (1, 3.0, 5)
 
 
+def test_a_short_walltime_still_grows_on_retry():
+    # int(1 x 1.5) = 1: without the floor a job over a 1-minute walltime timed out again on every retry
+    b = _batch()
+    assert [resources_for_try(b, None, n, walltime_min=1).walltime_min for n in (1, 2, 3, 4)] == [1, 2, 3, 4]
+    assert [resources_for_try(b, None, n, walltime_min=2).walltime_min for n in (1, 2, 3)] == [2, 3, 4]
+    assert [resources_for_try(b, None, n, walltime_min=5, walltime_scale=1.0).walltime_min for n in (1, 3)] == [5, 5]
+
+
 def test_factor_one_means_no_memory_retry():
     b = _batch(stages={"coadd": {"memory_gb": 8, "retry_memory_factor": 1}})
     r = resources_for_try(b, "coadd", 1)
