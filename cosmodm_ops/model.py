@@ -92,6 +92,8 @@ class ProductKind(str, enum.Enum):
     """A QA report (HTML) or plot (PNG)."""
     THUMBNAIL = "thumbnail"
     """A small binned PNG preview (an exposure's focal plane, a coadd) for the UI pages."""
+    PSEUDOCOLOUR = "pseudocolour"
+    """A tile's pseudo-colour PNG from its band coadds (band tag: the bands joined, e.g. ``gri``)."""
 
 
 def validate_token(name: str, value: Any) -> str:

@@ -265,7 +265,7 @@ def tile_page(request: Request, survey: str = P(..., pattern=_NAME),
               name: str = P(..., pattern=_NAME)) -> HTMLResponse:
     """A tile: per-band coadd thumbnails, calibration and completeness QA, input exposures."""
     d = _tile_data(survey, name)
-    bands = sorted({x["band"] for x in d["products"] if x["band"]})
+    bands = sorted({x["band"] for x in d["products"] if x["band"] and x["kind"] != "pseudocolour"})
     return page(request, "tile.html", survey=survey, bands=bands, **d)
 
 

@@ -47,6 +47,7 @@ EXTENSIONS: dict[ProductKind, str] = {
     ProductKind.QA: ".json",
     ProductKind.REPORT: ".html",
     ProductKind.THUMBNAIL: ".png",
+    ProductKind.PSEUDOCOLOUR: ".png",
 }
 
 _TAG_ORDER = ("survey", "camera", "stage", "version", "kind", "night", "expnum", "ccd", "band", "tile")

@@ -355,8 +355,9 @@ def tile_detail(conn: Connection, *, survey: str, name: str) -> dict[str, Any] |
                 .where(lin.c.product_id.in_(coadd_ids), pin.c.kind == "image", pin.c.expnum.isnot(None))
                 .group_by(pc.c.band, pin.c.expnum, pin.c.night).order_by(pc.c.band, pin.c.expnum)):
             inputs[band].append({"expnum": expnum, "night": night, "n_ccds": int(n)})
+    colour = [x for x in prods if x["kind"] == "pseudocolour"]
     return {"tile": dict(row), "products": prods, "qa": qa_rows, "quarantine": dict(reasons),
-            "inputs": dict(inputs)}
+            "inputs": dict(inputs), "pseudocolour": max(colour, key=lambda x: x["id"]) if colour else None}
 
 
 def run_products(conn: Connection, *, dag_id: str, run_id: str, task_id: str | None = None,
