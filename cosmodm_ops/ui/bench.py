@@ -27,6 +27,8 @@ __all__ = ["seed_bulk", "ui"]
 
 N_NIGHTS, PER_NIGHT, N_TILES, BANDS, CCDS = 100, 100, 1000, ("g", "r", "i", "z", "Y"), (1, 2, 3)
 NOW = "2026-12-01T00:00:00+00:00"
+#: api-server workers: enough that 10 clients do not queue behind one slow request on 2 cores
+WORKERS = "4"
 
 
 def _chunks(conn: Any, table: Any, rows: list[dict[str, Any]], n: int = 5000) -> None:
@@ -192,7 +194,7 @@ def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int) -> di
     dags.mkdir(exist_ok=True)
     shutil.copy(REPO / "dags" / "nightly_ingest.py", dags / "nightly_ingest.py")
     server = start_api_server(tmp / f"airflow_{name}", db=db, root=str(arch.root), timeout=300,
-                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": WORKERS})
     try:
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "reserialize"], env=server.env,
                        check=True, capture_output=True, timeout=600)

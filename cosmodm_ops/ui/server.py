@@ -63,7 +63,7 @@ def _env(home: Path, port: int, db: str, root: str, secret: str, extra: dict[str
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{u}" for u in USERS),
         "AIRFLOW__API_AUTH__JWT_SECRET": secret, "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}", "AIRFLOW__API__WORKERS": env.get("COSMODM_UI_WORKERS", "4"),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}", "AIRFLOW__API__WORKERS": env.get("COSMODM_UI_WORKERS", "2"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("COSMODM_UI_AIRFLOW_DB", f"sqlite:///{home / 'airflow.db'}"),
         "COSMODM_DB": db, "COSMODM_ARCHIVE_ROOT": root, "PYTHONPATH": str(REPO),
         "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
