@@ -159,13 +159,13 @@ def nights_page(request: Request, survey: str | None = Query(None, pattern=_NAME
     return page(request, "nights.html", **_nights_data(survey, date_from, date_to, page_no, per_page))
 
 
-@app.get("/api/nights")
+@app.get("/api/nights", response_model=None)
 def nights_json(survey: str | None = Query(None, pattern=_NAME),
                 date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
                 date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
                 page_no: int = Query(1, alias="page", ge=1, le=100000),
-                per_page: int = Query(30, ge=1, le=200)) -> dict[str, Any]:
-    return _nights_data(survey, date_from, date_to, page_no, per_page)
+                per_page: int = Query(30, ge=1, le=200)) -> Response:
+    return dl.json_response(_nights_data(survey, date_from, date_to, page_no, per_page))
 
 
 def _night_data(survey: str, night: str) -> dict[str, Any]:
@@ -186,9 +186,9 @@ def night_page(request: Request, survey: str = P(..., pattern=_NAME),
     return page(request, "night.html", **data)
 
 
-@app.get("/api/night/{survey}/{night}")
-def night_json(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIGHT)) -> dict[str, Any]:
-    return _night_data(survey, night)
+@app.get("/api/night/{survey}/{night}", response_model=None)
+def night_json(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIGHT)) -> Response:
+    return dl.json_response(_night_data(survey, night))
 
 
 # ---------------------------------------------------------------------------------------------- exposure
@@ -228,48 +228,58 @@ def exposure_page(request: Request, survey: str = P(..., pattern=_NAME), expnum:
                 thumbnail_id=thumb, **d)
 
 
-@app.get("/api/exposure/{survey}/{expnum}")
-def exposure_json(survey: str = P(..., pattern=_NAME), expnum: int = P(..., ge=0)) -> dict[str, Any]:
-    return _exposure_data(survey, expnum)
+@app.get("/api/exposure/{survey}/{expnum}", response_model=None)
+def exposure_json(survey: str = P(..., pattern=_NAME), expnum: int = P(..., ge=0)) -> Response:
+    return dl.json_response(_exposure_data(survey, expnum))
 
 
 # ---------------------------------------------------------------------------------------------- tiles
 @app.get("/tiles", response_class=HTMLResponse)
 def tiles_page(request: Request, survey: str | None = Query(None, pattern=_NAME)) -> HTMLResponse:
     """The tiling on the sky, coloured by coadd status per band; zoom, pan, click to a tile."""
-    data = tiles_json(survey)
+    data = _tiles_data(survey)
     base = request.scope.get("root_path", "").rstrip("/")
     sky = svg.sky_map_svg(data["tiles"], data["bands"], link_prefix=f"{base}/tile/{data['survey']}/")
-    counts = {b: {s: sum(1 for t in data["tiles"] if t["status"].get(b) == s) for s in Q.TILE_STATES}
-              for b in data["bands"]}
+    counts = {b: dict.fromkeys(Q.TILE_STATES, 0) for b in data["bands"]}
+    for t in data["tiles"]:
+        for b, st in t["status"].items():
+            counts[b][st] += 1
     return page(request, "tiles.html", sky_svg=sky, colours=svg.STATUS_COLOURS, counts=counts,
                 states=Q.TILE_STATES, **data)
 
 
-@app.get("/api/tiles")
-def tiles_json(survey: str | None = Query(None, pattern=_NAME)) -> dict[str, Any]:
+def _tiles_data(survey: str | None) -> dict[str, Any]:
     with archive().engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
         return {**Q.tiles_status(conn, survey=survey), "survey": survey, "surveys": all_surveys}
 
 
+@app.get("/api/tiles", response_model=None)
+def tiles_json(survey: str | None = Query(None, pattern=_NAME)) -> Response:
+    return dl.json_response(_tiles_data(survey))
+
+
 @app.get("/tile/{survey}/{name}", response_class=HTMLResponse)
 def tile_page(request: Request, survey: str = P(..., pattern=_NAME),
               name: str = P(..., pattern=_NAME)) -> HTMLResponse:
     """A tile: per-band coadd thumbnails, calibration and completeness QA, input exposures."""
-    d = tile_json(survey, name)
-    bands = sorted({x["band"] for x in d["products"] if x["band"]})
+    d = _tile_data(survey, name)
+    bands = sorted({x["band"] for x in d["products"] if x["band"] and x["kind"] != "pseudocolour"})
     return page(request, "tile.html", survey=survey, bands=bands, **d)
 
 
-@app.get("/api/tile/{survey}/{name}")
-def tile_json(survey: str = P(..., pattern=_NAME), name: str = P(..., pattern=_NAME)) -> dict[str, Any]:
+def _tile_data(survey: str, name: str) -> dict[str, Any]:
     with archive().engine.connect() as conn:
         d = Q.tile_detail(conn, survey=survey, name=name)
     if d is None:
         raise HTTPException(404, f"no tile {name} in survey {survey}")
     return d
+
+
+@app.get("/api/tile/{survey}/{name}", response_model=None)
+def tile_json(survey: str = P(..., pattern=_NAME), name: str = P(..., pattern=_NAME)) -> Response:
+    return dl.json_response(_tile_data(survey, name))
 
 
 # ---------------------------------------------------------------------------------------------- products
@@ -294,9 +304,9 @@ def product_page(request: Request, product_id: int, depth: int = Query(2, ge=1, 
                 n_down=len(d["down"]["edges"]), **{k: d[k] for k in ("product", "qa", "quarantine", "run")})
 
 
-@app.get("/api/product/{product_id}")
-def product_json(product_id: int, depth: int = Query(2, ge=1, le=10)) -> dict[str, Any]:
-    return _product_data(product_id, depth)
+@app.get("/api/product/{product_id}", response_model=None)
+def product_json(product_id: int, depth: int = Query(2, ge=1, le=10)) -> Response:
+    return dl.json_response(_product_data(product_id, depth))
 
 
 @app.get("/products")
@@ -329,15 +339,19 @@ def campaigns_page(request: Request, page_no: int = Query(1, alias="page", ge=1,
     """Campaigns with progress bars (done, running, failed, skipped), ETA and core-hours used vs estimated."""
     from cosmodm_ops.ui.campaigns import ITEM_GROUPS
 
-    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **campaigns_json(page_no))
+    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **_campaigns_data(page_no))
 
 
-@app.get("/api/campaigns")
-def campaigns_json(page_no: int = Query(1, alias="page", ge=1, le=100000)) -> dict[str, Any]:
+def _campaigns_data(page_no: int) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaigns
 
     with archive().engine.connect() as conn:
         return campaigns(conn, page=page_no)
+
+
+@app.get("/api/campaigns", response_model=None)
+def campaigns_json(page_no: int = Query(1, alias="page", ge=1, le=100000)) -> Response:
+    return dl.json_response(_campaigns_data(page_no))
 
 
 @app.get("/campaign/{cid}", response_class=HTMLResponse)
@@ -347,12 +361,10 @@ def campaign_page(request: Request, cid: int = P(..., ge=1),
     """A campaign: its items (filter by state), failures with the end of their logs, pending decisions."""
     from cosmodm_ops.ui.campaigns import ITEM_GROUPS
 
-    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **campaign_json(cid, state, page_no))
+    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **_campaign_data(cid, state, page_no))
 
 
-@app.get("/api/campaign/{cid}")
-def campaign_json(cid: int = P(..., ge=1), state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
-                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> dict[str, Any]:
+def _campaign_data(cid: int, state: str | None, page_no: int) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaign_detail
 
     with archive().engine.connect() as conn:
@@ -362,17 +374,27 @@ def campaign_json(cid: int = P(..., ge=1), state: str | None = Query(None, patte
     return d
 
 
+@app.get("/api/campaign/{cid}", response_model=None)
+def campaign_json(cid: int = P(..., ge=1), state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
+                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> Response:
+    return dl.json_response(_campaign_data(cid, state, page_no))
+
+
 # ---------------------------------------------------------------------------------------------- search
 @app.get("/search", response_class=HTMLResponse)
 def search_page(request: Request, q: str = Query("", max_length=200)) -> HTMLResponse:
     """Products by tag (``kind=coadd band=r``), an exposure number, a tile name or a sha256."""
-    return page(request, "search.html", q=q, found=search_json(q) if q.strip() else None)
+    return page(request, "search.html", q=q, found=_search_data(q) if q.strip() else None)
 
 
-@app.get("/api/search")
-def search_json(q: str = Query("", max_length=200)) -> dict[str, Any]:
+def _search_data(q: str) -> dict[str, Any]:
     with archive().engine.connect() as conn:
         return Q.search(conn, q)
+
+
+@app.get("/api/search", response_model=None)
+def search_json(q: str = Query("", max_length=200)) -> Response:
+    return dl.json_response(_search_data(q))
 
 
 @app.get("/cone", response_class=HTMLResponse)
@@ -380,18 +402,22 @@ def cone_page(request: Request, ra: float | None = Query(None, ge=0, lt=360),
               dec: float | None = Query(None, ge=-90, le=90),
               radius: float = Query(0.1, gt=0, le=5)) -> HTMLResponse:
     """Catalog objects, exposures and tiles within ``radius`` degrees of (ra, dec)."""
-    found = cone_json(ra, dec, radius) if ra is not None and dec is not None else None
+    found = _cone_data(ra, dec, radius) if ra is not None and dec is not None else None
     return page(request, "cone.html", ra=ra, dec=dec, radius=radius, found=found)
 
 
-@app.get("/api/cone")
-def cone_json(ra: float = Query(..., ge=0, lt=360), dec: float = Query(..., ge=-90, le=90),
-              radius: float = Query(0.1, gt=0, le=5)) -> dict[str, Any]:
+def _cone_data(ra: float, dec: float, radius: float) -> dict[str, Any]:
     arch = archive()
     with arch.engine.connect() as conn:
         out = Q.sky_objects(conn, ra=ra, dec=dec, radius=radius)
     out["objects"] = arch.cone(ra, dec, radius, limit=500)
     return out
+
+
+@app.get("/api/cone", response_model=None)
+def cone_json(ra: float = Query(..., ge=0, lt=360), dec: float = Query(..., ge=-90, le=90),
+              radius: float = Query(0.1, gt=0, le=5)) -> Response:
+    return dl.json_response(_cone_data(ra, dec, radius))
 
 
 # ---------------------------------------------------------------------------------------------- Airflow links

@@ -11,15 +11,21 @@ corrupt small file is never served), then streams it with ``Content-Length``, ``
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
+import json
 import mimetypes
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from cosmodm_ops.ui.files import FileRefused, RangeNotSatisfiable, iter_file, parse_range, safe_archive_file
 
-__all__ = ["VERIFY_MAX_BYTES", "product_by_path", "serve"]
+__all__ = ["VERIFY_MAX_BYTES", "json_response", "product_by_path", "serve"]
 
 #: Files up to this size are hashed before they are served (larger ones: size check only; the client
 #: has the recorded sha256 in the header, and ``cosmodm archive verify`` checks every file).
@@ -85,3 +91,21 @@ def serve(arch: Any, row: dict[str, Any], range_header: str | None, *, inline: b
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     body = iter_file(full, start, end) if size else iter(())
     return StreamingResponse(body, status_code=status, media_type=media, headers=headers)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Mapping):
+        return dict(o)
+    if isinstance(o, (dt.date, dt.datetime)):
+        return o.isoformat()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, (Path, Decimal)):
+        return str(o) if isinstance(o, Path) else float(o)
+    msg = f"not JSON serializable: {type(o).__name__}"
+    raise TypeError(msg)
+
+
+def json_response(data: Any) -> Response:
+    """JSON straight from the dicts (no response-model validation of large payloads)."""
+    return Response(json.dumps(data, default=_json_default, separators=(",", ":")), media_type="application/json")

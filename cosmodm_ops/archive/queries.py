@@ -35,7 +35,7 @@ WITH RECURSIVE walk(id, depth) AS (
 )
 SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
        l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w JOIN lineage l ON l.product_id = w.id
+FROM walk w {join} lineage l ON l.product_id = w.id
 WHERE w.depth < :depth
 GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
 """
@@ -49,7 +49,7 @@ WITH RECURSIVE walk(id, depth) AS (
 )
 SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
        l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w JOIN lineage l ON l.input_product_id = w.id
+FROM walk w {join} lineage l ON l.input_product_id = w.id
 WHERE w.depth < :depth
 GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
 """
@@ -144,8 +144,10 @@ def lineage(db: Database, root: Path, spec: int | str, *, direction: str = "up",
             depth: int | None = None) -> LineageGraph:
     """The lineage graph around a product (see :meth:`Archive.lineage <cosmodm_ops.archive.api.Archive.lineage>`)."""
     depth = lineage_depth(direction, depth)
-    sql = sa.text(_UP_SQL if direction == "up" else _DOWN_SQL)
     with db.transaction() as conn:
+        # SQLite would otherwise scan all of lineage and probe the walk; CROSS JOIN keeps the walk outer
+        join = "CROSS JOIN" if conn.dialect.name == "sqlite" else "JOIN"
+        sql = sa.text((_UP_SQL if direction == "up" else _DOWN_SQL).format(join=join))
         start = product_row(conn, root, spec)
         edges = [LineageEdge.from_mapping(r) for r in conn.execute(sql, {"start": start.id, "depth": depth}).mappings()]
         ids = sorted({i for e in edges for i in (e.product_id, e.input_id) if i is not None})

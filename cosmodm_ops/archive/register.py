@@ -193,7 +193,9 @@ def _index_products(conn: Connection, items: Sequence[Item], stored: Sequence[St
     for it, st in zip(items, stored, strict=True):
         t = it.tags
         if t.tile is not None:
-            upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile}, ("survey", "name"))
+            ra, dec = _coadd_centre(it) if t.kind is ProductKind.COADD else (None, None)
+            upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile, "ra": ra, "dec": dec}, ("survey", "name"),
+                      update=("ra", "dec"))
         if t.expnum is None or t.night is None:
             continue
         k = (t.survey, t.camera, t.expnum)
@@ -203,6 +205,32 @@ def _index_products(conn: Connection, items: Sequence[Item], stored: Sequence[St
             ccd_rows.append({"exposure_id": exp_cache[k], "ccd": t.ccd, "version": t.version, "product_id": st.id})
     if ccd_rows:
         conn.execute(insert_stmt(conn, S.ccd_images).on_conflict_do_nothing(index_elements=["product_id"]), ccd_rows)
+
+
+def _coadd_centre(item: Item) -> tuple[float | None, float | None]:
+    """RA, Dec (deg) of a coadd image's central pixel from its WCS, so the tile row can be placed on the sky.
+
+    (None, None) when the file has no celestial WCS (the tile row then keeps NULL coordinates).
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    try:
+        with fits.open(item.src, memmap=False) as hdul, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            for hdu in hdul:
+                h = hdu.header
+                if "CRVAL1" in h and "CRVAL2" in h and h.get("NAXIS", 0) >= 2:
+                    w = WCS(h, naxis=2)
+                    if not w.has_celestial:
+                        continue
+                    ra, dec = w.all_pix2world([[(h["NAXIS1"] - 1) / 2, (h["NAXIS2"] - 1) / 2]], 0)[0]
+                    return float(ra) % 360.0, float(dec)
+    except (OSError, ValueError, KeyError):
+        pass
+    return None, None
 
 
 def _add_lineage(conn: Connection, manifest: Manifest, items: Sequence[Item], stored: Sequence[StoredProduct],

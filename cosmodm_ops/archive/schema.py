@@ -248,3 +248,6 @@ Index("ix_runs_dag_id_run_id", runs.c.dag_id, runs.c.run_id)
 Index("ix_qa_results_tile_band", qa_results.c.tile, qa_results.c.band)
 Index("ix_qa_results_product_id", qa_results.c.product_id)
 Index("ix_quarantine_tile_band", quarantine.c.tile, quarantine.c.band)
+# the nights page's per-night counts and runs, from the index alone (migration 0005_ui)
+Index("ix_products_stage_kind_night", products.c.stage, products.c.kind, products.c.survey, products.c.night,
+      products.c.state, products.c.expnum, products.c.run_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ __all__ = ["seed_bulk", "ui"]
 
 N_NIGHTS, PER_NIGHT, N_TILES, BANDS, CCDS = 100, 100, 1000, ("g", "r", "i", "z", "Y"), (1, 2, 3)
 NOW = "2026-12-01T00:00:00+00:00"
+#: api-server workers: enough that 10 clients do not queue behind one slow request on 2 cores
+WORKERS = "4"
 
 
 def _chunks(conn: Any, table: Any, rows: list[dict[str, Any]], n: int = 5000) -> None:
@@ -191,22 +194,45 @@ def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int) -> di
     dags.mkdir(exist_ok=True)
     shutil.copy(REPO / "dags" / "nightly_ingest.py", dags / "nightly_ingest.py")
     server = start_api_server(tmp / f"airflow_{name}", db=db, root=str(arch.root), timeout=300,
-                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": WORKERS})
     try:
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "reserialize"], env=server.env,
                        check=True, capture_output=True, timeout=600)
         tok = token(server.url, "admin", server.passwords["admin"])
         pages = {}
+        load = [round(os.getloadavg()[0], 1)]
         for key, path in _endpoints().items():
             _measure(server.url, tok, path, 2, 1)  # warm: imports, caches of the process
+            cpu0 = _server_cpu_s(server.proc.pid)
             lat = np.array(_measure(server.url, tok, path, clients, per_client))
+            cpu = (_server_cpu_s(server.proc.pid) - cpu0) / lat.size * 1000
             pages[key] = {"p50_ms": round(float(np.percentile(lat, 50)), 1),
-                          "p95_ms": round(float(np.percentile(lat, 95)), 1)}
+                          "p95_ms": round(float(np.percentile(lat, 95)), 1), "server_cpu_ms": round(cpu, 1)}
+        load.append(round(os.getloadavg()[0], 1))
     finally:
         server.stop()
     anchor = pages.pop("anchor")
     return {"pages": pages, "anchor_p50_ms": anchor["p50_ms"], "anchor_p95_ms": anchor["p95_ms"],
-            "seed_s": round(seed_s, 1), "counts": counts}
+            "anchor_server_cpu_ms": anchor["server_cpu_ms"], "load_1min_start_end": load,
+            "workers": server.env.get("AIRFLOW__API__WORKERS"), "seed_s": round(seed_s, 1), "counts": counts}
+
+
+def _server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of the api-server and its workers so far (per request: app cost, not queueing)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        return 0.0
+    return total
 
 
 def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres") -> dict[str, Any]:

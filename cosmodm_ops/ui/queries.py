@@ -81,12 +81,19 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
     out = {"rows": [], "total": int(total), "page": page, "per_page": per_page}
     if not chosen:
         return out
-    exps = conn.execute(sa.select(e.c.night, e.c.expnum).where(e.c.survey == survey, e.c.night.in_(chosen))).all()
-    done = set(conn.execute(sa.select(p.c.night, p.c.expnum).where(
-        p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
-        p.c.state == "current")).all())
-    bad = set(conn.execute(sa.select(e.c.night, e.c.expnum).join(q, q.c.expnum == e.c.expnum).where(
-        e.c.survey == survey, e.c.night.in_(chosen), *_active_exposure_quarantine(survey))).all())
+    # aggregates per night (no per-exposure rows): exposures, processed (a current QA product), and the
+    # few quarantined ones with whether each was processed
+    n_exp = dict(conn.execute(sa.select(e.c.night, sa.func.count()).where(e.c.survey == survey, e.c.night.in_(chosen))
+                              .group_by(e.c.night)).all())
+    qa_cond = [p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
+               p.c.state == "current"]
+    n_done = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(*qa_cond)
+                               .group_by(p.c.night)).all())
+    held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey))
+    bad = set(conn.execute(sa.select(e.c.night, e.c.expnum).where(
+        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all())
+    bad_done = set(conn.execute(sa.select(p.c.night, p.c.expnum).where(
+        *qa_cond, p.c.expnum.in_(sorted({x for _, x in bad})))).all()) if bad else set()
     runs: dict[str, list[dict[str, str]]] = defaultdict(list)
     for night, dag_id, run_id in conn.execute(
             sa.select(p.c.night, r.c.dag_id, r.c.run_id).join(r, r.c.id == p.c.run_id)
@@ -94,19 +101,14 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
             .group_by(p.c.night, r.c.dag_id, r.c.run_id)):
         if dag_id and run_id:
             runs[night].append({"dag_id": dag_id, "run_id": run_id})
-    counts: dict[str, list[int]] = {n: [0, 0, 0, 0] for n in chosen}
-    for night, expnum in exps:
-        c = counts[night]
-        c[0] += 1
-        key = (night, expnum)
-        if key in bad:
-            c[2] += 1
-        elif key in done:
-            c[1] += 1
-        else:
-            c[3] += 1
-    out["rows"] = [{"night": n, "exposures": c[0], "accepted": c[1], "quarantined": c[2], "failed": c[3],
-                    "runs": sorted(runs.get(n, []), key=lambda x: x["run_id"])} for n, c in counts.items()]
+    rows = []
+    for n in chosen:
+        n_bad = sum(1 for b in bad if b[0] == n)
+        accepted = n_done.get(n, 0) - sum(1 for b in bad_done if b[0] == n)
+        total_n = n_exp.get(n, 0)
+        rows.append({"night": n, "exposures": total_n, "accepted": accepted, "quarantined": n_bad,
+                     "failed": total_n - accepted - n_bad, "runs": sorted(runs.get(n, []), key=lambda x: x["run_id"])})
+    out["rows"] = rows
     return out
 
 
@@ -303,12 +305,11 @@ def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
             p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
             p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile, p.c.band, p.c.kind)):
         kinds[(tile, band)].add(kind)
-    pin = p.alias("pin")
-    stale = set(conn.execute(sa.select(p.c.tile, p.c.band)
-                             .select_from(pin.join(lin, lin.c.input_product_id == pin.c.id)
-                                          .join(p, p.c.id == lin.c.product_id))
-                             .where(pin.c.state == "superseded", p.c.stage == "coadd", p.c.state == "current",
-                                    p.c.survey == survey).distinct()).all())
+    # stale: walk from the (few) superseded products forwards, not from every coadd backwards
+    superseded = sa.select(p.c.id).where(p.c.state == "superseded")
+    made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(superseded))
+    stale = set(conn.execute(sa.select(p.c.tile, p.c.band).where(
+        p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()).all())
     failed = set(conn.execute(sa.select(q.c.tile, q.c.band).where(
         q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all())
     failed |= set(conn.execute(sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
@@ -354,8 +355,9 @@ def tile_detail(conn: Connection, *, survey: str, name: str) -> dict[str, Any] |
                 .where(lin.c.product_id.in_(coadd_ids), pin.c.kind == "image", pin.c.expnum.isnot(None))
                 .group_by(pc.c.band, pin.c.expnum, pin.c.night).order_by(pc.c.band, pin.c.expnum)):
             inputs[band].append({"expnum": expnum, "night": night, "n_ccds": int(n)})
+    colour = [x for x in prods if x["kind"] == "pseudocolour"]
     return {"tile": dict(row), "products": prods, "qa": qa_rows, "quarantine": dict(reasons),
-            "inputs": dict(inputs)}
+            "inputs": dict(inputs), "pseudocolour": max(colour, key=lambda x: x["id"]) if colour else None}
 
 
 def run_products(conn: Connection, *, dag_id: str, run_id: str, task_id: str | None = None,

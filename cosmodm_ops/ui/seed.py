@@ -36,13 +36,20 @@ def _sha(path: Path) -> str:
     return file_sha256(path)
 
 
-def _fits(path: Path, data: np.ndarray) -> Path:
+def _fits(path: Path, data: np.ndarray, header: dict[str, Any] | None = None) -> Path:
     import fitsio
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with fitsio.FITS(str(path), "rw", clobber=True) as f:
-        f.write(data.astype(np.float32), compress="RICE", qlevel=4)
+        f.write(data.astype(np.float32), compress="RICE", qlevel=4, header=header)
     return path
+
+
+def _tan(tile: Any, n: int) -> dict[str, Any]:
+    """A TAN WCS of an ``n`` x ``n`` image centred on ``tile`` (what a real coadd carries)."""
+    d = tile.pixel_scale / 3600.0
+    return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": tile.ra, "CRVAL2": tile.dec,
+            "CRPIX1": (n + 1) / 2, "CRPIX2": (n + 1) / 2, "CD1_1": -d, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": d}
 
 
 def _ldac(path: Path, ra: np.ndarray, dec: np.ndarray, mag: np.ndarray) -> Path:
@@ -139,7 +146,7 @@ def _coadd_job(work: Path, arch: Any, tile: Any, band: str, images: list[dict[st
     for _ in range(40):
         cy, cx = rng.uniform(0, 200, 2)
         img += rng.uniform(5, 80) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0)
-    coadd = _fits(out / f"{tile.name}_{band}_coadd.fits.fz", img)
+    coadd = _fits(out / f"{tile.name}_{band}_coadd.fits.fz", img, _tan(tile, 200))
     products = [_product(out, coadd, {**tags, "kind": "coadd"}, ["image"])]
     if catalog:
         n = 30
@@ -258,16 +265,27 @@ def seed_archive(arch: Any, work: str | Path, *, nights: int = 2, per_night: int
         for st in truth["tiles"].values():
             if st.get(band) == "done" and band == truth["exposures"][accepted[0]]["band"]:
                 st[band] = "stale"
-    with arch.engine.begin() as conn:  # the archive files tile rows without coordinates; the map needs them
+    _pseudocolour(arch, work, tiles[0], "gr")
+    with arch.engine.begin() as conn:  # tiles with coadds got their place from the coadds' WCS; the rest of the tiling
         have = {row[0] for row in conn.execute(sa.select(S.tiles.c.name).where(S.tiles.c.survey == SURVEY))}
-        for tile in tiles:
-            if tile.name in have:
-                conn.execute(sa.update(S.tiles).where(S.tiles.c.survey == SURVEY, S.tiles.c.name == tile.name)
-                             .values(ra=tile.ra, dec=tile.dec))
-            else:
-                conn.execute(sa.insert(S.tiles).values(survey=SURVEY, name=tile.name, ra=tile.ra, dec=tile.dec))
+        rows = [{"survey": SURVEY, "name": t.name, "ra": t.ra, "dec": t.dec} for t in tiles if t.name not in have]
+        if rows:
+            conn.execute(sa.insert(S.tiles), rows)
     truth["campaigns"] = seed_campaigns(arch, sorted(truth["exposures"]), n=2)
     return truth
+
+
+def _pseudocolour(arch: Any, work: Path, tile: Any, bands: str) -> None:
+    """A small PNG archived as the tile's ``pseudocolour`` product (the clusters code makes the real ones)."""
+    from matplotlib.image import imsave
+
+    rgb = np.zeros((48, 48, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = np.arange(48)[None, :] * 5, np.arange(48)[:, None] * 5, 120
+    path = work / "pseudocolour" / f"{tile.name}_{bands}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, rgb)
+    arch.store(path, Tags(survey=SURVEY, camera=CAMERA, stage="coadd", version=VERSION, kind="pseudocolour",
+                          tile=tile.name, band=bands))
 
 
 def seed_campaigns(arch: Any, expnums: list[int], *, n: int, items: int | None = None) -> dict[int, dict[str, int]]:

@@ -127,22 +127,25 @@ def sky_map_svg(tiles: Sequence[Mapping[str, Any]], bands: Sequence[str], *, wid
     parts = [(f'<svg id="skymap" class="sky-map" xmlns="http://www.w3.org/2000/svg" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="tiling sky map">'
              '<g id="skymap-view">')]
+    s = tile_deg * scale * 0.96
+    bands_e = [escape(b) for b in bands]
+    prefix = escape(link_prefix)
     k = 0
-    for t in tiles:
+    for t in tiles:  # one string per tile; the stroke is the stylesheet's (rect.tile)
         if t.get("ra") is None or t.get("dec") is None:
             continue
-        x = (xs[k] - x0) * scale
-        y = (y1 - t["dec"]) * scale
+        x = (xs[k] - x0) * scale - s / 2
+        y = (y1 - t["dec"]) * scale - s / 2
         k += 1
-        s = tile_deg * scale * 0.96
         status = t.get("status", {})
-        data = "".join(f' data-status-{escape(b)}="{escape(status.get(b, "none"))}"' for b in bands)
-        title = f"{t['name']} (RA {t['ra']:.3f}, Dec {t['dec']:.3f}): " + ", ".join(
-            f"{b} {status.get(b, 'none')}" for b in bands)
-        parts.append(f'<a href="{escape(link_prefix)}{escape(t["name"])}" class="tile-link"><rect class="tile" '
-                     f'data-name="{escape(t["name"])}"{data} x="{x - s / 2:.1f}" y="{y - s / 2:.1f}" '
-                     f'width="{s:.1f}" height="{s:.1f}" fill="{STATUS_COLOURS[status.get(band, "none")]}" '
-                     f'stroke="#555" stroke-width="0.5"><title>{escape(title)}</title></rect></a>')
+        sts = [status.get(b, "none") for b in bands]
+        name = escape(t["name"])
+        data = "".join(f' data-status-{b}="{st}"' for b, st in zip(bands_e, sts, strict=True))
+        title = ", ".join(f"{b} {st}" for b, st in zip(bands_e, sts, strict=True))
+        parts.append(f'<a href="{prefix}{name}" class="tile-link"><rect class="tile" data-name="{name}"{data} '
+                     f'x="{x:.1f}" y="{y:.1f}" width="{s:.1f}" height="{s:.1f}" '
+                     f'fill="{STATUS_COLOURS.get(status.get(band, "none"), STATUS_COLOURS["none"])}">'
+                     f'<title>{name} (RA {t["ra"]:.3f}, Dec {t["dec"]:.3f}): {title}</title></rect></a>')
     parts.append("</g></svg>")
     return "".join(parts)
 

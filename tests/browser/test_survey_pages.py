@@ -164,6 +164,15 @@ def test_click_through_the_survey(survey_ui, browser, tmp_path):
     frame.locator("table#qa").wait_for()
     shot(page, "tile")
     assert frame.locator("img.preview").count() >= 1
+    # the newest pseudo-colour product of the tile, loaded (a PNG of its size), or the plain "not yet"
+    colour = arch.find(survey="demo", tile=done, kind="pseudocolour")
+    if colour:
+        img = frame.locator("img.pseudocolour")
+        assert img.get_attribute("src").endswith(f"/download/{max(c['id'] for c in colour)}?inline=1")
+        assert img.evaluate("i => i.complete && i.naturalWidth") == 48
+    else:
+        assert frame.locator("#pseudocolour p.none").inner_text() == "No pseudo-colour image yet."
+    assert any(arch.find(survey="demo", kind="pseudocolour")), "the seed archives one pseudo-colour PNG"
 
     # campaigns: progress counts as the items table has them; the failed items with their log tails
     frame.locator("a#nav-campaigns").click()

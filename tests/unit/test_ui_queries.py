@@ -87,6 +87,56 @@ def test_tile_states_match_the_seed(seeded):
     assert {s for st in got.values() for s in st.values()} >= {"none", "partial", "done", "stale", "failed"}
 
 
+def test_tiles_with_coadds_are_placed_from_the_coadd_wcs(seeded):
+    """The seed writes no coordinates for tiles it coadded: registering the coadd filled them from its WCS."""
+    import sqlalchemy as sa
+
+    from cosmodm_ops.archive import schema as S
+    from cosmodm_ops.coadd.tiling import load_tiling
+    from cosmodm_ops.config import load_config
+
+    arch, _ = seeded
+    tiling = load_tiling(load_config(survey="demo").survey.tiling)
+    coadded = {x["tile"] for x in arch.find(survey="demo", kind="coadd")}
+    assert coadded
+    with arch.engine.connect() as conn:
+        rows = {r.name: (r.ra, r.dec) for r in conn.execute(sa.select(S.tiles).where(S.tiles.c.survey == "demo"))}
+    for name in coadded:
+        t = tiling.tile(name)
+        ra, dec = rows[name]
+        assert abs(ra - t.ra) < 1e-6 and abs(dec - t.dec) < 1e-6, (name, rows[name], (t.ra, t.dec))
+    assert all(ra is not None and dec is not None for ra, dec in rows.values())
+
+
+def test_registering_a_coadd_without_wcs_leaves_the_tile_unplaced(tmp_path):
+    import sqlalchemy as sa
+
+    from cosmodm_ops.archive import schema as S
+    from cosmodm_ops.ui.seed import _fits, _manifest, _product
+
+    arch = Archive(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "archive")
+    arch.init()
+    out = tmp_path / "job"
+    src = _fits(out / "c.fits.fz", np.ones((8, 8)))
+    tags = {"survey": "demo", "camera": "decam", "stage": "coadd", "version": "v1", "kind": "coadd", "tile": "T1",
+            "band": "g"}
+    arch.register_manifest(_manifest(out, [_product(out, src, tags)], [], "coadd-T1-g"))
+    with arch.engine.connect() as conn:
+        assert conn.execute(sa.select(S.tiles.c.ra, S.tiles.c.dec).where(S.tiles.c.name == "T1")).one() == (None, None)
+
+
+def test_tile_detail_shows_the_newest_pseudocolour(seeded):
+    arch, truth = seeded
+    colour = arch.find(survey="demo", kind="pseudocolour")
+    assert len(colour) == 1 and colour[0]["band"] == "gr"
+    with arch.engine.connect() as conn:
+        d = Q.tile_detail(conn, survey="demo", name=colour[0]["tile"])
+        other = next(n for n in truth["tiles"] if n != colour[0]["tile"])
+        assert Q.tile_detail(conn, survey="demo", name=other)["pseudocolour"] is None
+    assert d["pseudocolour"]["id"] == colour[0]["id"]
+    assert (arch.root / d["pseudocolour"]["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_search_by_tags_expnum_and_tile(seeded):
     arch, truth = seeded
     expnum = min(truth["exposures"])
