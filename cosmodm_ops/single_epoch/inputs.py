@@ -89,11 +89,12 @@ def camera_from_header(header: Any, path: str | os.PathLike[str], hdu: int | str
     """The camera name from CAMERA (our simulator) or INSTRUME; unknown cameras are bad input."""
     raw = header.get("CAMERA") or header.get("INSTRUME")
     if raw is None:
-        msg = f"{path} HDU {hdu}: neither 'CAMERA' nor 'INSTRUME' is set: cannot tell the camera"
+        msg = f"{path} HDU {hdu}: neither 'CAMERA' nor 'INSTRUME' is set: cannot tell the camera (give --camera NAME)"
         raise BadInputError(msg)
     name = str(raw).strip().lower()
     if name not in _CAMERAS:
-        msg = f"{path} HDU {hdu}: key 'INSTRUME'/'CAMERA' = {raw!r} is not a known camera ({sorted(set(_CAMERAS.values()))})"
+        msg = (f"{path} HDU {hdu}: key 'INSTRUME'/'CAMERA' = {raw!r} is not a known camera; expected one of "
+               f"{sorted(set(_CAMERAS.values()))} (give --camera NAME if the file comes from one of them)")
         raise BadInputError(msg)
     return _CAMERAS[name]
 

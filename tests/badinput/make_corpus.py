@@ -329,9 +329,9 @@ _KEY_HINT = "fix the file"
 
 CASES: tuple[Case, ...] = (
     Case("truncated_fits", "the good raw .fits.fz cut to half its bytes", _SE, EXIT_BAD_INPUT,
-         ("truncated.fits.fz", "HDU", "expected", "do not retry"), _truncated),
+         ("truncated.fits.fz", "HDU", "truncated", "expected", "transfer the file again"), _truncated),
     Case("zero_byte_fits", "an empty file named .fits", _SE, EXIT_BAD_INPUT,
-         ("empty.fits", "empty", "expected"), _zero_byte),
+         ("empty.fits", "empty file (0 bytes)", "expected a FITS file", "transfer it again"), _zero_byte),
     Case("gzip_renamed_fits", "the raw exposure gzipped and named .fits", _SE, EXIT_BAD_INPUT,
          ("gzipped.fits", "gzip", "gunzip"), _gzip_renamed),
     Case("missing_filter", "FILTER (and the simulator's BAND) deleted from every HDU", _SE, EXIT_BAD_INPUT,
@@ -350,7 +350,8 @@ CASES: tuple[Case, ...] = (
          EXIT_BAD_INPUT, ("raw 'ünïcode' $(x).fits.fz", "exposé 1; rm -rf", "'EXPTIME'"), _odd_raw_name),
     Case("wrong_size_calibration", "calib/bias.fits with every CCD cropped to 100 x 100",
          "single-epoch run --exposure {raw} --calib {input} --refcat {refcat} --out {out} --jobs 2",
-         EXIT_BAD_INPUT, ("bias.fits", "100", "expected", "512"), _calib_wrong_size),
+         EXIT_BAD_INPUT, ("bias.fits", "HDU 1", "(100, 100)", "expected", "(1024, 512)", "--calib"),
+         _calib_wrong_size),
     Case("all_zero_ccd", "raw CCD S2 (ccd 26) all zeros, overscan included", _SE, EXIT_PARTIAL,
          ("ccd 26",), _ccd_pixels("S2", np.zeros_like), kind="science", qa=(26, "")),
     Case("all_nan_ccd", "raw CCD N1 (ccd 32) written as float32 NaN", _SE, EXIT_PARTIAL,
@@ -361,7 +362,7 @@ CASES: tuple[Case, ...] = (
          ("stars",), _cloudy, kind="science", qa=(None, "star")),
     Case("refcat_no_overlap", "the astrometric reference catalog moved by 180 deg in RA",
          "single-epoch run --exposure {raw} --calib {calib} --refcat {input} --out {out} --jobs 2",
-         EXIT_BAD_INPUT, ("refcat_far.fits", "overlap"), _refcat_far),
+         EXIT_BAD_INPUT, ("refcat_far.fits", "HDU 1", "overlaps", "expected one within", "--refcat"), _refcat_far),
     Case("negative_jobs", "--jobs -3", "single-epoch run --exposure {input} --calib {calib} --refcat {refcat} "
          "--out {out} --jobs -3", EXIT_BAD_INPUT, ("--jobs", "-3", "expected"), _raw_copy),
     Case("absurd_exposures", "sim night --exposures 100000000", _SIM + " --exposures 100000000",
