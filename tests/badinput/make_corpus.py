@@ -73,6 +73,8 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     # science outcomes: (ccd number or None for the exposure, the reason fragment in qa.json)
     qa: tuple[int | None, str] | None = None
+    # the case works on its own copy of the archive (``archive.db`` in its folder) and must quarantine there
+    quarantines: bool = False
 
 
 def run_cosmodm(argv: list[str], env: dict[str, str] | None = None, timeout: float = 300
@@ -308,6 +310,17 @@ def _odd_raw_name(base: Base, folder: Path) -> str:
     return str(folder / "exposé 1; rm -rf" / ".." / "exposé 1; rm -rf" / path.name)
 
 
+def _archived_file_corrupt(base: Base, folder: Path) -> Path:
+    """A copy of the corpus archive (database and root) in which one archived catalog lost a byte's worth."""
+    shutil.copy(base.db.removeprefix("sqlite:///"), folder / "archive.db")
+    shutil.copytree(base.root, folder / "archive")
+    victim = min((folder / "archive").rglob("*_cat.fits"))
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    return victim
+
+
 def _nothing(base: Base, folder: Path) -> Path:
     return folder / "does-not-exist.fits.fz"
 
@@ -397,6 +410,9 @@ CASES: tuple[Case, ...] = (
          ("registered",), _good_manifest),
     Case("odd_manifest_path", "the good products under 'sub dir/../prodüits de la nuit 1/'", _REG, EXIT_OK,
          ("prodüits de la nuit 1", "registered"), _odd_names),
+    Case("archived_file_corrupt", "one archived catalog's bytes flipped (a copy of the archive)",
+         "archive verify --db sqlite:///{case_dir}/archive.db --root {case_dir}/archive", EXIT_BAD_INPUT,
+         ("CORRUPT", "_cat.fits"), _archived_file_corrupt, quarantines=True),
     Case("database_unreachable", "archive register against PostgreSQL on a closed port",
          "archive register {good}/manifest.json --db postgresql+psycopg://nobody@127.0.0.1:9/none --root {root}",
          EXIT_TRANSIENT, ("retry",), _nothing),
@@ -412,7 +428,7 @@ def make_case(case: Case, base: Base, folder: Path) -> tuple[list[str], dict[str
 
 def case_argv(case: Case, base: Base, folder: Path, made: Path | str) -> tuple[list[str], dict[str, str], Path]:
     values = {**base.values(), "input": str(made), "out": str(folder / "out_run"),
-              "input_dir": str(Path(made).parent.parent)}
+              "input_dir": str(Path(made).parent.parent), "case_dir": str(folder)}
     argv = [word.format(**values) for word in case.command.split()]
     env = {k: v.format(**values) for k, v in case.env.items()}
     return argv, env, Path(made)

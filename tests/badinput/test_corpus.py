@@ -81,7 +81,11 @@ def test_bad_input_case(case: Case, base: Base, tmp_path: Path) -> None:
     assert _db_counts(base) == db_before
     # nothing left in the RAM-disk work area
     assert not any(work.iterdir()), sorted(work.rglob("*"))
-    out = made.parent / "out_run"
+    out = tmp_path / case.name / "out_run"
+    if case.quarantines:  # on the case's own archive copy: the file is kept and quarantined with the reason
+        with sqlite3.connect(tmp_path / case.name / "archive.db") as conn:
+            reasons = [r[0] for r in conn.execute("SELECT reasons FROM quarantine")]
+        assert len(reasons) == 1 and made.name in reasons[0] and "corrupt" in reasons[0], reasons
     if case.kind == "error":
         for fragment in case.fragments:
             assert fragment in said, f"{fragment!r} not in:\n{said[-3000:]}"
