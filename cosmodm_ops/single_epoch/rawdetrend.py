@@ -46,12 +46,12 @@ def raw_pixel_problem(raw: np.ndarray) -> str | None:
         return (f"{100 * (1 - finite.mean()):.0f}% of the raw pixels are NaN or infinite (failed readout or "
                 "conversion): check the raw file's origin")
     values = raw[finite]
-    if values.min() == values.max():
-        return f"every raw pixel equals {values.min():g} ADU (dead CCD or failed readout): check the camera log"
     saturated = float((values >= ADC_MAX).mean())
     if saturated > _UNUSABLE_FRACTION:
         return (f"{100 * saturated:.0f}% of the raw pixels are at the ADC maximum {ADC_MAX} ADU: saturated CCD "
                 "(light leak, a very bright source or a shutter failure)")
+    if values.min() == values.max():
+        return f"every raw pixel equals {values.min():g} ADU (dead CCD or failed readout): check the camera log"
     return None
 
 #: Weight is zero on pixels with these bits.

@@ -54,6 +54,7 @@ def test_raw_pixel_problem_names_dead_nan_and_saturated_ccds():
     sat = np.full((20, 30), 65535, np.uint16)
     sat[:, :5] = 1500  # overscan columns read normally
     assert "83% of the raw pixels are at the ADC maximum 65535" in raw_pixel_problem(sat)
+    assert "100% of the raw pixels are at the ADC maximum" in raw_pixel_problem(np.full((4, 4), 65535, np.uint16))
     sat[:, :20] = 1500  # a third saturated: a bright star, not a dead CCD
     assert raw_pixel_problem(sat) is None
 
