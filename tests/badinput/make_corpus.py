@@ -314,7 +314,7 @@ def _archived_file_corrupt(base: Base, folder: Path) -> Path:
     """A copy of the corpus archive (database and root) in which one archived catalog lost a byte's worth."""
     shutil.copy(base.db.removeprefix("sqlite:///"), folder / "archive.db")
     shutil.copytree(base.root, folder / "archive")
-    victim = min((folder / "archive").rglob("*_cat.fits"))
+    victim = min((folder / "archive").rglob("*_catalog.fits"))
     data = bytearray(victim.read_bytes())
     data[-100] ^= 0xFF
     victim.write_bytes(bytes(data))
@@ -415,7 +415,7 @@ CASES: tuple[Case, ...] = (
          ("prodüits de la nuit 1", "registered"), _odd_names),
     Case("archived_file_corrupt", "one archived catalog's bytes flipped (a copy of the archive)",
          "archive verify --db sqlite:///{case_dir}/archive.db --root {case_dir}/archive", EXIT_BAD_INPUT,
-         ("CORRUPT", "_cat.fits"), _archived_file_corrupt, quarantines=True),
+         ("CORRUPT", "_catalog.fits"), _archived_file_corrupt, quarantines=True),
     Case("database_unreachable", "archive register against PostgreSQL on a closed port",
          "archive register {good}/manifest.json --db postgresql+psycopg://nobody@127.0.0.1:9/none --root {root}",
          EXIT_TRANSIENT, ("retry",), _nothing),
