@@ -12,7 +12,7 @@ OS_PKGS := source-extractor scamp psfex swarp libcfitsio-bin \
 OS_BINS := source-extractor scamp psfex SWarp fpack funpack /usr/sbin/sshd slurmctld slurmd slurmdbd munged mariadbd chromium
 PYTEST_ARGS ?=
 
-.PHONY: help setup os-deps venv test test-unit test-browser demo demo-campaign ui bench faults lint clean
+.PHONY: help setup os-deps venv test test-unit test-badinput test-browser demo demo-campaign ui bench faults lint clean
 
 help:
 	@echo "make demo   - set up and run the main job on the embedded defaults"
@@ -58,6 +58,9 @@ demo: setup
 
 ui: venv
 	$(PY) -m cosmodm_ops.ui.launch
+
+test-badinput: venv
+	$(PY) -m pytest tests/badinput $(PYTEST_ARGS)
 
 test-browser: venv
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)

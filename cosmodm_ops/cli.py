@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PARTIAL", "EXIT_TRANSIENT", "build_parser", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_BUG", "EXIT_OK", "EXIT_PARTIAL", "EXIT_TRANSIENT", "build_parser", "main"]
 
 #: Exit codes shared by every command (a batch job's exit code is read by the Airflow layer).
 EXIT_OK = 0
@@ -25,6 +25,18 @@ EXIT_BAD_INPUT = 65
 """Bad input (EX_DATAERR): do not retry, quarantine."""
 EXIT_TRANSIENT = 75
 """Transient failure (EX_TEMPFAIL): retrying may succeed."""
+EXIT_BUG = 70
+"""Internal error (EX_SOFTWARE): an exception no command translated; rerun with -vv for the traceback."""
+
+#: Error classes that are bad input wherever they escape a command (module, class name); a command
+#: translates its own first, this is the last boundary so that a user never sees a traceback for them.
+_BAD_INPUT_ERRORS: tuple[tuple[str, str], ...] = (
+    ("cosmodm_ops.config.loader", "ConfigError"),
+    ("cosmodm_ops.model", "TagError"),
+    ("cosmodm_ops.single_epoch.inputs", "BadInputError"),
+    ("cosmodm_ops.fits", "FitsError"),
+    ("cosmodm_ops.archive.errors", "ArchiveInputError"),
+)
 
 #: Command groups: (module, group name). A module missing here is simply not offered.
 _GROUPS: tuple[tuple[str, str], ...] = (
@@ -71,7 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = func(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - the last boundary: no traceback for a user (-vv shows it)
+        return _untranslated(err, args)
     return int(code or 0)
+
+
+def _untranslated(err: Exception, args: argparse.Namespace) -> int:
+    """The one boundary for what no command translated: bad input -> 65, anything else -> 70 (a bug)."""
+    bad = tuple(getattr(sys.modules[m], c) for m, c in _BAD_INPUT_ERRORS if m in sys.modules)
+    if isinstance(err, bad):
+        print(f"cosmodm {args.group}: bad input: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.verbose >= 2:
+        raise err
+    print(f"cosmodm {args.group}: internal error ({type(err).__name__}: {err}); this is a bug: rerun with -vv "
+          "for the traceback and report it with the command line", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":  # pragma: no cover

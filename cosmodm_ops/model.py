@@ -127,7 +127,7 @@ def validate_night(value: Any) -> str:
     try:
         _dt.date.fromisoformat(text)
     except ValueError as err:
-        msg = f"tag 'night'={text!r} is not a valid calendar date"
+        msg = f"tag 'night'={text!r} is not a valid calendar date: expected YYYY-MM-DD ({err})"
         raise TagError(msg) from err
     return text
 

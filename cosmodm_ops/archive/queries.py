@@ -88,7 +88,7 @@ def product_row(conn: Connection, root: Path, spec: int | str) -> ProductRow:
         cond = p.c.path == rel
     rows = conn.execute(sa.select(p).where(cond).order_by(p.c.state, p.c.id)).mappings().all()
     if not rows:
-        msg = f"no product with id, archive path or sha256 {text!r}"
+        msg = f"no product with id, archive path or sha256 {text!r} (look it up with 'cosmodm archive find')"
         raise ProductNotFound(msg)
     return ProductRow.from_mapping(rows[0])
 

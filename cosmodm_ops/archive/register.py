@@ -134,7 +134,8 @@ def check_manifest(path: str | os.PathLike[str]) -> CheckedManifest:
     qa_checks, qa_problems = _read_qa_file(path.parent / "qa.json")
     problems += qa_problems
     if problems:
-        msg = "manifest not registered (nothing was):\n  " + "\n  ".join(problems)
+        msg = ("manifest not registered (nothing was): re-run or re-transfer the job's output, then register "
+               "again\n  " + "\n  ".join(problems))
         raise ArchiveInputError(msg)
     return CheckedManifest(path=path, manifest=manifest, items=items, qa_checks=qa_checks)
 

@@ -37,6 +37,7 @@ from cosmodm_ops.single_epoch.accounting import StageClock
 from cosmodm_ops.single_epoch.ccdqa import ccd_qa_values, match_sky, psf_model_fwhm, psf_model_moffat
 from cosmodm_ops.single_epoch.detrend import MASK_BITS, robust_sky
 from cosmodm_ops.single_epoch.inputs import CP_DQ_TO_MASK, ccd_header
+from cosmodm_ops.single_epoch.rawdetrend import RawCcdUnusable
 
 __all__ = ["WCS_KEYS", "CcdFailure", "finish_ccd", "match_sky", "prepare_ccd", "psf_model_fwhm", "psf_model_moffat"]
 
@@ -170,7 +171,7 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
             raise CcdFailure(f"PSFEx wrote no model for {cat1.name}")
         out["psf"] = str(psf)
         out["psfvar_degrees"] = degrees
-    except CcdFailure as err:
+    except (CcdFailure, RawCcdUnusable) as err:
         out["failed"] = str(err)
     except ToolError as err:
         out["failed"] = f"tool failed: {str(err).splitlines()[0][:300]}"

@@ -55,7 +55,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
     from cosmodm_ops.config import ConfigError, load_config
-    from cosmodm_ops.single_epoch.inputs import DEFAULT_SURVEY, BadInputError, camera_from_header
+    from cosmodm_ops.single_epoch.inputs import (
+        DEFAULT_SURVEY,
+        BadInputError,
+        camera_from_header,
+        check_fits_file,
+    )
     from cosmodm_ops.single_epoch.runner import run_exposure
 
     try:
@@ -70,6 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             source = args.exposure
         else:
             raise BadInputError("give --exposure RAW --calib DIR, or --detrended IMAGE --weight W --mask M")
+        for path in (source, args.weight, args.mask, args.refcat):
+            if path:
+                check_fits_file(path)
+        if args.jobs is not None and not 1 <= args.jobs <= 256:
+            raise BadInputError(f"--jobs {args.jobs}: expected 1 to 256 worker processes (or leave it out: cores)")
         camera = args.camera
         if camera is None:
             try:

@@ -32,7 +32,8 @@ from cosmodm_ops.single_epoch.inputs import (
     read_refcat,
 )
 
-__all__ = ["MIN_PSF_STARS", "ExposureInputs", "ccd_specs", "read_exposure_inputs", "stage_inputs"]
+__all__ = ["MAX_REF_GAP_DEG", "MIN_PSF_STARS", "ExposureInputs", "ccd_specs", "check_overlap", "read_exposure_inputs",
+           "stage_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,38 @@ def read_exposure_inputs(cfg: Config, refcat: str | os.PathLike[str], *, detrend
     if info.camera != cfg.camera.name:
         log.warning("%s: camera %s differs from the configured camera %s", source, info.camera, cfg.camera.name)
     ref = read_refcat(refcat, band=info.band, mjd_obs=info.mjd_obs)
+    check_overlap(ref, refcat, source, hdus[0][0])
     inputs.append(("refcat", str(refcat)))
     return ExposureInputs(kind=kind, source=source, hdus=hdus, weight_hdus=weight_hdus, mask_hdus=mask_hdus,
                           info=info, primary=primary, inputs=inputs, ref=ref)
+
+
+#: A reference catalog whose nearest star is farther than this from the first CCD's centre is for another field.
+MAX_REF_GAP_DEG = 3.0
+
+
+def check_overlap(ref: dict[str, Any], refcat: str | os.PathLike[str], source: str, hdu: int) -> None:
+    """Bad input unless the reference catalog has a star within :data:`MAX_REF_GAP_DEG` of the exposure.
+
+    A catalog of another field would only show up after every CCD was processed, as an astrometry failure
+    with its cause hidden. The exposure's position is CRVAL1/2 of its first CCD (skipped when absent).
+    """
+    ra, dec = np.asarray(ref["ra"], float), np.asarray(ref["dec"], float)
+    if ra.size == 0:
+        msg = f"{refcat} HDU 1: the reference catalog has no rows; expected the stars of the exposure's field"
+        raise BadInputError(msg)
+    hdr = afits.getheader(source, hdu)
+    if "CRVAL1" not in hdr or "CRVAL2" not in hdr:
+        return
+    ra0, dec0 = np.deg2rad(float(hdr["CRVAL1"])), np.deg2rad(float(hdr["CRVAL2"]))
+    r, d = np.deg2rad(ra), np.deg2rad(dec)
+    hav = np.sin((d - dec0) / 2) ** 2 + np.cos(d) * np.cos(dec0) * np.sin((r - ra0) / 2) ** 2
+    nearest = float(np.rad2deg(2 * np.arcsin(np.sqrt(np.clip(hav.min(), 0.0, 1.0)))))
+    if nearest > MAX_REF_GAP_DEG:
+        msg = (f"{refcat} HDU 1: no reference star overlaps the exposure: the nearest is {nearest:.1f} deg from "
+               f"{source} HDU {hdu} (CRVAL1, CRVAL2 = {float(hdr['CRVAL1']):.4f}, {float(hdr['CRVAL2']):.4f}); "
+               f"expected one within {MAX_REF_GAP_DEG:g} deg: give the reference catalog of this field (--refcat)")
+        raise BadInputError(msg)
 
 
 def stage_inputs(stg: cfits.Staging, inputs: list[tuple[str, str]]) -> dict[str, str]:

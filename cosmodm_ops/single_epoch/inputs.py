@@ -21,6 +21,7 @@ __all__ = [
     "ExposureInfo",
     "camera_from_header",
     "ccd_header",
+    "check_fits_file",
     "exposure_info",
     "image_hdus",
     "read_refcat",
@@ -45,6 +46,37 @@ DEFAULT_SURVEY = {"decam": "des", "decam-mini": "demo", "megacam": "cfhtls", "gp
 CP_DQ_TO_MASK = {1: 1, 2: 2, 3: 1, 4: 8, 5: 1, 6: 4, 7: 1, 8: 16}
 
 
+#: First bytes of compressed containers that FITS readers would open silently (or not at all).
+_CONTAINERS = {b"\x1f\x8b": ("gzip", ".gz", "gunzip it (or name it .fits.gz)"),
+               b"BZh": ("bzip2", ".bz2", "bunzip2 it"), b"PK\x03\x04": ("zip", ".zip", "unzip it")}
+
+
+def check_fits_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it is a non-empty FITS file (or a container its name declares); else :class:`BadInputError`.
+
+    Checked before any reader opens it, so the message says what the file is rather than what a
+    reader made of it: missing, empty, a compressed container under a FITS name, or not FITS at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a FITS file" if path.is_dir() else "not found"
+        msg = f"{path}: {what}; expected a FITS file (check the path)"
+        raise BadInputError(msg)
+    with path.open("rb") as f:
+        head = f.read(80)
+    if not head:
+        msg = f"{path}: empty file (0 bytes); expected a FITS file (transfer it again from its source)"
+        raise BadInputError(msg)
+    for magic, (kind, ext, fix) in _CONTAINERS.items():
+        if head.startswith(magic) and not path.name.endswith(ext):
+            msg = f"{path}: is {kind}-compressed but named {path.suffix!r}; expected a FITS file: {fix}"
+            raise BadInputError(msg)
+    if not any(head.startswith(m) for m in _CONTAINERS) and not head.startswith(b"SIMPLE  ="):
+        msg = f"{path}: not a FITS file (expected 'SIMPLE  =' in the first card, found {head[:20]!r})"
+        raise BadInputError(msg)
+    return path
+
+
 def require(header: Any, key: str, path: str | os.PathLike[str], hdu: int | str) -> Any:
     """``header[key]`` or a :class:`BadInputError` naming the file, HDU and key."""
     if key not in header:
@@ -57,11 +89,12 @@ def camera_from_header(header: Any, path: str | os.PathLike[str], hdu: int | str
     """The camera name from CAMERA (our simulator) or INSTRUME; unknown cameras are bad input."""
     raw = header.get("CAMERA") or header.get("INSTRUME")
     if raw is None:
-        msg = f"{path} HDU {hdu}: neither 'CAMERA' nor 'INSTRUME' is set: cannot tell the camera"
+        msg = f"{path} HDU {hdu}: neither 'CAMERA' nor 'INSTRUME' is set: cannot tell the camera (give --camera NAME)"
         raise BadInputError(msg)
     name = str(raw).strip().lower()
     if name not in _CAMERAS:
-        msg = f"{path} HDU {hdu}: key 'INSTRUME'/'CAMERA' = {raw!r} is not a known camera ({sorted(set(_CAMERAS.values()))})"
+        msg = (f"{path} HDU {hdu}: key 'INSTRUME'/'CAMERA' = {raw!r} is not a known camera; expected one of "
+               f"{sorted(set(_CAMERAS.values()))} (give --camera NAME if the file comes from one of them)")
         raise BadInputError(msg)
     return _CAMERAS[name]
 
@@ -110,6 +143,26 @@ class ExposureInfo:
     night: str
 
 
+def _mjd_obs(header: dict[str, Any], path: str | os.PathLike[str]) -> float:
+    """MJD-OBS, else DATE-OBS (ISO UTC) converted; neither is bad input naming both keys."""
+    for key in ("MJD-OBS", "DATE-OBS"):
+        value = header.get(key)
+        if value is None or str(value).strip() == "":
+            continue
+        try:
+            if key == "MJD-OBS":
+                return float(value)
+            from astropy.time import Time
+
+            return float(Time(str(value).strip(), format="isot", scale="utc").mjd)
+        except ValueError as err:
+            msg = f"{path} HDU 0: key {key!r} = {value!r} is not a valid time ({err}); fix the header"
+            raise BadInputError(msg) from err
+    msg = (f"{path} HDU 0: header keys 'MJD-OBS' and 'DATE-OBS' are both missing; the pipeline needs the "
+           "observation time (fix the file or its origin)")
+    raise BadInputError(msg)
+
+
 def exposure_info(primary: Any, path: str | os.PathLike[str], first_ext: Any | None = None) -> ExposureInfo:
     """Exposure metadata from the primary header (keys inherited by the first extension are accepted)."""
     merged: dict[str, Any] = {}
@@ -122,7 +175,7 @@ def exposure_info(primary: Any, path: str | os.PathLike[str], first_ext: Any | N
     if band is None:
         band = str(require(merged, "FILTER", path, 0)).split()[0]
     exptime = float(require(merged, "EXPTIME", path, 0))
-    mjd = float(require(merged, "MJD-OBS", path, 0))
+    mjd = _mjd_obs(merged, path)
     nite = merged.get("NITE")
     if nite is not None and len(str(nite)) == 8:
         s = str(nite)
@@ -138,10 +191,7 @@ def exposure_info(primary: Any, path: str | os.PathLike[str], first_ext: Any | N
 
 def image_hdus(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
     """(HDU index, EXTNAME) of every image HDU with data; a truncated or unreadable file is bad input."""
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: file not found"
-        raise BadInputError(msg)
+    path = check_fits_file(path)
     try:
         with fitsio.FITS(str(path)) as f:
             out = []
@@ -170,7 +220,7 @@ def read_refcat(path: str | os.PathLike[str], band: str | None = None, mjd_obs: 
     catalogs (``mag_<band>``). ``mag_system`` is ``band`` when the magnitude is in the
     exposure's band, ``gaia_g`` otherwise (then zeropoints are not measured).
     """
-    path = Path(path)
+    path = check_fits_file(path)
     try:
         data = fitsio.read(str(path), ext=1)
     except (OSError, ValueError) as err:

@@ -59,8 +59,10 @@ from cosmodm_ops.single_epoch.rawccd import CcdSections, _row_median
 from cosmodm_ops.single_epoch.rawdetrend import (
     RawCalib,
     RawCcd,
+    RawCcdUnusable,
     RawDetrendResult,
     detrend_raw_ccd,
+    raw_pixel_problem,
     source_adu,
 )
 from cosmodm_ops.single_epoch.rawplan import RAW_CCD_KEYS, raw_exposure_plan
@@ -153,6 +155,9 @@ def ingest_and_detrend(spec: dict[str, Any]) -> dict[str, Any]:
         files = {k: (str(v) if v else None) for k, v in find_calib_files(spec["calib"], band).items()}
     with fitsio.FITS(spec["raw"]) as f:
         raw = f[spec["hdu"]].read()
+    problem = raw_pixel_problem(raw)
+    if problem:
+        raise RawCcdUnusable(f"HDU {spec['hdu']} ({extname}): {problem}")
     hdr = afits.getheader(spec["raw"], spec["hdu"])
     ccd, used = _raw_ccd(spec["raw"], raw, hdr, sec, camera, ccdnum)
     area, area_note = _pixel_area(hdr, (camera.ccd_ny, camera.ccd_nx))

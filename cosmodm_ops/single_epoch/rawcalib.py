@@ -72,9 +72,11 @@ def check_calib_file(path: Path, role: str, ccds: list[tuple[str, int]], shape: 
                 dims = tuple(f[idx].get_info().get("dims", ()))
                 if dims != shape:
                     msg = (f"{path} HDU {idx} ({extname}): keys 'NAXIS2','NAXIS1' = {dims}, expected the trimmed "
-                           f"shape {shape} of the camera")
+                           f"shape {shape} of the camera: use the {role} made for this camera (--calib)")
                     raise BadInputError(msg)
                 f[idx][-1:, -1:]
+    except BadInputError:
+        raise
     except (OSError, ValueError) as err:
         msg = f"{path}: cannot read the {role} file (truncated or corrupt?): {err}"
         raise BadInputError(msg) from err

@@ -22,7 +22,37 @@ from cosmodm_ops.single_epoch.detrend import MASK_BITS, DetrendConfig, detect_co
 from cosmodm_ops.single_epoch.rawcamera import CrosstalkTerm, crosstalk_signal
 from cosmodm_ops.single_epoch.rawccd import CcdSections, _row_median, detrend_ccd_inplace
 
-__all__ = ["RawCalib", "RawCcd", "RawDetrendResult", "detrend_raw_ccd", "source_adu"]
+__all__ = ["RawCalib", "RawCcd", "RawCcdUnusable", "RawDetrendResult", "detrend_raw_ccd", "raw_pixel_problem",
+           "source_adu"]
+
+#: The ADC's largest value: raw pixels there are digitally saturated.
+ADC_MAX = 65535
+#: A raw CCD with more than this fraction of NaN or saturated pixels has nothing left to measure.
+_UNUSABLE_FRACTION = 0.5
+
+
+class RawCcdUnusable(ValueError):
+    """A raw CCD with no signal to process (dead, failed readout, saturated): that CCD fails, the others go on."""
+
+
+def raw_pixel_problem(raw: np.ndarray) -> str | None:
+    """Why a raw CCD (ADU, overscan included) cannot be processed, or None. Pure; the array is not modified.
+
+    Dead or unread CCDs come out constant, failed conversions as NaN, light leaks or a very bright star
+    at the ADC maximum; each would otherwise fail later as "too few stars" with the cause hidden.
+    """
+    finite = np.isfinite(raw)
+    if finite.mean() < 1 - _UNUSABLE_FRACTION:
+        return (f"{100 * (1 - finite.mean()):.0f}% of the raw pixels are NaN or infinite (failed readout or "
+                "conversion): check the raw file's origin")
+    values = raw[finite]
+    saturated = float((values >= ADC_MAX).mean())
+    if saturated > _UNUSABLE_FRACTION:
+        return (f"{100 * saturated:.0f}% of the raw pixels are at the ADC maximum {ADC_MAX} ADU: saturated CCD "
+                "(light leak, a very bright source or a shutter failure)")
+    if values.min() == values.max():
+        return f"every raw pixel equals {values.min():g} ADU (dead CCD or failed readout): check the camera log"
+    return None
 
 #: Weight is zero on pixels with these bits.
 _ZERO_WEIGHT = MASK_BITS["BADPIX"] | MASK_BITS["SATURATED"] | MASK_BITS["BLEED"] | MASK_BITS["EDGE"]

@@ -115,7 +115,8 @@ def _scan_raw(path: Path, camera: CameraConfig, ccds: list[tuple[str, int]]
     except BadInputError:
         raise
     except (OSError, ValueError) as err:
-        msg = f"{path}: cannot read FITS (truncated or corrupt?): {err}"
+        msg = (f"{path}: cannot read FITS (truncated or corrupt?): {err}; expected a readable multi-extension "
+               "FITS file: transfer it again from its source")
         raise BadInputError(msg) from err
     hdus.sort()
     return hdus, primary_hdr, first
@@ -142,7 +143,8 @@ def _check_raw_hdu(f: Any, i: int, path: Path, extname: str, ccdnum: int, camera
         f[i][-1:, -1:]  # a truncated file fails here, not in a worker
     except (OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        msg = f"{path} HDU {i} ({extname}): pixel data truncated or corrupt ({first_line})"
+        msg = (f"{path} HDU {i} ({extname}): pixel data truncated or corrupt ({first_line}); expected the "
+               f"full {expect} raw image: transfer the file again from its source (retrying this job will not help)")
         raise BadInputError(msg) from err
     return hdr
 
