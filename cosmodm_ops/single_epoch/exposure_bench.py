@@ -200,7 +200,8 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         results["detections_per_ccd"] = detections(base / "se", spread_cut)
         results["accuracy"] = accuracies(night, base / "se", spread_cut)
         if previous_ccds:
-            results.update(_previous(raw, night, base, jobs, ram, min(previous_ccds, n_cam), n_cam))
+            n_prev = min(previous_ccds, n_cam)
+            results.update(_previous(raw, night, base, jobs, ram, n_prev, n_cam, ours if n_prev == n_run else None))
             results.update(linear_fit(n_cam, n_run, ours["cpu"], results["previous_ccds"],
                                       results["ours_same_ccds_cpu_s"], results["previous_cpu_s"]))
         if io_ccds:
@@ -258,11 +259,12 @@ def _n_ccds(raw: Path) -> int:
         return len(hdul) - 1
 
 
-def _previous(raw: Path, night: Path, base: Path, jobs: int, ram: Path, n: int, n_cam: int) -> dict[str, Any]:
-    """The previous configuration and ours on the same first ``n`` CCDs: CPU of each, and the ratio."""
-    only = _first_ccds(raw, n)
+def _previous(raw: Path, night: Path, base: Path, jobs: int, ram: Path, n: int, n_cam: int,
+              ours: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The previous configuration and ours (``ours``, or a new run) on the same first ``n`` CCDs: CPU and ratio."""
+    only = _first_ccds(raw, n) if n < n_cam else None
     prev = _job(raw, night, base / "se_previous", jobs, ram, _with(PREVIOUS_CONFIG, only))
-    now = _job(raw, night, base / "se_same_ccds", jobs, ram, _with(None, only))
+    now = ours or _job(raw, night, base / "se_same_ccds", jobs, ram, _with(None, only))
     ratio = prev["cpu"] / now["cpu"]
     return {"previous_ccds": n, "previous_cpu_s": round(prev["cpu"], 2), "ours_same_ccds_cpu_s": round(now["cpu"], 2),
             "previous_cpu_sextractor_s": prev["manifest"].cpu["sextractor_s"],
@@ -281,7 +283,7 @@ def _io(raw: Path, night: Path, base: Path, jobs: int, ram: Path, n: int) -> dic
     for name, work, over in (("ours", ram, None), ("naive", base / "naive_work", NAIVE_CONFIG)):
         log = base / f"strace_{name}.log"
         _job(raw, night, base / f"se_io_{name}", jobs, work, _with(over, only), trace=log)
-        counts[name] = count_strace(log, base)
+        counts[name] = count_strace(log, (base, night))  # the night may be a link to a shared folder
         log.unlink()
     ours, naive = counts["ours"], counts["naive"]
     return {

@@ -74,9 +74,10 @@ def _kind(path: str) -> str:
     return "other"
 
 
-def count_strace(log: str | Path, root: str | Path) -> IoCount:
-    """Sum a ``traced_argv`` log: bytes read and written by every process on files under ``root``."""
-    root_s = str(Path(root).resolve()).rstrip("/") + "/"
+def count_strace(log: str | Path, root: str | Path | tuple[str | Path, ...]) -> IoCount:
+    """Sum a ``traced_argv`` log: bytes read and written by every process on files under ``root`` (or roots)."""
+    roots = root if isinstance(root, tuple) else (root,)
+    root_s = tuple(str(Path(r).resolve()).rstrip("/") + "/" for r in roots)
     out = IoCount()
     pending: dict[str, tuple[str, str]] = {}  # pid -> (call, path) of an unfinished call
 
