@@ -284,6 +284,11 @@ class SingleEpochConfig(_Strict):
     only_ccds: list[int] | None = Field(
         default=None, description="Process only these CCDNUMs (benchmarks on part of an exposure); null: all.",
     )
+    weight_qlevel: float = Field(
+        default=1.0, gt=0,
+        description="RICE quantization level of the weight product (noise sigma of the weight map / step). 1: "
+                    "0.24% rms in each pixel's weight (0.12% in its sigma), 34% smaller than q=4 (issue 18).",
+    )
     compress_products: bool = Field(
         default=True, description="RICE-compress image, weight and mask products (false: the naive benchmark run).",
     )

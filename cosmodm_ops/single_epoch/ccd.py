@@ -268,7 +268,8 @@ def _write_products(spec: dict[str, Any], prep: dict[str, Any], header: afits.He
         "psf": outdir / f"{spec['stem']}_{tag}.psf",
     }
     cfits.write_image(names["image"], image, header, extname="SCI", compress=compress)
-    cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT", compress=compress)
+    cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT", compress=compress,
+                      qlevel=spec.get("weight_qlevel", cfits.DEFAULT_QLEVEL))
     cfits.write_image(names["mask"], mask.astype(np.int32, copy=False), _wcs_only(header), extname="MSK",
                       compress=compress)
     _write_catalog(cat2, names["catalog"], apcorr)

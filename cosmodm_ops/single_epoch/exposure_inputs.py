@@ -145,6 +145,7 @@ def _base_spec(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: P
         "kind": xin.kind,
         "detect_thresh": se.detect_thresh, "detect_minarea": se.detect_minarea, "psf_size": se.psf_size,
         "pass1_detect_thresh": se.pass1_detect_thresh, "compress_products": se.compress_products,
+        "weight_qlevel": se.weight_qlevel,
         "psfvar_degrees": se.psfvar_degrees, "min_psf_stars": MIN_PSF_STARS, "params": se.sextractor_params,
         "star_snr_min": se.star_snr_min, "spread_model_star_max": se.spread_model_star_max,
         "match_radius_arcsec": 1.0, "mag_zeropoint": 25.0, "exptime": info.exptime, "band": info.band,
