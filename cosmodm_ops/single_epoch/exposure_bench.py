@@ -176,6 +176,7 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
     from cosmodm_ops.config import load_config
     from cosmodm_ops.single_epoch.exposure_density import accuracies, detections, sky_density
 
+    contract = dict.fromkeys(("previous_core_minutes", "io_ratio_read_write", "io_ratio_written"))  # None: skipped
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench_exposure."))
     base.mkdir(parents=True, exist_ok=True)
     ram = Path(workdir or os.environ.get("COSMODM_RAMDISK") or "/dev/shm/cosmodm")
@@ -187,8 +188,8 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         n_run = ccds if 0 < ccds < n_cam else n_cam
         only = _first_ccds(raw, n_run) if n_run < n_cam else None
         ours = _job(raw, night, base / "se", jobs, ram, _with(None, only))
-        results = _figures(ours["manifest"], base / "se", camera=camera, jobs=jobs, code=ours["code"],
-                           wall=ours["wall"], cpu_total=ours["cpu"])
+        results = {**contract, **_figures(ours["manifest"], base / "se", camera=camera, jobs=jobs,
+                                           code=ours["code"], wall=ours["wall"], cpu_total=ours["cpu"])}
         core_min, own_share = _scaled(ours, n_cam / n_run)
         results.update(n_ccds_camera=n_cam, scaled_from_ccds=n_run if n_run < n_cam else None,
                        core_minutes=core_min, own_share=own_share, own_share_measured=results["own_share"],
