@@ -3,9 +3,10 @@
 Simulates one 62-CCD DECam exposure (not timed), runs ``cosmodm single-epoch run --jobs 2`` on
 it and reports core-minutes per exposure against DESDM's 320, the share of CPU spent in our own
 code rather than SExtractor/SCAMP/PSFEx (target <= 10%), and bytes written to the output
-filesystem against a naive run (target >= 50x less). See
-:mod:`cosmodm_ops.single_epoch.exposure_bench`. Options: ``--camera``, ``--jobs``, ``--keep DIR``,
-``--seed``, ``--workdir``.
+filesystem against a naive run (target >= 50x less); since issue 18 also the density ratio to a real
+exposure, the previous configuration on the same CCDs and the strace-counted disk I/O of ours against a naive
+job. See :mod:`cosmodm_ops.single_epoch.exposure_bench`. Options: ``--camera``, ``--jobs``, ``--keep DIR``,
+``--seed``, ``--workdir``, ``--density``, ``--ccds``, ``--previous-ccds``, ``--io-ccds``.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("one simulated exposure through `cosmodm single-epoch run`: core-minutes vs DESDM's 320, own-code CPU "
         "share vs the Astromatic tools, bytes written vs a naive run"),
         ("wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min", "core_min_ratio_vs_desdm",
-         "own_share", "bytes_output", "bytes_naive", "bytes_ratio", "n_ccds_ok"),
+         "own_share", "bytes_output", "bytes_naive", "bytes_ratio", "n_ccds_ok", "core_minutes",
+         "density_ratio_to_real", "io_ratio_read_write", "io_ratio_written", "previous_core_minutes"),
     ),
     "campaign": (
         "bench.bench_campaign:campaign",
@@ -107,6 +108,11 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--seed", {"type": int, "default": 1, "help": "simulation seed"}),
         ("--workdir", {"default": None, "help": "RAM-disk parent of the run (default $COSMODM_RAMDISK or "
                        "/dev/shm/cosmodm)"}),
+        ("--density", {"default": "real", "choices": ("real", "crowded"), "help": "simulated sky (default real)"}),
+        ("--ccds", {"type": int, "default": 0, "help": "run on the first N CCDs and scale to the exposure (0: all)"}),
+        ("--previous-ccds", {"type": int, "default": 4, "help": "CCDs of the previous-configuration comparison "
+                             "(default 4; 0: skip)"}),
+        ("--io-ccds", {"type": int, "default": 2, "help": "CCDs of the strace-counted I/O runs (default 2; 0: skip)"}),
     ],
     "clusters": [
         ("--n-clusters", {"type": int, "default": 48, "help": "injected clusters (default 48)"}),

@@ -31,6 +31,9 @@ from cosmodm_ops.coadd.inputs import BandCoadd, CoaddBadInput
 from cosmodm_ops.coadd.tiling import Tile
 from cosmodm_ops.config import Config
 
+#: PSFEx PSF_SIZE of the coadd PSF models (the single-epoch size is single_epoch.psf_size).
+COADD_PSF_SIZE = 35
+
 __all__ = [
     "APERTURES",
     "BandImage",
@@ -128,7 +131,8 @@ def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path) -> Pat
         params="single_epoch_pass1.param", **_sextractor_common(im, tile, cfg)), cwd=work)
     n_cand = len(read_ldac(cat1, columns=["FLAGS"]))
     degrees = se.psfvar_degrees if n_cand >= 200 else 0
-    run_tool("psfex", psfex_args(cat1, psf_size=se.psf_size, psfvar_degrees=degrees, outdir=work), cwd=work)
+    # the coadd keeps the 35-pixel model its tests were set on (single_epoch.psf_size went to 25 in issue 18)
+    run_tool("psfex", psfex_args(cat1, psf_size=COADD_PSF_SIZE, psfvar_degrees=degrees, outdir=work), cwd=work)
     psf = work / f"{b}.pass1.psf"
     if not psf.exists():
         msg = f"tile {tile.name} band {b}: PSFEx wrote no model (too few stars on the coadd?)"

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--dec", type=float, default=-30.0, help="field centre Dec (deg)")
     n.add_argument("--density-scale", type=float, default=1.0,
                    help="multiply the star and galaxy densities (e.g. 0.05 for a quick layout test)")
+    n.add_argument("--density", default=None, choices=("real", "crowded"),
+                   help="sky density: real (DES-wide high latitude; default) or crowded (default for decam-mini)")
     n.add_argument("--threads", type=int, default=2, help="worker threads per exposure (default 2)")
     n.add_argument("--no-progress", action="store_true", help="no progress bar")
     n.add_argument("--out", required=True, help="output folder")
@@ -38,14 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _night(args: argparse.Namespace) -> int:
-    from dataclasses import replace
     from pathlib import Path
 
     from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_OK
     from cosmodm_ops.config import ConfigError, load_config
     from cosmodm_ops.model import TagError, validate_night
+    from cosmodm_ops.sim.density import sky_preset
     from cosmodm_ops.sim.night import plan_night, run_night
-    from cosmodm_ops.sim.objects import SkyModel
 
     survey = args.survey or _DEFAULT_SURVEY.get(args.camera, "des")
     bands = [b.strip() for b in args.bands.split(",") if b.strip()]
@@ -58,7 +59,7 @@ def _night(args: argparse.Namespace) -> int:
         if args.density_scale <= 0:
             msg = f"--density-scale {args.density_scale}: expected > 0"
             raise ValueError(msg)
-        sky = replace(SkyModel(), density_scale=args.density_scale)
+        sky = sky_preset(args.density, args.camera, args.density_scale)
         plan = plan_night(cfg, args.night, args.exposures, bands, seed=args.seed, cloudy=args.cloudy,
                           ra=args.ra, dec=args.dec, sky=sky)
     except (ConfigError, TagError, ValueError) as err:

@@ -23,6 +23,7 @@ import numpy as np
 
 from cosmodm_ops.cameras.layout import CcdInfo, FocalPlane, focal_plane
 from cosmodm_ops.config.schema import Config
+from cosmodm_ops.sim.density import sky_preset
 from cosmodm_ops.sim.exposure import FILTER_NAMES, ExposureSpec, simulate_exposure
 from cosmodm_ops.sim.instrument import CcdSignature, airmass_from, ccd_signature
 from cosmodm_ops.sim.objects import Catalog, SkyModel, make_catalog
@@ -133,7 +134,8 @@ def plan_night(config: Config, night: str, n_exposures: int, bands: list[str], *
     dmax = max(abs(d) for d in decs) + hy
     ra_range = (min(ras) - hx / math.cos(math.radians(min(dmax, 89.0))), max(ras) + hx / math.cos(math.radians(min(dmax, 89.0))))
     dec_range = (max(-90.0, min(decs) - hy), min(90.0, max(decs) + hy))
-    return NightPlan(config, night, seed, list(bands), exposures, ra_range, dec_range, sky or SkyModel())
+    return NightPlan(config, night, seed, list(bands), exposures, ra_range, dec_range,
+                     sky or sky_preset(None, config.camera.name))
 
 
 def raw_name(camera: str, expnum: int) -> str:

@@ -60,6 +60,47 @@ def _rounds(funcs: dict[str, Any], repeats: int) -> dict[str, float]:
     return {k: v * 1e3 for k, v in best.items()}
 
 
+def to_fixed16(frame: np.ndarray) -> tuple[np.ndarray, np.float32, np.float32]:
+    """``frame`` as uint16 ``q`` with ``frame ~ lo + step x q`` over its own range (step = range / 65535)."""
+    lo, hi = float(frame.min()), float(frame.max())
+    step = (hi - lo) / 65535.0 or 1.0
+    q = np.rint((frame - lo) / step).astype(np.uint16)
+    return q, np.float32(lo), np.float32(step)
+
+
+def _fixed16(d: dict[str, Any], raw: np.ndarray, out: np.ndarray, gof: np.ndarray, bof: np.ndarray,
+             repeats: int) -> dict[str, Any]:
+    """The 16-bit fixed-point calibration experiment (no crosstalk): time against the float32 kernel without
+    crosstalk and the raw copy in the same rounds, and the largest difference it makes (electrons)."""
+    from cosmodm_ops.single_epoch._rawkernel import detrend_rows, detrend_rows_fixed16
+    from cosmodm_ops.single_epoch.rawccd import _row_median
+
+    sec = d["sec"]
+    gq, g0, gs = to_fixed16(gof)
+    bq, b0, bs = to_fixed16(bof)
+    out16 = np.empty_like(out)
+    (da, db) = sec.data
+    r0 = sec.rows.start
+
+    def run16() -> None:
+        ma = _row_median(raw[sec.rows, sec.overscan[0]])
+        mb = _row_median(raw[sec.rows, sec.overscan[1]])
+        detrend_rows_fixed16(raw, out16, r0, da.start, db.start, ma, mb, gq, g0, gs, bq, b0, bs)
+
+    def run32() -> None:
+        ma = _row_median(raw[sec.rows, sec.overscan[0]])
+        mb = _row_median(raw[sec.rows, sec.overscan[1]])
+        detrend_rows(raw, out, r0, da.start, db.start, ma, mb, gof, bof, np.float32(0), np.float32(0),
+                     np.float32(50.0))
+
+    raw_copy = np.empty_like(raw)
+    t = _rounds({"f16": run16, "f32": run32, "memcopy": lambda: np.copyto(raw_copy, raw)}, repeats)
+    return {"fixed16_ms": round(t["f16"], 2), "float32_noxtalk_ms": round(t["f32"], 2),
+            "fixed16_ratio_to_memcopy": round(t["f16"] / t["memcopy"], 2),
+            "float32_noxtalk_ratio_to_memcopy": round(t["f32"] / t["memcopy"], 2),
+            "fixed16_max_abs_diff_e": round(float(np.max(np.abs(out16 - out))), 4)}
+
+
 def detrend(repeats: int = 15, ccdproc_repeats: int = 3) -> dict[str, Any]:
     """Run the timings; returns ``{"ours_ms", "ccdproc_ms", "memcopy_ms", ...}``."""
     d = make_raw_ccd()
@@ -104,6 +145,7 @@ def detrend(repeats: int = 15, ccdproc_repeats: int = 3) -> dict[str, Any]:
         slow = _rounds({"ccdproc": run_ccdproc, "ours": lambda: detrend_ccd_inplace(raw, out, sec, gof, bof)},
                        ccdproc_repeats)
     ours = fast["ours"]
+    fixed16 = _fixed16(d, raw, out, gof, bof, repeats)
     # same science: ours (without crosstalk) agrees with ccdproc
     detrend_ccd_inplace(raw, out, sec, gof, bof)
     max_diff = float(np.max(np.abs(out - ref.data)))
@@ -111,7 +153,7 @@ def detrend(repeats: int = 15, ccdproc_repeats: int = 3) -> dict[str, Any]:
             "memcopy_out_ms": round(fast["memcopy_out"], 2),
             "speedup_vs_ccdproc": round(slow["ccdproc"] / ours, 1), "ratio_to_memcopy": round(ours / fast["memcopy"], 2),
             "ratio_to_memcopy_out": round(ours / fast["memcopy_out"], 2), "jit_first_call_ms": round(jit_ms, 1),
-            "max_abs_diff_e": round(max_diff, 4)}
+            "max_abs_diff_e": round(max_diff, 4), **fixed16}
 
 
 def format_table(results: dict[str, Any]) -> str:

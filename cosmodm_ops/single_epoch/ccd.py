@@ -28,6 +28,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from cosmodm_ops import fits as cfits
 from cosmodm_ops.astromatic import (
     ToolError,
+    config_path,
     psfex_args,
     read_ldac,
     read_scamp_head,
@@ -149,9 +150,11 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
         out.update(image=str(img_p), weight=str(wgt_p), flag=str(flg_p), pixel_scale=scale,
                    saturate=float(header["SATURATE"]), header=header.tostring(sep="\n"))
         cat1 = work / f"{tag}.pass1.ldac"
+        # pass 1 feeds only PSFEx (S/N > 20 stars) and SCAMP: a higher threshold and a PSF-sized VIGNET
         clock.tool("sextractor_pass1", "sextractor", sextractor_args(
-            img_p, cat1, weight=wgt_p, flag=flg_p, params="single_epoch_pass1.param", gain=1.0,
-            saturate=float(header["SATURATE"]), pixel_scale=scale, detect_thresh=spec["detect_thresh"],
+            img_p, cat1, weight=wgt_p, flag=flg_p, params=pass1_params(work, spec["psf_size"]), gain=1.0,
+            saturate=float(header["SATURATE"]), pixel_scale=scale,
+            detect_thresh=spec.get("pass1_detect_thresh") or spec["detect_thresh"],
             detect_minarea=spec["detect_minarea"],
         ), cwd=work)
         with clock.stage("read_pass1"):
@@ -177,6 +180,23 @@ def prepare_ccd(spec: dict[str, Any]) -> dict[str, Any]:
         out["failed"] = f"tool failed: {str(err).splitlines()[0][:300]}"
     out["clock"] = clock.record()
     return out
+
+
+def pass1_params(work: Path, psf_size: int) -> str:
+    """Pass 1's parameter list with ``VIGNET(psf_size, psf_size)`` (PSFEx needs no larger stamp), in ``work``.
+
+    Returns a path for ``sextractor_args(params=...)``: the stock list when the size is its 35.
+    """
+    stock = config_path("single_epoch_pass1.param")
+    if psf_size == 35:
+        return stock.name
+    path = work / f"single_epoch_pass1_v{psf_size}.param"
+    if not path.exists():
+        text = stock.read_text().replace("VIGNET(35,35)", f"VIGNET({psf_size},{psf_size})")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
 
 
 def _apply_head(header: afits.Header, head: afits.Header) -> afits.Header:
@@ -239,16 +259,20 @@ def _write_products(spec: dict[str, Any], prep: dict[str, Any], header: afits.He
         weight = f[0].read()
     with fitsio.FITS(prep["flag"]) as f:
         mask = f[0].read()
+    compress = spec.get("compress_products", True)
+    fz = ".fits.fz" if compress else ".fits"
     names = {
-        "image": outdir / f"{spec['stem']}_{tag}_image.fits.fz",
-        "weight": outdir / f"{spec['stem']}_{tag}_weight.fits.fz",
-        "mask": outdir / f"{spec['stem']}_{tag}_mask.fits.fz",
+        "image": outdir / f"{spec['stem']}_{tag}_image{fz}",
+        "weight": outdir / f"{spec['stem']}_{tag}_weight{fz}",
+        "mask": outdir / f"{spec['stem']}_{tag}_mask{fz}",
         "catalog": outdir / f"{spec['stem']}_{tag}_cat.fits",
         "psf": outdir / f"{spec['stem']}_{tag}.psf",
     }
-    cfits.write_image(names["image"], image, header, extname="SCI")
-    cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT")
-    cfits.write_image(names["mask"], mask.astype(np.int32, copy=False), _wcs_only(header), extname="MSK")
+    cfits.write_image(names["image"], image, header, extname="SCI", compress=compress)
+    cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT", compress=compress,
+                      qlevel=spec.get("weight_qlevel", cfits.DEFAULT_QLEVEL))
+    cfits.write_image(names["mask"], mask.astype(np.int32, copy=False), _wcs_only(header), extname="MSK",
+                      compress=compress)
     _write_catalog(cat2, names["catalog"], apcorr)
     names["psf"].write_bytes(Path(prep["psf"]).read_bytes())
     kinds = {"image": "image", "weight": "weight", "mask": "mask", "catalog": "catalog", "psf": "psf"}

@@ -174,6 +174,8 @@ def _base_spec(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: P
         "workdir": str(work), "outdir": str(outdir), "stem": f"{cfg.survey.name}_{info.expnum:08d}_{info.band}",
         "kind": xin.kind,
         "detect_thresh": se.detect_thresh, "detect_minarea": se.detect_minarea, "psf_size": se.psf_size,
+        "pass1_detect_thresh": se.pass1_detect_thresh, "compress_products": se.compress_products,
+        "weight_qlevel": se.weight_qlevel,
         "psfvar_degrees": se.psfvar_degrees, "min_psf_stars": MIN_PSF_STARS, "params": se.sextractor_params,
         "star_snr_min": se.star_snr_min, "spread_model_star_max": se.spread_model_star_max,
         "match_radius_arcsec": 1.0, "mag_zeropoint": 25.0, "exptime": info.exptime, "band": info.band,
@@ -202,10 +204,13 @@ def ccd_specs(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Pa
     """
     base = _base_spec(cfg, xin, staged, work, outdir, calib)
     detrended = xin.kind == "detrended"
+    only = set(cfg.single_epoch.only_ccds) if cfg.single_epoch.only_ccds is not None else None
     specs: list[dict[str, Any]] = []
     skipped: list[int] = []
     for pos, (hdu, extname) in enumerate(xin.hdus):
         ccd = _ccdnum(xin.source, hdu, pos)
+        if only is not None and ccd not in only:
+            continue
         if ccd in done:
             skipped.append(ccd)
             continue

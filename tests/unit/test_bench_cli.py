@@ -45,10 +45,12 @@ def test_bench_tile_prints_every_stage(monkeypatch: pytest.MonkeyPatch, capsys: 
     assert json.loads(capsys.readouterr().out.strip()) == fake_tile()
 
 
-def fake_exposure(camera: str, jobs: int, keep: str | None, seed: int, workdir: str | None) -> dict:
+def fake_exposure(camera: str, jobs: int, keep: str | None, seed: int, workdir: str | None, density: str,
+                  ccds: int, previous_ccds: int, io_ccds: int) -> dict:
     keys = bench_cli.BENCHMARKS["exposure"][2]
     return {**dict.fromkeys(keys, 1.0), "camera": camera, "jobs": jobs, "keep": keep, "seed": seed,
-            "workdir": workdir}
+            "workdir": workdir, "density": density, "ccds": ccds, "previous_ccds": previous_ccds,
+            "io_ccds": io_ccds}
 
 
 def test_bench_exposure_passes_its_options_and_prints_the_contract_keys(
@@ -62,7 +64,8 @@ def test_bench_exposure_passes_its_options_and_prints_the_contract_keys(
     line = json.loads(capsys.readouterr().out.strip())
     assert set(line) == {"wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min",
                          "core_min_ratio_vs_desdm", "own_share", "bytes_output", "bytes_naive", "bytes_ratio",
-                         "n_ccds_ok"}
+                         "n_ccds_ok", "core_minutes", "density_ratio_to_real", "io_ratio_read_write",
+                         "io_ratio_written", "previous_core_minutes"}
     assert main(["bench", "exposure", "--camera", "decam-mini", "--jobs", "3"]) == 0
     out = capsys.readouterr().out
     assert "decam-mini" in out and "seed" in out  # the table shows every figure

@@ -28,3 +28,14 @@ def test_uncompressed_bytes_of_plain_and_non_fits_files_is_their_size(tmp_path: 
     plain = cfits.write_image(tmp_path / "plain.fits", np.ones((10, 10), np.float32), compress=False)
     assert uncompressed_bytes(tmp_path / "qa.json") == 8
     assert uncompressed_bytes(plain) == plain.stat().st_size
+
+
+def test_linear_fit_extrapolates_a_per_exposure_and_a_per_ccd_part():
+    from cosmodm_ops.single_epoch.exposure_bench import linear_fit
+
+    # 30 s per exposure, 12 s per CCD (ours); previous 20 s per CCD with the same per-exposure part
+    fit = linear_fit(62, 8, 30 + 8 * 12, 3, 30 + 3 * 12, 30 + 3 * 20)
+    assert fit["cpu_per_exposure_s"] == 30 and fit["cpu_per_ccd_s"] == 12
+    assert fit["core_minutes"] == round((30 + 62 * 12) / 60, 3)
+    assert fit["previous_core_minutes"] == round((30 + 62 * 20) / 60, 3)
+    assert linear_fit(62, 62, 100.0, 3, 10.0, 12.0) == {}  # a whole exposure: its own figure stands
