@@ -7,9 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 # Debian packages the project needs (science binaries, then the integration tiers' services).
-OS_PKGS := source-extractor scamp psfex swarp libcfitsio-bin \
+OS_PKGS := source-extractor scamp psfex swarp libcfitsio-bin strace \
            openssh-server slurm-wlm munge slurmdbd mariadb-server chromium
-OS_BINS := source-extractor scamp psfex SWarp fpack funpack /usr/sbin/sshd slurmctld slurmd slurmdbd munged mariadbd chromium
+OS_BINS := source-extractor scamp psfex SWarp fpack funpack strace /usr/sbin/sshd slurmctld slurmd slurmdbd munged mariadbd chromium
 PYTEST_ARGS ?=
 
 .PHONY: help setup os-deps venv test test-unit test-badinput test-browser demo demo-campaign ui bench faults lint clean

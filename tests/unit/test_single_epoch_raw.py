@@ -222,8 +222,11 @@ def test_cli_exits_65_on_unknown_camera_and_on_truncated_raw(tmp_path: Path, cap
     exp = make_exposure(tmp_path / "a", seed=1)
     with fitsio.FITS(str(exp.raw), "rw") as f:
         f[0].write_key("CAMERA", "hubble-wfc3")
+    # the raw is checked before the reference catalog is read: any readable FITS file will do here
+    refcat = tmp_path / "refcat.fits"
+    fitsio.write(str(refcat), np.zeros(1, dtype=[("ra", "f8"), ("dec", "f8")]))
     argv = ["single-epoch", "run", "--exposure", str(exp.raw), "--calib", str(exp.calib), "--refcat",
-            str(tmp_path / "none.fits"), "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "ram")]
+            str(refcat), "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "ram")]
     assert main(argv) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert str(exp.raw) in err and "HDU 0" in err and "hubble-wfc3" in err and "'INSTRUME'/'CAMERA'" in err
