@@ -37,7 +37,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import TriggerEvent
 
-from cosmodm_ops.airflow.operators import BatchJobOperator, site_job_spec
+from cosmodm_ops.airflow.operators import BatchJobOperator, _site_queue, site_job_spec
 from cosmodm_ops.airflow.triggers import BatchJobTrigger, poll_error_event
 
 __all__ = ["OUTCOME_KEYS", "ArrayJobOperator", "ArrayJobTrigger", "ArraySubmitOperator", "array_job_name", "outcome"]
@@ -211,6 +211,7 @@ class ArraySubmitOperator(BaseOperator):
 
     def __init__(self, *, arrays: Any, site: str = "local", array_max_parallel: int | None = None,
                  **kwargs: Any) -> None:
+        _site_queue(site, kwargs)  # it logs in to the site: only a worker that can reach it may run it
         super().__init__(**kwargs)
         self.arrays = arrays
         self.site = site

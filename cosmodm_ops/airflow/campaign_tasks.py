@@ -158,10 +158,13 @@ def chunk_array(task_id: str, site: str, specs: Any) -> Any:
         pool = {"pool": pool_name(site)}
     if ArrayJobOperator is not None:
         from cosmodm_ops.airflow.arrays import ArraySubmitOperator
+        from cosmodm_ops.config import site_queue
 
         arrays = specs.map(lambda s: {"command": s["command"], "array_size": s["array_size"]})
         ids = ArraySubmitOperator(task_id=f"{task_id}_submit", site=site, arrays=arrays)
-        return ArrayJobOperator.partial(task_id=task_id, site=site, **pool).expand_kwargs(ids.output).output
+        # partial() does not run the operator's __init__ when the DAG is parsed: the site's queue goes in here
+        queue = {"queue": q} if (q := site_queue(site)) else {}
+        return ArrayJobOperator.partial(task_id=task_id, site=site, **pool, **queue).expand_kwargs(ids.output).output
 
     from airflow.sdk import task
 

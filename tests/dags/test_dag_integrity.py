@@ -16,6 +16,8 @@ pytestmark = pytest.mark.airflow
 
 DAGS = REPO / "dags"
 EXPECTED = {"nightly_ingest", "tile_coadd", "reprocess_campaign"}
+#: ``site.queue`` of site ``local`` while the DAGs are parsed here.
+SITE_QUEUE = "site_q"
 
 _PROBE = textwrap.dedent(
     """
@@ -40,6 +42,7 @@ _PROBE = textwrap.dedent(
                                 "retries": [t.retries for t in d.tasks],
                                 "task_ids": [t.task_id for t in d.tasks],
                                 "pools": {t.task_id: t.pool for t in d.tasks},
+                                "queues": {t.task_id: t.queue for t in d.tasks},
                                 "priority": {t.task_id: [t.priority_weight,
                                                          str(getattr(t.weight_rule, "value", t.weight_rule))]
                                              for t in d.tasks}}
@@ -58,7 +61,8 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         need(False, "apache-airflow is not installed (make venv)")
     home = tmp_path_factory.mktemp("airflow_home")
     env = dict(os.environ, AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), PYTHONPATH=str(REPO), COSMODM_POOLS="1")
+               AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), PYTHONPATH=str(REPO), COSMODM_POOLS="1",
+               COSMODM_CONFIG_OVERRIDES=json.dumps({"site": {"queue": SITE_QUEUE}}))
     files = sorted(str(p) for p in DAGS.glob("*.py"))
     # parse each file twice: the second figure is the steady-state parse time of the file
     res = subprocess.run([sys.executable, "-c", _PROBE, *files, *files], capture_output=True, text=True,
@@ -94,6 +98,20 @@ def test_batch_tasks_run_in_the_site_pool(parsed: dict):
     assert len(batch) == 6, pools
     assert {pools[t] for t in batch} == {"cosmodm_local"}
     assert {p for t, p in pools.items() if t not in batch} == {"default_pool"}
+
+
+def test_campaign_array_tasks_go_to_the_site_queue(parsed: dict):
+    """The submit and the (mapped: ``partial()`` runs no ``__init__`` at parse time) watch task of every
+    campaign array go to the site's Celery queue, like the nightly batch tasks; the rest to ``default``."""
+    queues = {}
+    for result in parsed.values():
+        for dag_id, dag in result["dags"].items():
+            queues.update({(dag_id, t): q for t, q in dag["queues"].items()})
+    campaign = {t: q for (d, t), q in queues.items() if d == "reprocess_campaign"}
+    arrays = {f"{r}_array{s}" for r in ("chunk", "retry", "downstream") for s in ("", "_submit")}
+    assert {t for t, q in campaign.items() if q == SITE_QUEUE} == arrays, campaign
+    assert {q for t, q in campaign.items() if t not in arrays} == {"default"}
+    assert queues[("nightly_ingest", "exposure.single_epoch")] == SITE_QUEUE
 
 
 def test_no_io_at_parse_time_and_fast(parsed: dict):
