@@ -277,9 +277,10 @@ class SingleEpochConfig(_Strict):
                     "1\" seeing); pass 2's PSF fits cost ~ its square (35 before issue 18).",
     )
     pass1_detect_thresh: float | None = Field(
-        default=5.0, gt=0,
+        default=None, gt=0,
         description="SExtractor DETECT_THRESH of pass 1, which feeds only PSFEx (S/N > 20 stars) and SCAMP; "
-                    "null: detect_thresh (as before issue 18).",
+                    "null: detect_thresh. Off by default: at 5 a small real DECam cutout kept 4 PSF-star "
+                    "candidates instead of 5 and failed (tests/integration/test_coadd_run_real_decam.py).",
     )
     only_ccds: list[int] | None = Field(
         default=None, description="Process only these CCDNUMs (benchmarks on part of an exposure); null: all.",
