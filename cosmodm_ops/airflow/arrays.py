@@ -37,7 +37,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import TriggerEvent
 
-from cosmodm_ops.airflow.operators import BatchJobOperator, _site_queue, site_job_spec
+from cosmodm_ops.airflow.operators import BatchJobOperator, _site_queue, site_job_spec, submission_errors
 from cosmodm_ops.airflow.triggers import BatchJobTrigger, poll_error_event
 
 __all__ = ["OUTCOME_KEYS", "ArrayJobOperator", "ArrayJobTrigger", "ArraySubmitOperator", "array_job_name", "outcome"]
@@ -219,7 +219,6 @@ class ArraySubmitOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from cosmodm_ops.airflow.sites import scheduler_for, site_config, sync_runner
-        from cosmodm_ops.batch.base import SubmitError, TransportError
         from cosmodm_ops.batch.budget import resources_for_try
 
         cfg = site_config(self.site)
@@ -228,20 +227,15 @@ class ArraySubmitOperator(BaseOperator):
         runner = sync_runner(cfg.ssh_conn_id, cfg.verify_host_key)
         out: list[dict[str, Any]] = []
         try:
-            for i, arr in enumerate(self.arrays or []):
-                spec = dataclasses.replace(
-                    site_job_spec(cfg, array_job_name(context["ti"], i), arr["command"], arr.get("env"), res),
-                    array_size=int(arr["array_size"]), array_max_parallel=self.array_max_parallel)
-                if not cfg.ssh_conn_id:
-                    os.makedirs(spec.workdir, exist_ok=True)
-                job_id = scheduler.submit(runner, spec)
-                out.append({"job_id": job_id, "array_size": spec.array_size})
-        except TransportError as err:
-            msg = f"site {self.site}: cannot reach the batch system: {err}"
-            raise AirflowException(msg) from err
-        except SubmitError as err:
-            msg = f"site {self.site}: array submission failed (exit {err.retcode}): {err.stderr[-800:]}"
-            raise AirflowException(msg) from err
+            with submission_errors(self.site, "array submission"):
+                for i, arr in enumerate(self.arrays or []):
+                    spec = dataclasses.replace(
+                        site_job_spec(cfg, array_job_name(context["ti"], i), arr["command"], arr.get("env"), res),
+                        array_size=int(arr["array_size"]), array_max_parallel=self.array_max_parallel)
+                    if not cfg.ssh_conn_id:
+                        os.makedirs(spec.workdir, exist_ok=True)
+                    job_id = scheduler.submit(runner, spec)
+                    out.append({"job_id": job_id, "array_size": spec.array_size})
         finally:
             close = getattr(runner, "close", None)
             if close:

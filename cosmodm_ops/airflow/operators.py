@@ -29,7 +29,8 @@ queue is the site's ``site.queue`` (read when the DAG is parsed) unless ``queue`
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,25 @@ def site_job_spec(cfg: Any, name: str, command: Sequence[str], env: dict[str, st
         partition=partition or b.partition, account=b.account, qos=b.qos,
         env=_forwarded_env() | dict(env or {}), ramdisk=cfg.ramdisk.path, memory_ulimit=b.memory_limit == "ulimit",
     )
+
+
+@contextmanager
+def submission_errors(site: str, what: str) -> Iterator[None]:
+    """Translate a submission's batch-layer errors once, at the Airflow boundary.
+
+    An unreachable site (:class:`TransportError`) and a refused submission (:class:`SubmitError`, with the end of
+    its stderr) become :class:`AirflowException`, so Airflow retries; ``what`` names the submission in the message.
+    """
+    from cosmodm_ops.batch.base import SubmitError, TransportError
+
+    try:
+        yield
+    except TransportError as err:
+        msg = f"site {site}: cannot reach the batch system: {err}"
+        raise AirflowException(msg) from err
+    except SubmitError as err:
+        msg = f"site {site}: {what} failed (exit {err.retcode}): {err.stderr[-800:]}"
+        raise AirflowException(msg) from err
 
 
 def _site_queue(site: str, kwargs: dict[str, Any]) -> None:
@@ -163,21 +183,14 @@ class BatchJobOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         from cosmodm_ops.airflow.sites import scheduler_for, sync_runner
-        from cosmodm_ops.batch.base import SubmitError, TransportError
 
         cfg = self._site()
         spec = self.build_spec(context)
         Path(spec.workdir).mkdir(parents=True, exist_ok=True) if not cfg.ssh_conn_id else None
         scheduler = scheduler_for(cfg.batch.system)
         runner = sync_runner(cfg.ssh_conn_id, cfg.verify_host_key)
-        try:
+        with submission_errors(self.site, f"submission of {spec.name}"):
             job_id = scheduler.submit(runner, spec)
-        except TransportError as err:
-            msg = f"site {self.site}: cannot reach the batch system: {err}"
-            raise AirflowException(msg) from err
-        except SubmitError as err:
-            msg = f"site {self.site}: submission of {spec.name} failed (exit {err.retcode}): {err.stderr[-800:]}"
-            raise AirflowException(msg) from err
         self.log.info("submitted %s as %s job %s at site %s", spec.name, cfg.batch.system, job_id, self.site)
         context["ti"].xcom_push(key="batch_job", value={"job_id": job_id, "name": spec.name, "site": self.site,
                                                         "scheduler": cfg.batch.system, "workdir": spec.workdir,
