@@ -49,6 +49,8 @@ class Stage(str, enum.Enum):
     """Products of the coadd pipeline, one per tile and band."""
     QA = "qa"
     """QA reports and plots (nightly summaries, tile reports)."""
+    CLUSTERS = "clusters"
+    """Products of a cluster follow-up (tile tag: the follow-up's label; band tag: a candidate, where per candidate)."""
 
 
 class ProductKind(str, enum.Enum):
@@ -94,6 +96,12 @@ class ProductKind(str, enum.Enum):
     """A small binned PNG preview (an exposure's focal plane, a coadd) for the UI pages."""
     PSEUDOCOLOUR = "pseudocolour"
     """A tile's Lupton asinh RGB PNG of three band coadds (band tag: the bands, e.g. ``gri``)."""
+    CLUSTER_CATALOG = "cluster_catalog"
+    """A follow-up's cluster catalogue (FITS: z_phot, richness, significance, confirmed, who_confirmed)."""
+    INSPECTION = "inspection"
+    """A candidate's picture for a person to decide on (pseudo-colour cut-out with members, or its richness curve)."""
+    WARP = "warp"
+    """A remapped single-epoch image on a skycell (PS1 warp), as a cluster follow-up's input."""
 
 
 def validate_token(name: str, value: Any) -> str:

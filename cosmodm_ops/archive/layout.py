@@ -9,6 +9,7 @@ calibrations, ``.fits`` for catalogs, ``.psf``, ``.head``, ``.json`` for manifes
     <survey>/single_epoch/<version>/<night>/<expnum:08d>/<camera>_<expnum>_<band>[_c<ccd>]_<kind><ext>
     <survey>/coadd/<version>/<tile>/<band>/<tile>_<band>_<kind><ext>
     <survey>/qa/<version>/<night|tile>/[<expnum:08d>/]<camera>[_...]_<kind><ext>
+    <survey>/clusters/<version>/<tile>/<tile>[_<band>]_<kind><ext>   (tile: the follow-up; band: a candidate)
 
 Revisions: the first copy of a product sits at the path above. Storing the same tags with
 different content later never overwrites it: revision ``n >= 2`` is filed beside it as
@@ -48,6 +49,9 @@ EXTENSIONS: dict[ProductKind, str] = {
     ProductKind.REPORT: ".html",
     ProductKind.THUMBNAIL: ".png",
     ProductKind.PSEUDOCOLOUR: ".png",
+    ProductKind.CLUSTER_CATALOG: ".fits",
+    ProductKind.INSPECTION: ".png",
+    ProductKind.WARP: ".fits",
 }
 
 _TAG_ORDER = ("survey", "camera", "stage", "version", "kind", "night", "expnum", "ccd", "band", "tile")
@@ -92,6 +96,10 @@ def relpath_for(tags: Tags, revision: int = 1) -> PurePosixPath:
         _need(tags, "tile", "band")
         parts += [tags.tile, tags.band]
         name = [tags.tile, tags.band]
+    elif stage is Stage.CLUSTERS:
+        _need(tags, "tile")
+        parts += [tags.tile]
+        name = [tags.tile] + ([tags.band] if tags.band is not None else [])
     else:
         if stage in (Stage.RAW, Stage.SINGLE_EPOCH):
             _need(tags, "night", "expnum")

@@ -193,7 +193,7 @@ def _index_products(conn: Connection, items: Sequence[Item], stored: Sequence[St
     ccd_rows = []
     for it, st in zip(items, stored, strict=True):
         t = it.tags
-        if t.tile is not None:
+        if t.tile is not None and t.stage is not Stage.CLUSTERS:  # a follow-up's label is not a sky tile
             ra, dec = _coadd_centre(it) if t.kind is ProductKind.COADD else (None, None)
             upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile, "ra": ra, "dec": dec}, ("survey", "name"),
                       update=("ra", "dec"))

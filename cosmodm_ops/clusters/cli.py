@@ -1,4 +1,5 @@
-"""``cosmodm clusters find | sim``: red-sequence follow-up of a candidate list; a simulated field to try it on."""
+"""``cosmodm clusters find | target | sim``: red-sequence follow-up of a candidate list, or of one candidate (a
+campaign item's batch job); a simulated field to try it on."""
 
 from __future__ import annotations
 
@@ -25,6 +26,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--no-plots", action="store_true", help="no richness-vs-z PNG per candidate")
     f.add_argument("--out", required=True, help="output folder: clusters.fits, results.json, curves/")
     f.set_defaults(func=_find)
+    t = ss.add_parser("target", help="follow up ONE candidate (a cluster_followup campaign item's job)")
+    t.add_argument("--candidates", required=True, help="FITS or CSV list: NAME, RA, DEC [, radius_arcmin | POS_ERR]")
+    t.add_argument("--name", required=True, help="the candidate (its NAME in the list)")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--warps", default=None, help="image level: a folder of PS1-like warps")
+    src.add_argument("--catalog", nargs="+", default=None,
+                     help="catalogue level: a merged multi-band table, or BAND=PATH dual-image catalogues")
+    t.add_argument("--out", required=True, help="output folder (written atomically): result.json, curve.png, "
+                   "inspection.png")
+    t.add_argument("--config", default=None, help="YAML of finder settings (FinderConfig fields, or a clusters: section)")
+    t.add_argument("--min-significance", type=float, default=None, help="detection threshold (default: config, 5)")
+    t.add_argument("--pseudocolour", default=None, help="catalogue level: the tile's pseudo-colour PNG")
+    t.add_argument("--pseudocolour-wcs", default=None, help="a FITS file whose header is the PNG's WCS (its coadd)")
+    t.set_defaults(func=_target)
     s = ss.add_parser("sim", help="simulate a catalogue-level field with clusters and a candidate list")
     s.add_argument("--clusters", default="0.15:40,0.35:30,0.55:60",
                    help="comma-separated z:richness of the injected clusters")
@@ -59,6 +74,23 @@ def _find(args: argparse.Namespace) -> int:
     config = replace(FinderConfig(), mag_limit=args.mag_limit, min_significance=args.min_significance)
     summary = follow_up(candidates, catalog, Path(args.out), config, footprint=footprint, plots=not args.no_plots)
     print(json.dumps(summary))
+    return EXIT_OK
+
+
+def _target(args: argparse.Namespace) -> int:
+    from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_OK
+    from cosmodm_ops.clusters.catalog import CandidateListError, read_candidates
+    from cosmodm_ops.clusters.target import TargetInputError, finder_config, pick_candidate, run_target
+
+    try:
+        candidate = pick_candidate(read_candidates(args.candidates), args.name, args.candidates)
+        config = finder_config(args.config, min_significance=args.min_significance)
+        doc = run_target(candidate, args.out, warps=args.warps, catalog=args.catalog, config=config,
+                         pseudocolour=args.pseudocolour, pseudocolour_wcs=args.pseudocolour_wcs)
+    except (CandidateListError, TargetInputError) as err:
+        print(f"cosmodm clusters target: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps({k: doc[k] for k in ("name", "status", "z_phot", "richness", "significance", "detected")}))
     return EXIT_OK
 
 
