@@ -63,7 +63,8 @@ def item_command(camp: dict[str, Any], item: dict[str, Any], cfg: Any, work: Pat
     """The command (argument list) and output folder of one item's job.
 
     single_epoch: the raw file and the calibrations and reference catalog of the item's earlier
-    run (its manifest's inputs); coadd: ``cosmodm coadd run`` from the archive's current images.
+    run (its manifest's inputs); coadd: ``cosmodm coadd run`` from the archive's current images;
+    cluster_followup: ``cosmodm clusters target`` with the arguments in the item's spec.
     """
     cli = shlex.split(cfg.site.batch.python)
     out = work / _safe(item["item_key"]) / f"a{int(item['attempts']) + 1}"
@@ -81,6 +82,8 @@ def item_command(camp: dict[str, Any], item: dict[str, Any], cfg: Any, work: Pat
         argv = cli + ["single-epoch", "run", "--exposure", raw, "--calib", calib, "--refcat", refcat,
                       "--out", str(out), "--site", site, "--survey", survey, "--version", version,
                       "--jobs", str(cfg.site.batch.cores)]
+    elif item["stage"] == "cluster_followup":  # one candidate: its arguments were fixed when the campaign was made
+        argv = cli + ["clusters", "target", *spec["args"], "--out", str(out)]
     elif item["stage"] == "coadd":
         argv = cli + ["coadd", "run", "--tile", item["tile"], "--band", item["band"], "--survey", survey,
                       "--version", version, "--out", str(out)]

@@ -7,6 +7,8 @@
   of the same kind and unit are marked superseded by the new ones (``Archive.supersede_by_unit``).
 * exit 65 (bad input): failed at once, no retry; anything else: retried while ``attempts <=
   max_retries`` (the item goes back to ``planned``), then failed with the end of its log.
+* cluster_followup items: exit 0 with a ``result.json`` is done (its status, e.g. ``no_coverage``, in the
+  diagnostics); nothing is registered here (the follow-up DAG files the pictures and the catalogue).
 * QA: each done item's ``qa.json`` checks are compared with their thresholds; a value within
   ``qa_borderline`` (relative) of its threshold makes the item ``borderline`` (an operator decides:
   :func:`adjudicate`), a failed check beyond that ``fail`` (quarantined, as the nightly gate does).
@@ -94,6 +96,8 @@ def _outcome(store: CampaignStore, camp: dict[str, Any], item: dict[str, Any], r
     common = {"attempts": attempts, "job_id": str(res.get("job_id") or ""), "exit_code": res.get("exit_code"),
               "elapsed_s": res.get("elapsed_s"), "max_rss_mb": res.get("max_rss_mb"), "out": out}
     rc = res.get("exit_code")
+    if item["stage"] == "cluster_followup" and rc == 0 and (Path(out) / "result.json").exists():
+        return _followup_done(store, camp, item, res, out, common)
     if rc in EXIT_DONE and (Path(out) / "manifest.json").exists():
         try:
             done = register_item(store, camp, {**item, "attempts": attempts}, out,
@@ -115,6 +119,23 @@ def _outcome(store: CampaignStore, camp: dict[str, Any], item: dict[str, Any], r
         return "retry"
     store.update_item(cid, key, ItemState.FAILED, **common, diagnostics=diag)
     return "failed"
+
+
+def _followup_done(store: CampaignStore, camp: dict[str, Any], item: dict[str, Any], res: dict[str, Any], out: str,
+                   common: dict[str, Any]) -> str:
+    """A follow-up candidate's job wrote its result.json: done, whatever the finder said (no_coverage, no_warps
+    and error are results, named in the diagnostics; the DAG's collect step registers its pictures)."""
+    try:
+        doc = json.loads((Path(out) / "result.json").read_text())
+    except ValueError as err:
+        store.update_item(camp["id"], item["item_key"], ItemState.FAILED, **common,
+                          diagnostics=f"unreadable result.json: {err}")
+        return "failed"
+    cpu = doc.get("cpu_s") or res.get("cpu_s")
+    note = None if doc.get("status") == "ok" else f"{doc.get('status')}: {doc.get('message') or ''}".strip()
+    store.update_item(camp["id"], item["item_key"], ItemState.DONE, **common, diagnostics=note,
+                      core_h_used=float(cpu) / 3600.0 if cpu else None)
+    return "done"
 
 
 def _quarantine(archive: Any, camp: dict[str, Any], item: dict[str, Any], reasons: list[str]) -> None:

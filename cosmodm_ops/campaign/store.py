@@ -33,7 +33,7 @@ from cosmodm_ops.campaign.states import (
 __all__ = ["STAGE_ORDER", "CampaignStore", "now"]
 
 #: Stages run in this order inside a campaign (downstream after upstream).
-STAGE_ORDER = {"single_epoch": 0, "coadd": 1, "calibrate": 2}
+STAGE_ORDER = {"single_epoch": 0, "coadd": 1, "calibrate": 2, "cluster_followup": 3}
 _OPEN_ITEM = (ItemState.PLANNED.value, ItemState.SUBMITTED.value, ItemState.RUNNING.value)
 
 

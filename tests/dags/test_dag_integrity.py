@@ -15,7 +15,7 @@ from tests.support import REPO, need
 pytestmark = pytest.mark.airflow
 
 DAGS = REPO / "dags"
-EXPECTED = {"nightly_ingest", "tile_coadd", "reprocess_campaign"}
+EXPECTED = {"nightly_ingest", "tile_coadd", "reprocess_campaign", "cluster_followup"}
 #: ``site.queue`` of site ``local`` while the DAGs are parsed here.
 SITE_QUEUE = "site_q"
 
@@ -112,6 +112,8 @@ def test_campaign_array_tasks_go_to_the_site_queue(parsed: dict):
     assert {t for t, q in campaign.items() if q == SITE_QUEUE} == arrays, campaign
     assert {q for t, q in campaign.items() if t not in arrays} == {"default"}
     assert queues[("nightly_ingest", "exposure.single_epoch")] == SITE_QUEUE
+    followup = {t for (d, t), q in queues.items() if d == "cluster_followup" and q == SITE_QUEUE}
+    assert followup == {f"{r}_array{s}" for r in ("chunk", "retry") for s in ("", "_submit")}, followup
 
 
 def test_no_io_at_parse_time_and_fast(parsed: dict):
@@ -125,7 +127,8 @@ def test_nightly_work_outranks_campaigns_in_the_shared_pools(parsed: dict):
     (downstream/upstream sums only add), so in the site pool the scheduler always takes nightly work first."""
     dags = {dag_id: info for result in parsed.values() for dag_id, info in result["dags"].items()}
     campaign, nightly = dags["reprocess_campaign"]["priority"], dags["nightly_ingest"]["priority"]
+    campaign = {**campaign, **{f"followup:{t}": v for t, v in dags["cluster_followup"]["priority"].items()}}
     assert campaign and all(rule.endswith("absolute") and weight == 0 for weight, rule in campaign.values()), campaign
     assert nightly and min(weight for weight, _rule in nightly.values()) >= 1, nightly
     pools = {dag_id: set(info["pools"].values()) - {"default_pool"} for dag_id, info in dags.items()}
-    assert pools["reprocess_campaign"] == pools["nightly_ingest"] == {"cosmodm_local"}
+    assert pools["reprocess_campaign"] == pools["nightly_ingest"] == pools["cluster_followup"] == {"cosmodm_local"}
