@@ -57,6 +57,8 @@ with DAG(
                                   description="The coadd the pseudo-colour image was made from."),
         "min_significance": Param(5.0, type="number", minimum=0, title="Significance threshold",
                                   description="At or above: a person confirms; below: confirmed = no."),
+        "config": Param(None, type=["null", "string"], title="Finder settings (YAML)",
+                        description="FinderConfig fields (z grid, aperture, bootstrap...); default: the built-in."),
         "survey": Param("demo", type="string", title="Survey", description="include/configs/surveys/<survey>.yaml"),
         "version": Param("v1", type="string", title="Version tag of the products",
                          pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"),

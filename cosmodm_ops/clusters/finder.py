@@ -350,12 +350,23 @@ def _one_pass(cand: Candidate, ra0: float, dec0: float, galaxies: np.ndarray, fo
     return result
 
 
+#: chi2 quantile 0.95 for 1-4 degrees of freedom (scipy.stats.chi2.ppf(0.95, n); a one-candidate job then
+#: does not import scipy.stats, about 1-3 core-s).
+_CHI2_95 = {1: 3.841458820694124, 2: 5.991464547107979, 3: 7.814727903251178, 4: 9.487729036781154}
+
+
+def _chi2_95(n: int) -> float:
+    if n in _CHI2_95:
+        return _CHI2_95[n]
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(0.95, n))
+
+
 def _members_and_bcg(result: ClusterResult, galaxies: np.ndarray, near: np.ndarray, dist: np.ndarray,
                      k: np.ndarray, r_ap: float, bcg_r: float, ncol: int) -> None:
     """Members at z_phot: inside R_ap with a kernel above exp(-chi2_95 / 2) x 2**(n/2); BCG: the brightest within bcg_r."""
-    from scipy.stats import chi2
-
-    thresh = 2.0 ** (ncol / 2.0) * math.exp(-0.5 * chi2.ppf(0.95, ncol))
+    thresh = 2.0 ** (ncol / 2.0) * math.exp(-0.5 * _chi2_95(ncol))
     inside = dist[near] < r_ap
     mem = near[inside & (k > thresh)]
     result.member_index = mem

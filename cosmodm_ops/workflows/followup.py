@@ -75,6 +75,14 @@ def _inputs(p: dict[str, Any]) -> dict[str, Any]:
     if (pc is None) != (wcs is None):
         msg = "pseudocolour and pseudocolour_wcs go together (the PNG and a FITS file with its WCS), or neither"
         raise CampaignInputError(msg)
+    out["config"] = _file("config", p["config"], "a YAML of finder settings") if p.get("config") else None
+    if out["config"]:
+        from cosmodm_ops.clusters.target import TargetInputError, finder_config
+
+        try:
+            finder_config(out["config"])
+        except TargetInputError as err:
+            raise CampaignInputError(str(err)) from err
     out["pseudocolour"] = _file("pseudocolour", pc, "the tile's pseudo-colour PNG") if pc else None
     out["pseudocolour_wcs"] = _file("pseudocolour_wcs", wcs, "a FITS file whose header is the PNG's WCS") if wcs else None
     return out
@@ -114,6 +122,8 @@ def _item_args(req: dict[str, Any], name: str) -> list[str]:
     args = ["--candidates", req["candidates"], "--name", name]
     args += ["--warps", req["warps"]] if req["warps"] else ["--catalog", *req["catalog"]]
     args += ["--min-significance", repr(float(req["min_significance"]))]
+    if req.get("config"):
+        args += ["--config", req["config"]]
     if req.get("pseudocolour"):
         args += ["--pseudocolour", req["pseudocolour"], "--pseudocolour-wcs", req["pseudocolour_wcs"]]
     return args

@@ -21,7 +21,7 @@ import fitsio
 import pytest
 import sqlalchemy as sa
 
-from cosmodm_ops.campaign.rest import AirflowREST
+from cosmodm_ops.campaign.rest import HITL_SETTLE_S, AirflowREST
 from tests.support import REPO
 
 pytestmark = pytest.mark.airflow
@@ -56,19 +56,29 @@ def _ti(api: AirflowREST, run_id: str, index: int) -> dict:
     return api._request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/confirm/{index}")
 
 
+def _answer(api: AirflowREST, run_id: str, index: int, name: str) -> None:
+    api._request("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/confirm/{index}/hitlDetails",
+                 {"chosen_options": [ANSWERS[name]], "params_input": {}})
+
+
 def _answer_all(api: AirflowREST, run_id: str, log: Path, timeout: float = 240) -> dict[int, str]:
-    """Answer each mapped question by the candidate in its subject; again when a retry asks again."""
+    """Answer each mapped question by the candidate in its subject, all at once after every step has waited
+    HITL_SETTLE_S (Airflow 3.3.2's resume race); again when a retry asks again."""
     asked: dict[int, str] = {}
     deadline = time.time() + timeout
     while time.time() < deadline:
+        todo = {}
         for d in _pending(api, run_id):
-            index = int(d["task_instance"]["map_index"])
-            name = d["subject"].split()[2].rstrip(":")
+            index, name = int(d["task_instance"]["map_index"]), d["subject"].split()[2].rstrip(":")
             if index in asked and int(_ti(api, run_id, index).get("try_number") or 1) <= 1:
                 continue
             assert "![inspection picture" in d["body"] and "/cosmodm/product/" in d["body"], d["body"]
-            api.answer_hitl(DAG_ID, run_id, "confirm", [ANSWERS[name]], map_index=index)
-            asked[index] = name
+            todo[index] = name
+        if todo and all(_ti(api, run_id, i).get("state") in ("deferred", "awaiting_input") for i in todo):
+            time.sleep(HITL_SETTLE_S)
+            for index, name in todo.items():
+                _answer(api, run_id, index, name)
+            asked.update(todo)
         states = [_ti(api, run_id, i).get("state") for i in asked]
         if len(asked) == len(ANSWERS) and all(s in ("success", "failed") for s in states):
             return asked
@@ -83,9 +93,11 @@ def followup_field(tmp_path: Path) -> dict[str, Path]:
     simulate_field([(0.2, 60), (0.35, 60), (0.5, 70)], 1, 11, tmp_path / "field")
     cands = tmp_path / "field" / "candidates.csv"
     cands.write_text(cands.read_text() + "FAR-01,250.00000,-40.00000,2.0\n")
+    (tmp_path / "finder.yaml").write_text("clusters:\n  z_step: 0.01\n  n_boot: 10\n  max_background: 5000\n")
     bad = tmp_path / "bad.csv"
     bad.write_text("NAME,RA,DEC\nA,150.5,2.5\nB,151.0,\n")
-    return {"candidates": cands, "catalog": tmp_path / "field" / "catalog.fits", "bad": bad}
+    return {"candidates": cands, "catalog": tmp_path / "field" / "catalog.fits", "bad": bad,
+            "config": tmp_path / "finder.yaml"}
 
 
 def test_followup_with_hitl_decisions_into_the_archive(standalone_factory, followup_field, tmp_path):
@@ -107,7 +119,8 @@ def test_followup_with_hitl_decisions_into_the_archive(standalone_factory, follo
     _wait(lambda: _try(lambda: api._request("GET", f"/api/v2/dags/{DAG_ID}")), 120, "the DAG to be parsed", log)
 
     conf = {"name": "sim-followup", "candidates": str(followup_field["candidates"]),
-            "catalog": [str(followup_field["catalog"])], "min_significance": 5.0, "site": "local", "chunk_size": 3}
+            "catalog": [str(followup_field["catalog"])], "min_significance": 5.0,
+            "config": str(followup_field["config"]), "site": "local", "chunk_size": 3}
     run_id = api.trigger(DAG_ID, conf)["dag_run_id"]
     bad_run = api.trigger(DAG_ID, {**conf, "candidates": str(followup_field["bad"])})["dag_run_id"]
     _wait(lambda: len(_pending(api, run_id)) == 3, 300, "three confirmation steps", log)

@@ -128,3 +128,13 @@ def test_followup_validation_names_file_row_and_column(field: Path, tmp_path: Pa
         validate_followup({"candidates": str(field / "candidates.csv")})
     req = validate_followup({"candidates": str(field / "candidates.csv"), "catalog": f"{field / 'catalog.fits'}"})
     assert req["names"] == ["SIM-CL00", "SIM-CL01", "SIM-NULL00"] and req["min_significance"] == 5.0
+
+
+def test_angular_diameter_distance_matches_astropy() -> None:
+    from astropy.cosmology import FlatLambdaCDM
+
+    from cosmodm_ops.clusters.redseq import _da_table
+
+    z, da = _da_table()
+    ref = FlatLambdaCDM(H0=70.0, Om0=0.3).angular_diameter_distance(z).value
+    assert np.max(np.abs(da / ref - 1.0)) < 1e-6
