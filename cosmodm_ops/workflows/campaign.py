@@ -241,13 +241,13 @@ def run_local(cid: int, *, max_parallel: int = 2, survey: str = "demo", site: st
     return finish(cid, survey=survey, site=site)
 
 
-def finish(cid: int, *, survey: str = "demo", site: str = "local") -> dict[str, Any]:
-    """Mark the campaign done when no item is open; return the summary."""
+def finish(cid: int, *, survey: str = "demo", site: str = "local", note: str | None = None) -> dict[str, Any]:
+    """Mark the campaign done when no item is open (with ``note``, e.g. what it made); return the summary."""
     store, camp = _store_of(cid, survey, site)
     open_items = store.items(cid, state=[ItemState.PLANNED.value, ItemState.SUBMITTED.value,
                                          ItemState.RUNNING.value])
     if not open_items and camp["state"] in (CampaignState.RUNNING.value, CampaignState.PLANNED.value):
-        store.set_state(cid, CampaignState.DONE)
+        store.set_state(cid, CampaignState.DONE, note=note)
     return campaign_summary(cid, survey=survey, site=site)
 
 

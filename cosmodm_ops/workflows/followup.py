@@ -362,5 +362,9 @@ def finalize(plan: dict[str, Any], ctx: dict[str, Any] | None = None) -> dict[st
               "catalogue_path": store.archive.product(ids[0])["path"],
               "decisions": {k: {"verdict": v, "who": w} for k, (v, w) in decisions.items()}}
     store.update_params(plan["campaign"], result=result)
-    summary = finish(plan["campaign"], survey=plan["survey"], site=plan["site"])
+    verdicts = [{"confirm": "yes", "reject": "no"}.get(v, v) for v, _ in decisions.values()]
+    note = (f"cluster catalogue: product {ids[0]}; confirmed yes {verdicts.count('yes')}, no {verdicts.count('no')}, "
+            f"unsure {verdicts.count('unsure')}; no_coverage {len(result.get('no_coverage') or [])}, "
+            f"no_warps {len(result.get('no_warps') or [])}, failed {len(result.get('failed') or [])}")
+    summary = finish(plan["campaign"], survey=plan["survey"], site=plan["site"], note=note)
     return {**summary, **result}

@@ -131,11 +131,12 @@ def test_followup_with_hitl_decisions_into_the_archive(standalone_factory, follo
     assert state == "success", log.read_text()[-3000:]
 
     with archive.engine.connect() as conn:
-        camp = conn.execute(sa.text("SELECT id, state, stage, params FROM campaign WHERE source = :s"),
+        camp = conn.execute(sa.text("SELECT id, state, stage, params, note FROM campaign WHERE source = :s"),
                             {"s": f"airflow:{run_id}"}).one()
         items = {r.item_key: r for r in conn.execute(sa.text(
             "SELECT item_key, state, decision, decided_by FROM campaign_item WHERE campaign_id = :c"), {"c": camp.id})}
     assert (camp.state, camp.stage) == ("done", "cluster_followup")
+    assert "confirmed yes 1, no 1, unsure 1; no_coverage 1, no_warps 0, failed 0" in camp.note, camp.note
     assert {k.split(":")[-1]: (r.state, r.decision, r.decided_by) for k, r in items.items()} == {
         **{n: ("done", a, "admin") for n, a in ANSWERS.items()},
         "SIM-NULL00": ("done", None, None), "FAR-01": ("done", None, None)}
