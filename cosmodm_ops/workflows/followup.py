@@ -139,15 +139,18 @@ def create_followup(req: dict[str, Any], *, source: str | None = None, created_b
                            target_version=req["version"], site=req["site"], description=req["description"],
                            chunk_size=int(req["chunk_size"]), max_retries=int(req["max_retries"]),
                            max_failure_rate=1.0)
-    items, seen = [], set()
+    items, seen, bands = [], set(), set()
     for row, (name, (ra, dec)) in enumerate(zip(req["names"], req["positions"], strict=True), start=1):
-        token = _token(name, 180)
-        key = f"cluster_followup:{req['survey']}:{token}"
+        key = f"cluster_followup:{req['survey']}:{_token(name, 180)}"
+        band = _token(name)  # the archive tag of its picture (64 characters at most)
         if key in seen:  # two names that differ only in characters a key cannot hold
             key = f"{key}-row{row}"
+        if band in bands:
+            band = _token(f"{band[:56]}-row{row}")
         seen.add(key)
+        bands.add(band)
         items.append(Item(key=key, stage="cluster_followup", spec={"args": _item_args(req, name), "name": name,
-                                                                    "ra": ra, "dec": dec, "row": row}))
+                                                                    "ra": ra, "dec": dec, "row": row, "band": band}))
     store = store_for(req["survey"], req["site"])
     preview = build_preview(creq, items, store.archive)
     cid = store.create(creq, items, preview.to_dict(), state=CampaignState.PLANNED, source=source,
@@ -247,11 +250,11 @@ def collect(plan: dict[str, Any], ctx: dict[str, Any] | None = None) -> dict[str
             folder = work / "pictures" / _token(it["item_key"], 200)
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
-            shutil.copy2(picture, folder / f"{_token(name)}.png")
+            band = it["spec"]["band"]
+            shutil.copy2(picture, folder / f"{band}.png")
             info = {**(ctx or {}), "job_name": f"campaign-{plan['campaign']}/{it['item_key']}", "site": plan["site"],
                     "state": "done", "exit_code": 0, "start": now(), "end": now()}
-            ids = _register(store.archive, folder, [(folder / f"{_token(name)}.png",
-                                                     _tags(plan, "inspection", _token(name)))],
+            ids = _register(store.archive, folder, [(folder / f"{band}.png", _tags(plan, "inspection", band))],
                             _ensure_inputs(store.archive, plan, doc["inputs"], cache), info)
             res["pictures"][name] = ids[0]
             store.update_item(plan["campaign"], it["item_key"], product_ids=ids)

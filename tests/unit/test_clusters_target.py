@@ -138,3 +138,22 @@ def test_angular_diameter_distance_matches_astropy() -> None:
     z, da = _da_table()
     ref = FlatLambdaCDM(H0=70.0, Om0=0.3).angular_diameter_distance(z).value
     assert np.max(np.abs(da / ref - 1.0)) < 1e-6
+
+
+def test_followup_campaign_items_have_unique_keys_and_picture_tags(field: Path, tmp_path: Path, monkeypatch) -> None:
+    from cosmodm_ops.workflows.campaign import store_for
+    from cosmodm_ops.workflows.followup import create_followup, validate_followup
+
+    monkeypatch.setenv("COSMODM_DB", f"sqlite:///{tmp_path / 'a.db'}")
+    monkeypatch.setenv("COSMODM_ARCHIVE_ROOT", str(tmp_path / "archive"))
+    cands = tmp_path / "c.csv"
+    cands.write_text("NAME,RA,DEC\nPSZ2 G1+2,150.5,2.5\nPSZ2_G1+2,151.0,2.6\n")
+    req = validate_followup({"candidates": str(cands), "catalog": [str(field / "catalog.fits")],
+                             "min_significance": 4})
+    plan = create_followup(req, source="t1")
+    assert create_followup(req, source="t1")["campaign"] == plan["campaign"]  # one campaign per source
+    items = store_for("demo", "local").items(plan["campaign"])
+    assert [it["item_key"] for it in items] == ["cluster_followup:demo:PSZ2_G1+2", "cluster_followup:demo:PSZ2_G1+2-row2"]
+    assert [it["spec"]["band"] for it in items] == ["PSZ2_G1+2", "PSZ2_G1+2-row2"]
+    assert items[0]["spec"]["args"][:4] == ["--candidates", str(cands.resolve()), "--name", "PSZ2 G1+2"]
+    assert items[0]["spec"]["args"][-2:] == ["--min-significance", "4.0"]
