@@ -138,7 +138,7 @@ def dag_run_states(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
 # ---------------------------------------------------------------------------------------------- nights
 def _nights_data(survey: str | None, date_from: str | None, date_to: str | None, page_no: int,
                  per_page: int) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
         data = Q.nights(conn, survey=survey, date_from=date_from, date_to=date_to, page=page_no, per_page=per_page)
@@ -169,7 +169,7 @@ def nights_json(survey: str | None = Query(None, pattern=_NAME),
 
 
 def _night_data(survey: str, night: str) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         exps = [dict(x) for x in conn.execute(
             Q.sa.select(Q.e.c.camera).where(Q.e.c.survey == survey, Q.e.c.night == night).distinct()).mappings()]
         data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=_pixel_scales(exps))
@@ -203,7 +203,7 @@ def _focal_plane(camera: str) -> Any:
 
 
 def _exposure_data(survey: str, expnum: int) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         detail = Q.exposure_detail(conn, survey=survey, expnum=expnum)
         if detail is None:
             raise HTTPException(404, f"no exposure {expnum} in survey {survey}")
@@ -249,7 +249,7 @@ def tiles_page(request: Request, survey: str | None = Query(None, pattern=_NAME)
 
 
 def _tiles_data(survey: str | None) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
         return {**Q.tiles_status(conn, survey=survey), "survey": survey, "surveys": all_surveys}
@@ -270,7 +270,7 @@ def tile_page(request: Request, survey: str = P(..., pattern=_NAME),
 
 
 def _tile_data(survey: str, name: str) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         d = Q.tile_detail(conn, survey=survey, name=name)
     if d is None:
         raise HTTPException(404, f"no tile {name} in survey {survey}")
@@ -285,7 +285,7 @@ def tile_json(survey: str = P(..., pattern=_NAME), name: str = P(..., pattern=_N
 # ---------------------------------------------------------------------------------------------- products
 def _product_data(product_id: int, depth: int) -> dict[str, Any]:
     arch = archive()
-    with arch.engine.connect() as conn:
+    with arch.read_engine.connect() as conn:
         d = Q.product_detail(conn, product_id)
     if d is None:
         raise HTTPException(404, f"no product {product_id}")
@@ -345,7 +345,7 @@ def campaigns_page(request: Request, page_no: int = Query(1, alias="page", ge=1,
 def _campaigns_data(page_no: int) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaigns
 
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         return campaigns(conn, page=page_no)
 
 
@@ -367,7 +367,7 @@ def campaign_page(request: Request, cid: int = P(..., ge=1),
 def _campaign_data(cid: int, state: str | None, page_no: int) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaign_detail
 
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         d = campaign_detail(conn, cid, state=state, page=page_no)
     if d is None:
         raise HTTPException(404, f"no campaign {cid}")
@@ -388,7 +388,7 @@ def search_page(request: Request, q: str = Query("", max_length=200)) -> HTMLRes
 
 
 def _search_data(q: str) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         return Q.search(conn, q)
 
 
@@ -408,7 +408,7 @@ def cone_page(request: Request, ra: float | None = Query(None, ge=0, lt=360),
 
 def _cone_data(ra: float, dec: float, radius: float) -> dict[str, Any]:
     arch = archive()
-    with arch.engine.connect() as conn:
+    with arch.read_engine.connect() as conn:
         out = Q.sky_objects(conn, ra=ra, dec=dec, radius=radius)
     out["objects"] = arch.cone(ra, dec, radius, limit=500)
     return out
@@ -425,7 +425,7 @@ def cone_json(ra: float = Query(..., ge=0, lt=360), dec: float = Query(..., ge=-
 def dag_run_view(request: Request, dag_id: str, run_id: str) -> Response:
     """The ``dag_run`` external view: a nightly run opens its night; other runs list their products."""
     base = request.scope.get("root_path", "").rstrip("/")
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         found = Q.night_for_run(conn, dag_id=dag_id, run_id=run_id)
         if found and found[1]:
             return RedirectResponse(f"{base}/night/{found[0]}/{found[1]}", status_code=303)
@@ -441,7 +441,7 @@ def task_instance_view(request: Request, dag_id: str, run_id: str, task_id: str,
     Mapped instances share their task id in the archive's run records, so ``map_index`` does not
     narrow the list.
     """
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id, task_id=task_id)
         if not rows:  # a task that registers nothing (e.g. discovery): the run's products
             rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id)
@@ -453,7 +453,7 @@ def task_instance_view(request: Request, dag_id: str, run_id: str, task_id: str,
 def download(request: Request, product_id: int, inline: bool = False) -> Response:
     """A product's file, streamed (Content-Length, byte ranges, sha256 in ``X-Checksum-Sha256``)."""
     arch = archive()
-    with arch.engine.connect() as conn:
+    with arch.read_engine.connect() as conn:
         row = Q.product_detail(conn, product_id)
     if row is None:
         raise HTTPException(404, f"no product {product_id}")

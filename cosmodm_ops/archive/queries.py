@@ -95,7 +95,7 @@ def product_row(conn: Connection, root: Path, spec: int | str) -> ProductRow:
 
 def product(db: Database, root: Path, spec: int | str) -> ProductRow:
     """:func:`product_row` in a transaction of its own."""
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         return product_row(conn, root, spec)
 
 
@@ -113,7 +113,7 @@ def find(db: Database, *, include_superseded: bool = False, limit: int | None = 
     q = q.order_by(p.c.night, p.c.expnum, p.c.tile, p.c.band, p.c.ccd, p.c.kind, p.c.revision)
     if limit:
         q = q.limit(limit)
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         return [ProductRow.from_mapping(r) for r in conn.execute(q).mappings()]
 
 
@@ -144,7 +144,7 @@ def lineage(db: Database, root: Path, spec: int | str, *, direction: str = "up",
             depth: int | None = None) -> LineageGraph:
     """The lineage graph around a product (see :meth:`Archive.lineage <cosmodm_ops.archive.api.Archive.lineage>`)."""
     depth = lineage_depth(direction, depth)
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         # SQLite would otherwise scan all of lineage and probe the walk; CROSS JOIN keeps the walk outer
         join = "CROSS JOIN" if conn.dialect.name == "sqlite" else "JOIN"
         sql = sa.text((_UP_SQL if direction == "up" else _DOWN_SQL).format(join=join))
@@ -171,7 +171,7 @@ def stale(db: Database, root: Path, spec: int | str | None = None) -> list[Stale
 
 def counts(db: Database) -> Counts:
     """Row counts of every table of the schema's ``metadata``."""
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         return Counts({t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
                        for t in S.metadata.sorted_tables})
 
@@ -189,7 +189,7 @@ def cone(db: Database, ra: float, dec: float, radius: float, *, current_only: bo
         raise ArchiveInputError(str(err)) from err
     o, p = S.objects, S.products
     rows: list[dict[str, Any]] = []
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         for part in chunks(ranges, 200):
             cond = sa.or_(*[o.c.hpx.between(lo, hi) for lo, hi in part])
             q = sa.select(o, p.c.path).join(p, p.c.id == o.c.product_id).where(cond)
