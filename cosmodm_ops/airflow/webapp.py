@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -240,10 +241,11 @@ def tiles_page(request: Request, survey: str | None = Query(None, pattern=_NAME)
     data = _tiles_data(survey)
     base = request.scope.get("root_path", "").rstrip("/")
     sky = svg.sky_map_svg(data["tiles"], data["bands"], link_prefix=f"{base}/tile/{data['survey']}/")
+    codes = Counter(t["status"] for t in data["tiles"])  # few distinct status strings
     counts = {b: dict.fromkeys(Q.TILE_STATES, 0) for b in data["bands"]}
-    for t in data["tiles"]:
-        for b, st in t["status"].items():
-            counts[b][st] += 1
+    for code, n in codes.items():
+        for b, c in zip(data["bands"], code, strict=True):
+            counts[b][Q.TILE_CODES[c]] += n
     return page(request, "tiles.html", sky_svg=sky, colours=svg.STATUS_COLOURS, counts=counts,
                 states=Q.TILE_STATES, **data)
 

@@ -190,12 +190,17 @@ def cone(db: Database, ra: float, dec: float, radius: float, *, current_only: bo
     o, p = S.objects, S.products
     rows: list[dict[str, Any]] = []
     with db.transaction(read=True) as conn:
+        # objects by their HEALPix index first, then their catalogs' rows by id: a join let SQLite's
+        # planner scan every product and probe objects by product_id
         for part in chunks(ranges, 200):
             cond = sa.or_(*[o.c.hpx.between(lo, hi) for lo, hi in part])
-            q = sa.select(o, p.c.path).join(p, p.c.id == o.c.product_id).where(cond)
-            if current_only:
-                q = q.where(p.c.state == "current")
-            rows += [dict(r) for r in conn.execute(q).mappings()]
+            rows += [dict(r) for r in conn.execute(sa.select(o).where(cond)).mappings()]
+        cats: dict[int, tuple[str, str]] = {}
+        for part in chunks(sorted({r["product_id"] for r in rows})):
+            cats.update((int(i), (path, state)) for i, path, state in conn.execute(
+                sa.select(p.c.id, p.c.path, p.c.state).where(p.c.id.in_(part))))
+    rows = [{**r, "path": cats[r["product_id"]][0]} for r in rows
+            if r["product_id"] in cats and (not current_only or cats[r["product_id"]][1] == "current")]
     if not rows:
         return []
     d = angular_distance(np.array([r["ra"] for r in rows]), np.array([r["dec"] for r in rows]), ra, dec)

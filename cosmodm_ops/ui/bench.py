@@ -1,8 +1,8 @@
 """``cosmodm bench ui``: the survey pages' latency on a survey-sized archive, against Airflow's own REST list.
 
 For each backend (SQLite, PostgreSQL): bulk-insert 10^4 exposures (100 nights), 10^3 tiles and 10^5
-products with their runs, QA rows, lineage and quarantines; start the real api-server with the plugin;
-then 10 concurrent clients request every page and JSON endpoint, and Airflow's
+products with their runs, QA rows, lineage and quarantines, and about 10^5 catalog objects (the cone
+search's); start the real api-server with the plugin; then 10 concurrent clients request every page and JSON endpoint, and Airflow's
 ``/api/v2/dags/nightly_ingest/dagRuns`` in the same run as the anchor. Figures: p50 and p95 per endpoint
 (ms). Targets: pages p95 <= 300 ms, JSON <= 100 ms. Ten campaigns of 1000 items each are seeded too.
 """
@@ -27,6 +27,7 @@ __all__ = ["seed_bulk", "ui"]
 
 N_NIGHTS, PER_NIGHT, N_TILES, BANDS, CCDS = 100, 100, 1000, ("g", "r", "i", "z", "Y"), (1, 2, 3)
 NOW = "2026-12-01T00:00:00+00:00"
+OBJ_PER_CAT = 50  # x ~2000 coadd catalogs: 10^5 objects for the cone search
 #: api-server workers: enough that 10 clients do not queue behind one slow request on 2 cores
 WORKERS = "4"
 
@@ -98,7 +99,7 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
             if rng.uniform() < 0.05:
                 quar.append({"survey": "bench", "night": night, "expnum": expnum, "reasons": '["QA seeing"]',
                              "released": 0, "created_at": NOW})
-    tiles = []
+    tiles, objs = [], []
     for k in range(N_TILES):
         name = f"DES{k:04d}-bench"
         tiles.append({"survey": "bench", "name": name, "ra": (k % 50) * 1.2, "dec": -60 + (k // 50) * 1.5})
@@ -108,7 +109,8 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
                          "task_id": "coadd.register", "state": "done", "created_at": NOW})
             co = prod(stage="coadd", kind="coadd", tile=name, band=band, run_id=rid)
             if k % 3:
-                prod(stage="coadd", kind="coadd_catalog", tile=name, band=band, run_id=rid)
+                cat = prod(stage="coadd", kind="coadd_catalog", tile=name, band=band, run_id=rid)
+                objs.append((cat, name, band, tiles[-1]["ra"], tiles[-1]["dec"]))
             pool = images_by_band[band]
             for img in rng.choice(pool, size=min(10, len(pool)), replace=False):
                 lin.append({"product_id": co, "input_product_id": int(img), "input_sha256": f"{int(img):064x}",
@@ -121,8 +123,10 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
     import hashlib
 
     prods[0]["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    objects = _objects(objs, rng)
     with arch.engine.begin() as conn:
         _chunks(conn, S.runs, runs)
+        _chunks(conn, S.objects, objects)
         _chunks(conn, S.products, prods)
         _chunks(conn, S.exposures, exps)
         _chunks(conn, S.tiles, tiles)
@@ -143,7 +147,21 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
 
     seed_campaigns(arch, [x["expnum"] for x in exps[:1000]], n=10)
     return {"products": len(prods), "exposures": len(exps), "tiles": len(tiles), "lineage": len(lin),
-            "qa_results": len(qa), "quarantine": len(quar), "campaigns": 10, "campaign_items": 10 * 1000}
+            "qa_results": len(qa), "quarantine": len(quar), "objects": len(objects), "campaigns": 10, "campaign_items": 10 * 1000}
+
+
+def _objects(catalogs: list[tuple[int, str, str, float, float]], rng: Any) -> list[dict[str, Any]]:
+    """About 10^5 catalog objects: OBJ_PER_CAT per coadd catalog, spread over its tile (1.2 x 1.5 deg)."""
+    from cosmodm_ops.archive.catalogs import healpix_index
+
+    n = OBJ_PER_CAT
+    ra = np.concatenate([c[3] + rng.uniform(-0.6, 0.6, n) for c in catalogs]) % 360.0
+    dec = np.concatenate([c[4] + rng.uniform(-0.75, 0.75, n) for c in catalogs])
+    hpx = healpix_index(ra, dec)
+    mag = rng.uniform(18, 25, ra.size)
+    return [{"product_id": c[0], "tile": c[1], "band": c[2], "number": j + 1, "ra": float(ra[i]), "dec": float(dec[i]),
+             "hpx": int(hpx[i]), "mag_auto": float(mag[i]), "magerr_auto": 0.02, "flags": 0}
+            for k, c in enumerate(catalogs) for j in range(n) for i in (k * n + j,)]
 
 
 def _endpoints() -> dict[str, str]:

@@ -41,12 +41,15 @@ __all__ = [
     "sky_objects",
     "surveys",
     "tile_detail",
+    "tile_states",
     "tiles_status",
 ]
 
 p, e, q, qa, lin, r = S.products, S.exposures, S.quarantine, S.qa_results, S.lineage, S.runs
 _CCD_INFO = ("zeropoint_1s", "sky_e", "sky_noise_e", "fwhm_arcsec", "astrom_rms_mas", "n_stars")
 TILE_STATES = ("none", "partial", "done", "stale", "failed")
+#: one letter per state, as :func:`tiles_status` ships a tile's status (a letter per band)
+TILE_CODES = {s[0]: s for s in TILE_STATES}
 
 
 def _active_exposure_quarantine(survey: str) -> list[Any]:
@@ -296,42 +299,52 @@ def product_detail(conn: Connection, product_id: int) -> dict[str, Any] | None:
 
 
 def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
-    """Every tile of a survey with its coadd status per band (see the module docstring)."""
+    """Every tile of a survey with its coadd status per band (see the module docstring).
+
+    Returns ``{"tiles": [{"name", "ra", "dec", "status"}], "bands": [...], "codes": {letter: state}}``
+    with ``status`` one letter per band of ``bands`` (``TILE_CODES``: ``n`` none, ``p`` partial, ``d``
+    done, ``s`` stale, ``f`` failed). The coadd products come as one aggregate row per tile, read
+    from the covering index of migration ``0006_ui``.
+    """
     t = S.tiles
-    tiles = [dict(x) for x in conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey)
-                                           .order_by(t.c.name)).mappings()]
-    kinds: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for tile, band, kind in conn.execute(sa.select(p.c.tile, p.c.band, p.c.kind).where(
+    tiles = conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey).order_by(t.c.name)).all()
+    # one row per tile: its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd)
+    word = sa.case((p.c.kind == "coadd", "C"), (p.c.kind == "coadd_catalog", "K"), else_="H") + p.c.band
+    kinds: dict[str, dict[str, str]] = {}
+    for tile, words in conn.execute(sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
             p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
-            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile, p.c.band, p.c.kind)):
-        kinds[(tile, band)].add(kind)
+            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile)).all():
+        per: dict[str, str] = {}
+        for w in (words or "").split(" "):
+            if len(w) > 1:
+                per[w[1:]] = per.get(w[1:], "") + w[0]
+        kinds[tile] = per
+    bands = sorted({b for per in kinds.values() for b in per if b != "det"})
+    status = {tile: {b: "d" if "C" in k and "K" in k else "p" for b, k in per.items()} for tile, per in kinds.items()}
     # stale: walk from the (few) superseded products forwards, not from every coadd backwards
     superseded = sa.select(p.c.id).where(p.c.state == "superseded")
     made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(superseded))
-    stale = set(conn.execute(sa.select(p.c.tile, p.c.band).where(
-        p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()).all())
+    for tile, band in conn.execute(sa.select(p.c.tile, p.c.band).where(
+            p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()):
+        status.setdefault(tile, {})[band] = "s"
     failed = set(conn.execute(sa.select(q.c.tile, q.c.band).where(
         q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all())
     failed |= set(conn.execute(sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
         p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current", q.c.released == 0)).all())
-    bands = sorted({b for _, b in kinds if b and b != "det"})
-    for x in tiles:
-        status = {}
-        for b in bands:
-            key = (x["name"], b)
-            have = kinds.get(key, set())
-            if key in failed or (x["name"], None) in failed:
-                status[b] = "failed"
-            elif key in stale:
-                status[b] = "stale"
-            elif {"coadd", "coadd_catalog"} <= have:
-                status[b] = "done"
-            elif have:
-                status[b] = "partial"
-            else:
-                status[b] = "none"
-        x["status"] = status
-    return {"tiles": tiles, "bands": bands}
+    for tile, band in failed:  # a quarantine without a band covers the whole tile
+        status.setdefault(tile, {}).update({b: "f" for b in bands} if band is None else {band: "f"})
+    none = "n" * len(bands)
+    out = []
+    for name, ra, dec in tiles:
+        st = status.get(name)
+        out.append({"name": name, "ra": ra, "dec": dec,
+                    "status": "".join([st.get(b, "n") for b in bands]) if st else none})
+    return {"tiles": out, "bands": bands, "codes": TILE_CODES}
+
+
+def tile_states(tile: dict[str, Any], bands: Sequence[str]) -> dict[str, str]:
+    """A tile row of :func:`tiles_status` as ``{band: state}``."""
+    return {b: TILE_CODES[c] for b, c in zip(bands, tile["status"], strict=True)}
 
 
 def tile_detail(conn: Connection, *, survey: str, name: str) -> dict[str, Any] | None:
