@@ -137,12 +137,13 @@ def dag_run_states(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
 
 
 # ---------------------------------------------------------------------------------------------- nights
-def _nights_data(survey: str | None, date_from: str | None, date_to: str | None, page_no: int,
-                 per_page: int) -> dict[str, Any]:
+def _nights_data(survey: str | None, date_from: str | None, date_to: str | None, before: str | None,
+                 after: str | None, per_page: int) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
-        data = Q.nights(conn, survey=survey, date_from=date_from, date_to=date_to, page=page_no, per_page=per_page)
+        data = Q.nights(conn, survey=survey, date_from=date_from, date_to=date_to, before=before, after=after,
+                        per_page=per_page)
     states = dag_run_states([(x["dag_id"], x["run_id"]) for n in data["rows"] for x in n["runs"]])
     for n in data["rows"]:
         for x in n["runs"]:
@@ -154,19 +155,19 @@ def _nights_data(survey: str | None, date_from: str | None, date_to: str | None,
 def nights_page(request: Request, survey: str | None = Query(None, pattern=_NAME),
                 date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
                 date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
-                page_no: int = Query(1, alias="page", ge=1, le=100000),
+                before: str | None = Query(None, pattern=_NIGHT), after: str | None = Query(None, pattern=_NIGHT),
                 per_page: int = Query(30, ge=1, le=200)) -> HTMLResponse:
-    """Nights: exposures, accepted, quarantined, failed, the DAG runs; filters by survey and dates; pages."""
-    return page(request, "nights.html", **_nights_data(survey, date_from, date_to, page_no, per_page))
+    """Nights: exposures, accepted, quarantined, failed, the DAG runs; filters by survey and dates; keyset pages."""
+    return page(request, "nights.html", **_nights_data(survey, date_from, date_to, before, after, per_page))
 
 
 @app.get("/api/nights", response_model=None)
 def nights_json(survey: str | None = Query(None, pattern=_NAME),
                 date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
                 date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
-                page_no: int = Query(1, alias="page", ge=1, le=100000),
+                before: str | None = Query(None, pattern=_NIGHT), after: str | None = Query(None, pattern=_NIGHT),
                 per_page: int = Query(30, ge=1, le=200)) -> Response:
-    return dl.json_response(_nights_data(survey, date_from, date_to, page_no, per_page))
+    return dl.json_response(_nights_data(survey, date_from, date_to, before, after, per_page))
 
 
 def _night_data(survey: str, night: str) -> dict[str, Any]:
@@ -336,41 +337,45 @@ def report(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIG
 
 
 # ---------------------------------------------------------------------------------------------- campaigns
+_AFTER = Query(None, ge=0, description="keyset: the page after this id")
+_BEFORE = Query(None, ge=0, description="keyset: the page before this id")
+
+
 @app.get("/campaigns", response_class=HTMLResponse)
-def campaigns_page(request: Request, page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+def campaigns_page(request: Request, after: int | None = _AFTER, before: int | None = _BEFORE) -> HTMLResponse:
     """Campaigns with progress bars (done, running, failed, skipped), ETA and core-hours used vs estimated."""
     from cosmodm_ops.ui.campaigns import ITEM_GROUPS
 
-    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **_campaigns_data(page_no))
+    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **_campaigns_data(after, before))
 
 
-def _campaigns_data(page_no: int) -> dict[str, Any]:
+def _campaigns_data(after: int | None, before: int | None) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaigns
 
     with archive().read_engine.connect() as conn:
-        return campaigns(conn, page=page_no)
+        return campaigns(conn, after=after, before=before)
 
 
 @app.get("/api/campaigns", response_model=None)
-def campaigns_json(page_no: int = Query(1, alias="page", ge=1, le=100000)) -> Response:
-    return dl.json_response(_campaigns_data(page_no))
+def campaigns_json(after: int | None = _AFTER, before: int | None = _BEFORE) -> Response:
+    return dl.json_response(_campaigns_data(after, before))
 
 
 @app.get("/campaign/{cid}", response_class=HTMLResponse)
 def campaign_page(request: Request, cid: int = P(..., ge=1),
                   state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
-                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+                  after: int | None = _AFTER, before: int | None = _BEFORE) -> HTMLResponse:
     """A campaign: its items (filter by state), failures with the end of their logs, pending decisions."""
     from cosmodm_ops.ui.campaigns import ITEM_GROUPS
 
-    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **_campaign_data(cid, state, page_no))
+    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **_campaign_data(cid, state, after, before))
 
 
-def _campaign_data(cid: int, state: str | None, page_no: int) -> dict[str, Any]:
+def _campaign_data(cid: int, state: str | None, after: int | None, before: int | None) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaign_detail
 
     with archive().read_engine.connect() as conn:
-        d = campaign_detail(conn, cid, state=state, page=page_no)
+        d = campaign_detail(conn, cid, state=state, after=after, before=before)
     if d is None:
         raise HTTPException(404, f"no campaign {cid}")
     return d
@@ -378,8 +383,8 @@ def _campaign_data(cid: int, state: str | None, page_no: int) -> dict[str, Any]:
 
 @app.get("/api/campaign/{cid}", response_model=None)
 def campaign_json(cid: int = P(..., ge=1), state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
-                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> Response:
-    return dl.json_response(_campaign_data(cid, state, page_no))
+                  after: int | None = _AFTER, before: int | None = _BEFORE) -> Response:
+    return dl.json_response(_campaign_data(cid, state, after, before))
 
 
 # ---------------------------------------------------------------------------------------------- search

@@ -168,7 +168,7 @@ def _endpoints() -> dict[str, str]:
     mid = "2026-02-19"
     return {
         "nights": "/cosmodm/", "nights_json": "/cosmodm/api/nights",
-        "nights_page5": "/cosmodm/?page=3", "night": f"/cosmodm/night/bench/{mid}",
+        "nights_page5": "/cosmodm/?before=2026-02-10", "night": f"/cosmodm/night/bench/{mid}",
         "night_json": f"/cosmodm/api/night/bench/{mid}", "exposure": "/cosmodm/exposure/bench/505000",
         "exposure_json": "/cosmodm/api/exposure/bench/505000", "tiles": "/cosmodm/tiles?survey=bench",
         "tiles_json": "/cosmodm/api/tiles?survey=bench", "tile": "/cosmodm/tile/bench/DES0500-bench",

@@ -65,23 +65,30 @@ def surveys(conn: Connection) -> list[str]:
 
 
 def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_to: str | None = None,
-           page: int = 1, per_page: int = 30) -> dict[str, Any]:
+           before: str | None = None, after: str | None = None, per_page: int = 30) -> dict[str, Any]:
     """One page of nights, newest first, with exposure counts and the runs that processed them.
 
-    Returns ``{"rows": [{"night", "exposures", "accepted", "quarantined", "failed", "runs": [{"dag_id",
-    "run_id"}]}], "total", "page", "per_page"}``.
+    Keyset pages (no OFFSET): ``before`` a night (the next, older page) or ``after`` one (the previous,
+    newer page). Returns ``{"rows": [{"night", "exposures", "accepted", "quarantined", "failed", "runs":
+    [{"dag_id", "run_id"}]}], "total", "page", "pages", "per_page", "next_before", "prev_after"}``.
     """
     cond = [e.c.survey == survey]
     if date_from:
         cond.append(e.c.night >= date_from)
     if date_to:
         cond.append(e.c.night <= date_to)
-    total = conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(*cond)).scalar() or 0
-    page = max(1, page)
-    chosen = [row[0] for row in conn.execute(sa.select(e.c.night).where(*cond).group_by(e.c.night)
-                                             .order_by(e.c.night.desc()).limit(per_page)
-                                             .offset((page - 1) * per_page))]
-    out = {"rows": [], "total": int(total), "page": page, "per_page": per_page}
+    total = int(conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(*cond)).scalar() or 0)
+    sel = sa.select(e.c.night).where(*cond).group_by(e.c.night)
+    if after and not before:
+        sel = sel.where(e.c.night > after).order_by(e.c.night.asc())
+    else:
+        sel = (sel.where(e.c.night < before) if before else sel).order_by(e.c.night.desc())
+    chosen = sorted((row[0] for row in conn.execute(sel.limit(per_page))), reverse=True)
+    newer = int(conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(
+        *cond, e.c.night > chosen[0])).scalar() or 0) if chosen else 0
+    out = {"rows": [], "total": total, "page": newer // per_page + 1, "pages": max(1, -(-total // per_page)),
+           "per_page": per_page, "next_before": chosen[-1] if chosen and newer + len(chosen) < total else None,
+           "prev_after": chosen[0] if chosen and newer else None}
     if not chosen:
         return out
     # aggregates per night (no per-exposure rows): exposures, processed (a current QA product), and the
@@ -93,10 +100,13 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
     n_done = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(*qa_cond)
                                .group_by(p.c.night)).all())
     held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey))
-    bad = set(conn.execute(sa.select(e.c.night, e.c.expnum).where(
-        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all())
-    bad_done = set(conn.execute(sa.select(p.c.night, p.c.expnum).where(
-        *qa_cond, p.c.expnum.in_(sorted({x for _, x in bad})))).all()) if bad else set()
+    # the quarantined exposures, each with whether it has a current QA product (one index probe each)
+    has_qa = sa.exists().where(p.c.stage == "single_epoch", p.c.kind == "qa", p.c.survey == e.c.survey,
+                               p.c.night == e.c.night, p.c.state == "current", p.c.expnum == e.c.expnum)
+    rows_bad = conn.execute(sa.select(e.c.night, e.c.expnum, has_qa).where(
+        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all()
+    bad = {(n, x) for n, x, _ in rows_bad}
+    bad_done = {(n, x) for n, x, done in rows_bad if done}
     runs: dict[str, list[dict[str, str]]] = defaultdict(list)
     for night, dag_id, run_id in conn.execute(
             sa.select(p.c.night, r.c.dag_id, r.c.run_id).join(r, r.c.id == p.c.run_id)

@@ -228,3 +228,31 @@ def test_sky_map_places_each_tile_and_follows_a_moved_tile():
     moved[1]["ra"] = 10.5  # e.g. placed by its coadd's WCS: a new layout, not the memoised one
     x_b = float(re.search(r'data-name="B" x="([-\d.]+)"', svg.sky_map_svg(moved, ["g", "r"], link_prefix="t/"))[1])
     assert xs[0] > x_b > xs[1]
+
+
+def test_campaign_items_and_nights_page_by_keyset(seeded):
+    """Next and previous pages by the last/first key (no OFFSET) walk every row once, in order."""
+    from cosmodm_ops.ui.campaigns import campaign_detail
+
+    arch, truth = seeded
+    cid, want = next(iter(truth["campaigns"].items()))
+    with arch.engine.connect() as conn:
+        seen, pages, after = [], [], None
+        while True:
+            d = campaign_detail(conn, cid, after=after, per_page=2)
+            seen += [x["id"] for x in d["items"]]
+            pages.append(d["page"])
+            if d["next_after"] is None:
+                break
+            after = d["next_after"]
+        back = campaign_detail(conn, cid, before=d["prev_before"], per_page=2) if d["prev_before"] else None
+        n_nights = Q.nights(conn, survey="demo")["total"]
+        first = Q.nights(conn, survey="demo", per_page=1)
+        second = Q.nights(conn, survey="demo", per_page=1, before=first["next_before"]) if n_nights > 1 else None
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == sum(want.values())
+    assert pages == list(range(1, len(pages) + 1)) and d["pages"] == len(pages)
+    if back is not None:
+        assert [x["id"] for x in back["items"]] == seen[-len(d["items"]) - 2:-len(d["items"])]
+    assert first["page"] == 1 and first["prev_after"] is None
+    if second is not None:
+        assert second["rows"][0]["night"] < first["rows"][0]["night"] and second["prev_after"] == second["rows"][0]["night"]
