@@ -28,8 +28,8 @@ __all__ = ["seed_bulk", "ui"]
 N_NIGHTS, PER_NIGHT, N_TILES, BANDS, CCDS = 100, 100, 1000, ("g", "r", "i", "z", "Y"), (1, 2, 3)
 NOW = "2026-12-01T00:00:00+00:00"
 OBJ_PER_CAT = 50  # x ~2000 coadd catalogs: 10^5 objects for the cone search
-#: api-server workers: enough that 10 clients do not queue behind one slow request on 2 cores
-WORKERS = "4"
+#: api-server workers (``--workers``): on 2 cores, 2 and 4 were measured (README, Survey pages)
+WORKERS = 4
 
 
 def _chunks(conn: Any, table: Any, rows: list[dict[str, Any]], n: int = 5000) -> None:
@@ -200,7 +200,7 @@ def _measure(url: str, tok: str, path: str, clients: int, per_client: int) -> li
         return [x for chunk in pool.map(one, range(clients)) for x in chunk]
 
 
-def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int) -> dict[str, Any]:
+def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int, workers: int) -> dict[str, Any]:
     from cosmodm_ops.archive import Archive
     from cosmodm_ops.ui.server import REPO, start_api_server, token
 
@@ -212,7 +212,7 @@ def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int) -> di
     dags.mkdir(exist_ok=True)
     shutil.copy(REPO / "dags" / "nightly_ingest.py", dags / "nightly_ingest.py")
     server = start_api_server(tmp / f"airflow_{name}", db=db, root=str(arch.root), timeout=300,
-                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": WORKERS})
+                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": str(workers)})
     try:
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "reserialize"], env=server.env,
                        check=True, capture_output=True, timeout=600)
@@ -253,17 +253,27 @@ def _server_cpu_s(pid: int) -> float:
     return total
 
 
-def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres") -> dict[str, Any]:
-    """Run the benchmark; returns ``{"pages", "anchor_p95_ms", ...}`` (the first backend's) and per backend."""
-    out: dict[str, Any] = {"clients": clients, "requests_per_endpoint": clients * per_client}
+def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres", workers: int = WORKERS,
+       pg_db: str = "ui_bench") -> dict[str, Any]:
+    """Run the benchmark; returns ``{"pages", "anchor_p95_ms", ...}`` (the first backend's) and per backend.
+
+    ``workers``: api-server worker processes; ``pg_db``: the PostgreSQL database it creates and drops.
+    """
+    import re
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", pg_db):
+        msg = f"--pg-db {pg_db!r}: use lower-case letters, digits and _ (it is created and dropped)"
+        raise ValueError(msg)
+    out: dict[str, Any] = {"clients": clients, "requests_per_endpoint": clients * per_client, "workers": workers}
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp_s:
         tmp = Path(tmp_s)
         for name in backends.split(","):
             if name == "sqlite":
                 db = f"sqlite:///{tmp / 'bench.db'}"
-                out[name] = _backend(name, db, tmp, clients, per_client)
+                out[name] = _backend(name, db, tmp, clients, per_client, workers)
             elif name == "postgres":
-                out[name] = _with_postgres(lambda db: _backend("postgres", db, tmp, clients, per_client))
+                out[name] = _with_postgres(lambda db: _backend("postgres", db, tmp, clients, per_client, workers),
+                                           pg_db)
     first = out[backends.split(",")[0]]
     out["pages"], out["anchor_p95_ms"] = first["pages"], first["anchor_p95_ms"]
     slow = {f"{b}:{k}": v["p95_ms"] for b in backends.split(",") for k, v in out[b]["pages"].items()
@@ -272,10 +282,9 @@ def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres
     return out
 
 
-def _with_postgres(fn: Any) -> Any:
+def _with_postgres(fn: Any, name: str) -> Any:
     import sqlalchemy as sa
 
-    name = "ui_bench"
     admin = sa.create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
