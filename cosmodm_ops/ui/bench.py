@@ -29,7 +29,7 @@ N_NIGHTS, PER_NIGHT, N_TILES, BANDS, CCDS = 100, 100, 1000, ("g", "r", "i", "z",
 NOW = "2026-12-01T00:00:00+00:00"
 OBJ_PER_CAT = 50  # x ~2000 coadd catalogs: 10^5 objects for the cone search
 #: api-server workers (``--workers``): on 2 cores, 2 and 4 were measured (README, Survey pages)
-WORKERS = 4
+WORKERS = 2
 
 
 def _chunks(conn: Any, table: Any, rows: list[dict[str, Any]], n: int = 5000) -> None:
