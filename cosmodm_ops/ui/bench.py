@@ -146,6 +146,11 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
     from cosmodm_ops.ui.seed import seed_campaigns
 
     seed_campaigns(arch, [x["expnum"] for x in exps[:1000]], n=10)
+    if arch.is_postgres:  # a settled archive: autovacuum has set the visibility map (index-only scans need it)
+        import sqlalchemy as sa
+
+        with arch.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM (ANALYZE)"))
     return {"products": len(prods), "exposures": len(exps), "tiles": len(tiles), "lineage": len(lin),
             "qa_results": len(qa), "quarantine": len(quar), "objects": len(objects), "campaigns": 10, "campaign_items": 10 * 1000}
 
