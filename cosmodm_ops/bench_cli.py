@@ -99,6 +99,8 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--clients", {"type": int, "default": 10, "help": "concurrent clients (default 10)"}),
         ("--per-client", {"type": int, "default": 10, "help": "requests per client and endpoint (default 10)"}),
         ("--backends", {"default": "sqlite,postgres", "help": "archive databases to measure (default both)"}),
+        ("--workers", {"type": int, "default": 2, "help": "api-server worker processes (default 2: the cores here)"}),
+        ("--pg-db", {"default": "ui_bench", "help": "PostgreSQL database to create and drop (default ui_bench)"}),
     ],
     "exposure": [
         ("--camera", {"default": "decam", "help": "camera to simulate (default decam: 62 CCDs)"}),

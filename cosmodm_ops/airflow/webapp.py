@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,16 @@ async def require_user(request: Request) -> Any:
         raise
 
 
+def _preload() -> None:
+    """Import at api-server start what the pages use (not in each worker's first request): HEALPix alone is 1.5 s CPU."""
+    import importlib
+
+    for name in ("astropy.units", "astropy_healpix", "cosmodm_ops.archive.catalogs", "cosmodm_ops.cameras.layout",
+                 "cosmodm_ops.config", "cosmodm_ops.ui.campaigns"):
+        importlib.import_module(name)
+
+
+_preload()
 app = FastAPI(title="CosmoDM survey pages", dependencies=[Depends(require_user)])
 _lock = threading.Lock()
 _archives: dict[tuple[str, str], Any] = {}
@@ -136,12 +147,13 @@ def dag_run_states(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
 
 
 # ---------------------------------------------------------------------------------------------- nights
-def _nights_data(survey: str | None, date_from: str | None, date_to: str | None, page_no: int,
-                 per_page: int) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+def _nights_data(survey: str | None, date_from: str | None, date_to: str | None, before: str | None,
+                 after: str | None, per_page: int) -> dict[str, Any]:
+    with archive().read_engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
-        data = Q.nights(conn, survey=survey, date_from=date_from, date_to=date_to, page=page_no, per_page=per_page)
+        data = Q.nights(conn, survey=survey, date_from=date_from, date_to=date_to, before=before, after=after,
+                        per_page=per_page)
     states = dag_run_states([(x["dag_id"], x["run_id"]) for n in data["rows"] for x in n["runs"]])
     for n in data["rows"]:
         for x in n["runs"]:
@@ -153,23 +165,23 @@ def _nights_data(survey: str | None, date_from: str | None, date_to: str | None,
 def nights_page(request: Request, survey: str | None = Query(None, pattern=_NAME),
                 date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
                 date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
-                page_no: int = Query(1, alias="page", ge=1, le=100000),
+                before: str | None = Query(None, pattern=_NIGHT), after: str | None = Query(None, pattern=_NIGHT),
                 per_page: int = Query(30, ge=1, le=200)) -> HTMLResponse:
-    """Nights: exposures, accepted, quarantined, failed, the DAG runs; filters by survey and dates; pages."""
-    return page(request, "nights.html", **_nights_data(survey, date_from, date_to, page_no, per_page))
+    """Nights: exposures, accepted, quarantined, failed, the DAG runs; filters by survey and dates; keyset pages."""
+    return page(request, "nights.html", **_nights_data(survey, date_from, date_to, before, after, per_page))
 
 
 @app.get("/api/nights", response_model=None)
 def nights_json(survey: str | None = Query(None, pattern=_NAME),
                 date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
                 date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
-                page_no: int = Query(1, alias="page", ge=1, le=100000),
+                before: str | None = Query(None, pattern=_NIGHT), after: str | None = Query(None, pattern=_NIGHT),
                 per_page: int = Query(30, ge=1, le=200)) -> Response:
-    return dl.json_response(_nights_data(survey, date_from, date_to, page_no, per_page))
+    return dl.json_response(_nights_data(survey, date_from, date_to, before, after, per_page))
 
 
 def _night_data(survey: str, night: str) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         exps = [dict(x) for x in conn.execute(
             Q.sa.select(Q.e.c.camera).where(Q.e.c.survey == survey, Q.e.c.night == night).distinct()).mappings()]
         data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=_pixel_scales(exps))
@@ -203,7 +215,7 @@ def _focal_plane(camera: str) -> Any:
 
 
 def _exposure_data(survey: str, expnum: int) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         detail = Q.exposure_detail(conn, survey=survey, expnum=expnum)
         if detail is None:
             raise HTTPException(404, f"no exposure {expnum} in survey {survey}")
@@ -240,16 +252,17 @@ def tiles_page(request: Request, survey: str | None = Query(None, pattern=_NAME)
     data = _tiles_data(survey)
     base = request.scope.get("root_path", "").rstrip("/")
     sky = svg.sky_map_svg(data["tiles"], data["bands"], link_prefix=f"{base}/tile/{data['survey']}/")
+    codes = Counter(t["status"] for t in data["tiles"])  # few distinct status strings
     counts = {b: dict.fromkeys(Q.TILE_STATES, 0) for b in data["bands"]}
-    for t in data["tiles"]:
-        for b, st in t["status"].items():
-            counts[b][st] += 1
+    for code, n in codes.items():
+        for b, c in zip(data["bands"], code, strict=True):
+            counts[b][Q.TILE_CODES[c]] += n
     return page(request, "tiles.html", sky_svg=sky, colours=svg.STATUS_COLOURS, counts=counts,
                 states=Q.TILE_STATES, **data)
 
 
 def _tiles_data(survey: str | None) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
         return {**Q.tiles_status(conn, survey=survey), "survey": survey, "surveys": all_surveys}
@@ -270,7 +283,7 @@ def tile_page(request: Request, survey: str = P(..., pattern=_NAME),
 
 
 def _tile_data(survey: str, name: str) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         d = Q.tile_detail(conn, survey=survey, name=name)
     if d is None:
         raise HTTPException(404, f"no tile {name} in survey {survey}")
@@ -285,7 +298,7 @@ def tile_json(survey: str = P(..., pattern=_NAME), name: str = P(..., pattern=_N
 # ---------------------------------------------------------------------------------------------- products
 def _product_data(product_id: int, depth: int) -> dict[str, Any]:
     arch = archive()
-    with arch.engine.connect() as conn:
+    with arch.read_engine.connect() as conn:
         d = Q.product_detail(conn, product_id)
     if d is None:
         raise HTTPException(404, f"no product {product_id}")
@@ -334,41 +347,44 @@ def report(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIG
 
 
 # ---------------------------------------------------------------------------------------------- campaigns
+_AFTER, _BEFORE = Query(None, ge=0), Query(None, ge=0)  # keyset pages: the page after / before this id
+
+
 @app.get("/campaigns", response_class=HTMLResponse)
-def campaigns_page(request: Request, page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+def campaigns_page(request: Request, after: int | None = _AFTER, before: int | None = _BEFORE) -> HTMLResponse:
     """Campaigns with progress bars (done, running, failed, skipped), ETA and core-hours used vs estimated."""
     from cosmodm_ops.ui.campaigns import ITEM_GROUPS
 
-    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **_campaigns_data(page_no))
+    return page(request, "campaigns.html", groups=list(ITEM_GROUPS), **_campaigns_data(after, before))
 
 
-def _campaigns_data(page_no: int) -> dict[str, Any]:
+def _campaigns_data(after: int | None, before: int | None) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaigns
 
-    with archive().engine.connect() as conn:
-        return campaigns(conn, page=page_no)
+    with archive().read_engine.connect() as conn:
+        return campaigns(conn, after=after, before=before)
 
 
 @app.get("/api/campaigns", response_model=None)
-def campaigns_json(page_no: int = Query(1, alias="page", ge=1, le=100000)) -> Response:
-    return dl.json_response(_campaigns_data(page_no))
+def campaigns_json(after: int | None = _AFTER, before: int | None = _BEFORE) -> Response:
+    return dl.json_response(_campaigns_data(after, before))
 
 
 @app.get("/campaign/{cid}", response_class=HTMLResponse)
 def campaign_page(request: Request, cid: int = P(..., ge=1),
                   state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
-                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> HTMLResponse:
+                  after: int | None = _AFTER, before: int | None = _BEFORE) -> HTMLResponse:
     """A campaign: its items (filter by state), failures with the end of their logs, pending decisions."""
     from cosmodm_ops.ui.campaigns import ITEM_GROUPS
 
-    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **_campaign_data(cid, state, page_no))
+    return page(request, "campaign.html", groups=list(ITEM_GROUPS), **_campaign_data(cid, state, after, before))
 
 
-def _campaign_data(cid: int, state: str | None, page_no: int) -> dict[str, Any]:
+def _campaign_data(cid: int, state: str | None, after: int | None, before: int | None) -> dict[str, Any]:
     from cosmodm_ops.ui.campaigns import campaign_detail
 
-    with archive().engine.connect() as conn:
-        d = campaign_detail(conn, cid, state=state, page=page_no)
+    with archive().read_engine.connect() as conn:
+        d = campaign_detail(conn, cid, state=state, after=after, before=before)
     if d is None:
         raise HTTPException(404, f"no campaign {cid}")
     return d
@@ -376,8 +392,8 @@ def _campaign_data(cid: int, state: str | None, page_no: int) -> dict[str, Any]:
 
 @app.get("/api/campaign/{cid}", response_model=None)
 def campaign_json(cid: int = P(..., ge=1), state: str | None = Query(None, pattern=r"^[a-z_]{1,20}$"),
-                  page_no: int = Query(1, alias="page", ge=1, le=100000)) -> Response:
-    return dl.json_response(_campaign_data(cid, state, page_no))
+                  after: int | None = _AFTER, before: int | None = _BEFORE) -> Response:
+    return dl.json_response(_campaign_data(cid, state, after, before))
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -388,7 +404,7 @@ def search_page(request: Request, q: str = Query("", max_length=200)) -> HTMLRes
 
 
 def _search_data(q: str) -> dict[str, Any]:
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         return Q.search(conn, q)
 
 
@@ -408,7 +424,7 @@ def cone_page(request: Request, ra: float | None = Query(None, ge=0, lt=360),
 
 def _cone_data(ra: float, dec: float, radius: float) -> dict[str, Any]:
     arch = archive()
-    with arch.engine.connect() as conn:
+    with arch.read_engine.connect() as conn:
         out = Q.sky_objects(conn, ra=ra, dec=dec, radius=radius)
     out["objects"] = arch.cone(ra, dec, radius, limit=500)
     return out
@@ -425,7 +441,7 @@ def cone_json(ra: float = Query(..., ge=0, lt=360), dec: float = Query(..., ge=-
 def dag_run_view(request: Request, dag_id: str, run_id: str) -> Response:
     """The ``dag_run`` external view: a nightly run opens its night; other runs list their products."""
     base = request.scope.get("root_path", "").rstrip("/")
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         found = Q.night_for_run(conn, dag_id=dag_id, run_id=run_id)
         if found and found[1]:
             return RedirectResponse(f"{base}/night/{found[0]}/{found[1]}", status_code=303)
@@ -441,7 +457,7 @@ def task_instance_view(request: Request, dag_id: str, run_id: str, task_id: str,
     Mapped instances share their task id in the archive's run records, so ``map_index`` does not
     narrow the list.
     """
-    with archive().engine.connect() as conn:
+    with archive().read_engine.connect() as conn:
         rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id, task_id=task_id)
         if not rows:  # a task that registers nothing (e.g. discovery): the run's products
             rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id)
@@ -453,7 +469,7 @@ def task_instance_view(request: Request, dag_id: str, run_id: str, task_id: str,
 def download(request: Request, product_id: int, inline: bool = False) -> Response:
     """A product's file, streamed (Content-Length, byte ranges, sha256 in ``X-Checksum-Sha256``)."""
     arch = archive()
-    with arch.engine.connect() as conn:
+    with arch.read_engine.connect() as conn:
         row = Q.product_detail(conn, product_id)
     if row is None:
         raise HTTPException(404, f"no product {product_id}")

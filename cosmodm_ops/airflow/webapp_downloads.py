@@ -44,7 +44,7 @@ def product_by_path(arch: Any, relpath: str) -> dict[str, Any]:
         safe_archive_file(arch.root, relpath)
     except FileRefused as err:
         raise HTTPException(404, str(err)) from err
-    with arch.engine.connect() as conn:
+    with arch.read_engine.connect() as conn:
         row = conn.execute(sa.select(S.products).where(S.products.c.path == relpath)).mappings().first()
     if row is None:
         raise HTTPException(404, f"archive path {relpath!r}: no product has it")

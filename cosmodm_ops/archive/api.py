@@ -77,6 +77,11 @@ class Archive:
         return self._db.engine
 
     @property
+    def read_engine(self) -> Engine:
+        """The engine of read-only work (SQLite: deferred ``BEGIN`` on a WAL snapshot, ``query_only``)."""
+        return self._db.read_engine
+
+    @property
     def is_postgres(self) -> bool:
         return self._db.is_postgres
 

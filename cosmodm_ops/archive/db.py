@@ -129,15 +129,31 @@ class Database:
             args["connect_timeout"] = 5
         return sa.create_engine(url, connect_args=args, pool_pre_ping=True)
 
+    @cached_property
+    def read_engine(self) -> Engine:
+        """The engine of read-only work (the survey pages, lookups).
+
+        SQLite: its own connections with a deferred ``BEGIN`` and ``PRAGMA query_only``, so readers
+        share the WAL snapshot instead of queueing one by one for the write lock that ``BEGIN
+        IMMEDIATE`` takes; other backends: :attr:`engine`.
+        """
+        url = sa.engine.make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return _sqlite_engine(url, read_only=True)
+        return self.engine  # PostgreSQL, or an in-memory SQLite (one database per connection)
+
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One transaction; database errors translated (unreachable/locked -> ArchiveUnavailable)."""
+    def transaction(self, *, read: bool = False) -> Iterator[Connection]:
+        """One transaction; database errors translated (unreachable/locked -> ArchiveUnavailable).
+
+        ``read=True``: a read-only transaction on :attr:`read_engine` (SQLite: writes are refused).
+        """
         try:
-            with self.engine.begin() as conn:
+            with (self.read_engine if read else self.engine).begin() as conn:
                 yield conn
         except sa.exc.OperationalError as err:
             text = str(err.orig) if err.orig is not None else str(err)
@@ -159,8 +175,12 @@ class Database:
             raise
 
 
-def _sqlite_engine(url: sa.engine.URL) -> Engine:
-    """SQLite in WAL mode, every transaction ``BEGIN IMMEDIATE`` (writers queue instead of failing)."""
+def _sqlite_engine(url: sa.engine.URL, *, read_only: bool = False) -> Engine:
+    """SQLite in WAL mode, every transaction ``BEGIN IMMEDIATE`` (writers queue instead of failing).
+
+    ``read_only``: deferred ``BEGIN`` (a WAL snapshot: readers neither wait for nor block each other)
+    and ``PRAGMA query_only``.
+    """
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 60})
@@ -171,10 +191,12 @@ def _sqlite_engine(url: sa.engine.URL) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
+        if read_only:
+            cur.execute("PRAGMA query_only=1")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine

@@ -25,34 +25,6 @@ from cosmodm_ops.archive.rows import ConeRow, Counts, LineageEdge, LineageGraph,
 
 __all__ = ["cone", "counts", "find", "lineage", "product", "product_row", "stale"]
 
-_UP_SQL = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT CAST(:start AS BIGINT), 0
-    UNION
-    SELECT l.input_product_id, w.depth + 1
-    FROM lineage l JOIN walk w ON l.product_id = w.id
-    WHERE w.depth < :depth AND l.input_product_id IS NOT NULL
-)
-SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
-       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w {join} lineage l ON l.product_id = w.id
-WHERE w.depth < :depth
-GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
-"""
-_DOWN_SQL = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT CAST(:start AS BIGINT), 0
-    UNION
-    SELECT l.product_id, w.depth + 1
-    FROM lineage l JOIN walk w ON l.input_product_id = w.id
-    WHERE w.depth < :depth
-)
-SELECT l.product_id AS product_id, l.input_product_id AS input_id, l.role AS role,
-       l.input_path AS input_path, l.input_sha256 AS input_sha256, MIN(w.depth) + 1 AS depth
-FROM walk w {join} lineage l ON l.input_product_id = w.id
-WHERE w.depth < :depth
-GROUP BY l.product_id, l.input_product_id, l.role, l.input_path, l.input_sha256
-"""
 _STALE_SQL = """
 WITH RECURSIVE walk(id, depth, origin) AS (
     SELECT id, 0, id FROM products WHERE {seed}
@@ -95,7 +67,7 @@ def product_row(conn: Connection, root: Path, spec: int | str) -> ProductRow:
 
 def product(db: Database, root: Path, spec: int | str) -> ProductRow:
     """:func:`product_row` in a transaction of its own."""
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         return product_row(conn, root, spec)
 
 
@@ -113,7 +85,7 @@ def find(db: Database, *, include_superseded: bool = False, limit: int | None = 
     q = q.order_by(p.c.night, p.c.expnum, p.c.tile, p.c.band, p.c.ccd, p.c.kind, p.c.revision)
     if limit:
         q = q.limit(limit)
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         return [ProductRow.from_mapping(r) for r in conn.execute(q).mappings()]
 
 
@@ -144,16 +116,37 @@ def lineage(db: Database, root: Path, spec: int | str, *, direction: str = "up",
             depth: int | None = None) -> LineageGraph:
     """The lineage graph around a product (see :meth:`Archive.lineage <cosmodm_ops.archive.api.Archive.lineage>`)."""
     depth = lineage_depth(direction, depth)
-    with db.transaction() as conn:
-        # SQLite would otherwise scan all of lineage and probe the walk; CROSS JOIN keeps the walk outer
-        join = "CROSS JOIN" if conn.dialect.name == "sqlite" else "JOIN"
-        sql = sa.text((_UP_SQL if direction == "up" else _DOWN_SQL).format(join=join))
+    with db.transaction(read=True) as conn:
         start = product_row(conn, root, spec)
-        edges = [LineageEdge.from_mapping(r) for r in conn.execute(sql, {"start": start.id, "depth": depth}).mappings()]
+        edges = _walk(conn, start.id, direction, depth)
         ids = sorted({i for e in edges for i in (e.product_id, e.input_id) if i is not None})
         prods = {int(r.id): r for r in _products_by_id(conn, ids)}
     edges.sort(key=lambda e: (e.depth, e.product_id, e.role, e.input_id or 0))
     return LineageGraph(product=start, direction=direction, edges=edges, products=prods)
+
+
+def _walk(conn: Connection, start: int, direction: str, depth: int) -> list[LineageEdge]:
+    """The lineage edges within ``depth`` levels of ``start``, breadth first: one indexed query per level.
+
+    Each edge carries the level of its nearer end plus one (the shortest way to it). A recursive CTE
+    did the same in one statement, but SQLite built a Bloom filter over all of ``lineage`` for it on
+    every call (a full scan, ~10 ms at 10^5 edges) however small the walk.
+    """
+    lin = S.lineage
+    near, key = (lin.c.product_id, "input_id") if direction == "up" else (lin.c.input_product_id, "product_id")
+    cols = (lin.c.product_id, lin.c.input_product_id.label("input_id"), lin.c.role, lin.c.input_path,
+            lin.c.input_sha256)
+    seen, frontier, edges = {start}, [start], []
+    for level in range(1, depth + 1):
+        found = []
+        for part in chunks(sorted(frontier)):
+            found += conn.execute(sa.select(*cols).where(near.in_(part))).mappings().all()
+        edges += [LineageEdge.from_mapping(r, depth=level) for r in found]
+        frontier = sorted({r[key] for r in found if r[key] is not None} - seen)
+        seen.update(frontier)
+        if not frontier:
+            break
+    return edges
 
 
 def stale(db: Database, root: Path, spec: int | str | None = None) -> list[StaleRow]:
@@ -171,7 +164,7 @@ def stale(db: Database, root: Path, spec: int | str | None = None) -> list[Stale
 
 def counts(db: Database) -> Counts:
     """Row counts of every table of the schema's ``metadata``."""
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
         return Counts({t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
                        for t in S.metadata.sorted_tables})
 
@@ -189,13 +182,18 @@ def cone(db: Database, ra: float, dec: float, radius: float, *, current_only: bo
         raise ArchiveInputError(str(err)) from err
     o, p = S.objects, S.products
     rows: list[dict[str, Any]] = []
-    with db.transaction() as conn:
+    with db.transaction(read=True) as conn:
+        # objects by their HEALPix index first, then their catalogs' rows by id: a join let SQLite's
+        # planner scan every product and probe objects by product_id
         for part in chunks(ranges, 200):
             cond = sa.or_(*[o.c.hpx.between(lo, hi) for lo, hi in part])
-            q = sa.select(o, p.c.path).join(p, p.c.id == o.c.product_id).where(cond)
-            if current_only:
-                q = q.where(p.c.state == "current")
-            rows += [dict(r) for r in conn.execute(q).mappings()]
+            rows += [dict(r) for r in conn.execute(sa.select(o).where(cond)).mappings()]
+        cats: dict[int, tuple[str, str]] = {}
+        for part in chunks(sorted({r["product_id"] for r in rows})):
+            cats.update((int(i), (path, state)) for i, path, state in conn.execute(
+                sa.select(p.c.id, p.c.path, p.c.state).where(p.c.id.in_(part))))
+    rows = [{**r, "path": cats[r["product_id"]][0]} for r in rows
+            if r["product_id"] in cats and (not current_only or cats[r["product_id"]][1] == "current")]
     if not rows:
         return []
     d = angular_distance(np.array([r["ra"] for r in rows]), np.array([r["dec"] for r in rows]), ra, dec)

@@ -195,8 +195,10 @@ def _index_products(conn: Connection, items: Sequence[Item], stored: Sequence[St
         t = it.tags
         if t.tile is not None and t.stage is not Stage.CLUSTERS:  # a follow-up's label is not a sky tile
             ra, dec = _coadd_centre(it) if t.kind is ProductKind.COADD else (None, None)
-            upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile, "ra": ra, "dec": dec}, ("survey", "name"),
-                      update=("ra", "dec"))
+            tid = upsert_id(conn, S.tiles, {"survey": t.survey, "name": t.tile, "ra": ra, "dec": dec},
+                            ("survey", "name"), update=("ra", "dec"))
+            if ra is not None and dec is not None:  # the newest coadd's WCS places the tile (over a nominal centre)
+                conn.execute(sa.update(S.tiles).where(S.tiles.c.id == tid).values(ra=ra, dec=dec))
         if t.expnum is None or t.night is None:
             continue
         k = (t.survey, t.camera, t.expnum)

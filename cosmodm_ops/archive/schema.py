@@ -251,3 +251,11 @@ Index("ix_quarantine_tile_band", quarantine.c.tile, quarantine.c.band)
 # the nights page's per-night counts and runs, from the index alone (migration 0005_ui)
 Index("ix_products_stage_kind_night", products.c.stage, products.c.kind, products.c.survey, products.c.night,
       products.c.state, products.c.expnum, products.c.run_id)
+# the tiles page's status per tile and band from the index alone; cone searches of exposures and tiles by a
+# dec band; a tile's QA rows (partial: most rows have no tile) (migration 0006_ui)
+Index("ix_products_stage_survey_tile", products.c.stage, products.c.survey, products.c.state, products.c.tile,
+      products.c.band, products.c.kind)
+Index("ix_exposures_dec_ra", exposures.c.dec, exposures.c.ra)
+Index("ix_tiles_dec_ra", tiles.c.dec, tiles.c.ra)
+Index("ix_qa_results_tile_set", qa_results.c.tile, qa_results.c.band,
+      postgresql_where=qa_results.c.tile.isnot(None), sqlite_where=qa_results.c.tile.isnot(None))

@@ -1,8 +1,8 @@
 """``cosmodm bench ui``: the survey pages' latency on a survey-sized archive, against Airflow's own REST list.
 
 For each backend (SQLite, PostgreSQL): bulk-insert 10^4 exposures (100 nights), 10^3 tiles and 10^5
-products with their runs, QA rows, lineage and quarantines; start the real api-server with the plugin;
-then 10 concurrent clients request every page and JSON endpoint, and Airflow's
+products with their runs, QA rows, lineage and quarantines, and about 10^5 catalog objects (the cone
+search's); start the real api-server with the plugin; then 10 concurrent clients request every page and JSON endpoint, and Airflow's
 ``/api/v2/dags/nightly_ingest/dagRuns`` in the same run as the anchor. Figures: p50 and p95 per endpoint
 (ms). Targets: pages p95 <= 300 ms, JSON <= 100 ms. Ten campaigns of 1000 items each are seeded too.
 """
@@ -27,8 +27,9 @@ __all__ = ["seed_bulk", "ui"]
 
 N_NIGHTS, PER_NIGHT, N_TILES, BANDS, CCDS = 100, 100, 1000, ("g", "r", "i", "z", "Y"), (1, 2, 3)
 NOW = "2026-12-01T00:00:00+00:00"
-#: api-server workers: enough that 10 clients do not queue behind one slow request on 2 cores
-WORKERS = "4"
+OBJ_PER_CAT = 50  # x ~2000 coadd catalogs: 10^5 objects for the cone search
+#: api-server workers (``--workers``): on 2 cores, 2 and 4 were measured (README, Survey pages)
+WORKERS = 2
 
 
 def _chunks(conn: Any, table: Any, rows: list[dict[str, Any]], n: int = 5000) -> None:
@@ -98,7 +99,7 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
             if rng.uniform() < 0.05:
                 quar.append({"survey": "bench", "night": night, "expnum": expnum, "reasons": '["QA seeing"]',
                              "released": 0, "created_at": NOW})
-    tiles = []
+    tiles, objs = [], []
     for k in range(N_TILES):
         name = f"DES{k:04d}-bench"
         tiles.append({"survey": "bench", "name": name, "ra": (k % 50) * 1.2, "dec": -60 + (k // 50) * 1.5})
@@ -108,7 +109,8 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
                          "task_id": "coadd.register", "state": "done", "created_at": NOW})
             co = prod(stage="coadd", kind="coadd", tile=name, band=band, run_id=rid)
             if k % 3:
-                prod(stage="coadd", kind="coadd_catalog", tile=name, band=band, run_id=rid)
+                cat = prod(stage="coadd", kind="coadd_catalog", tile=name, band=band, run_id=rid)
+                objs.append((cat, name, band, tiles[-1]["ra"], tiles[-1]["dec"]))
             pool = images_by_band[band]
             for img in rng.choice(pool, size=min(10, len(pool)), replace=False):
                 lin.append({"product_id": co, "input_product_id": int(img), "input_sha256": f"{int(img):064x}",
@@ -121,8 +123,10 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
     import hashlib
 
     prods[0]["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    objects = _objects(objs, rng)
     with arch.engine.begin() as conn:
         _chunks(conn, S.runs, runs)
+        _chunks(conn, S.objects, objects)
         _chunks(conn, S.products, prods)
         _chunks(conn, S.exposures, exps)
         _chunks(conn, S.tiles, tiles)
@@ -142,15 +146,34 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
     from cosmodm_ops.ui.seed import seed_campaigns
 
     seed_campaigns(arch, [x["expnum"] for x in exps[:1000]], n=10)
+    if arch.is_postgres:  # a settled archive: autovacuum has set the visibility map (index-only scans need it)
+        import sqlalchemy as sa
+
+        with arch.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM (ANALYZE)"))
     return {"products": len(prods), "exposures": len(exps), "tiles": len(tiles), "lineage": len(lin),
-            "qa_results": len(qa), "quarantine": len(quar), "campaigns": 10, "campaign_items": 10 * 1000}
+            "qa_results": len(qa), "quarantine": len(quar), "objects": len(objects), "campaigns": 10, "campaign_items": 10 * 1000}
+
+
+def _objects(catalogs: list[tuple[int, str, str, float, float]], rng: Any) -> list[dict[str, Any]]:
+    """About 10^5 catalog objects: OBJ_PER_CAT per coadd catalog, spread over its tile (1.2 x 1.5 deg)."""
+    from cosmodm_ops.archive.catalogs import healpix_index
+
+    n = OBJ_PER_CAT
+    ra = np.concatenate([c[3] + rng.uniform(-0.6, 0.6, n) for c in catalogs]) % 360.0
+    dec = np.concatenate([c[4] + rng.uniform(-0.75, 0.75, n) for c in catalogs])
+    hpx = healpix_index(ra, dec)
+    mag = rng.uniform(18, 25, ra.size)
+    return [{"product_id": c[0], "tile": c[1], "band": c[2], "number": j + 1, "ra": float(ra[i]), "dec": float(dec[i]),
+             "hpx": int(hpx[i]), "mag_auto": float(mag[i]), "magerr_auto": 0.02, "flags": 0}
+            for k, c in enumerate(catalogs) for j in range(n) for i in (k * n + j,)]
 
 
 def _endpoints() -> dict[str, str]:
     mid = "2026-02-19"
     return {
         "nights": "/cosmodm/", "nights_json": "/cosmodm/api/nights",
-        "nights_page5": "/cosmodm/?page=3", "night": f"/cosmodm/night/bench/{mid}",
+        "nights_page5": "/cosmodm/?before=2026-02-10", "night": f"/cosmodm/night/bench/{mid}",
         "night_json": f"/cosmodm/api/night/bench/{mid}", "exposure": "/cosmodm/exposure/bench/505000",
         "exposure_json": "/cosmodm/api/exposure/bench/505000", "tiles": "/cosmodm/tiles?survey=bench",
         "tiles_json": "/cosmodm/api/tiles?survey=bench", "tile": "/cosmodm/tile/bench/DES0500-bench",
@@ -182,7 +205,7 @@ def _measure(url: str, tok: str, path: str, clients: int, per_client: int) -> li
         return [x for chunk in pool.map(one, range(clients)) for x in chunk]
 
 
-def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int) -> dict[str, Any]:
+def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int, workers: int) -> dict[str, Any]:
     from cosmodm_ops.archive import Archive
     from cosmodm_ops.ui.server import REPO, start_api_server, token
 
@@ -194,7 +217,7 @@ def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int) -> di
     dags.mkdir(exist_ok=True)
     shutil.copy(REPO / "dags" / "nightly_ingest.py", dags / "nightly_ingest.py")
     server = start_api_server(tmp / f"airflow_{name}", db=db, root=str(arch.root), timeout=300,
-                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": WORKERS})
+                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": str(workers)})
     try:
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "reserialize"], env=server.env,
                        check=True, capture_output=True, timeout=600)
@@ -235,17 +258,27 @@ def _server_cpu_s(pid: int) -> float:
     return total
 
 
-def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres") -> dict[str, Any]:
-    """Run the benchmark; returns ``{"pages", "anchor_p95_ms", ...}`` (the first backend's) and per backend."""
-    out: dict[str, Any] = {"clients": clients, "requests_per_endpoint": clients * per_client}
+def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres", workers: int = WORKERS,
+       pg_db: str = "ui_bench") -> dict[str, Any]:
+    """Run the benchmark; returns ``{"pages", "anchor_p95_ms", ...}`` (the first backend's) and per backend.
+
+    ``workers``: api-server worker processes; ``pg_db``: the PostgreSQL database it creates and drops.
+    """
+    import re
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", pg_db):
+        msg = f"--pg-db {pg_db!r}: use lower-case letters, digits and _ (it is created and dropped)"
+        raise ValueError(msg)
+    out: dict[str, Any] = {"clients": clients, "requests_per_endpoint": clients * per_client, "workers": workers}
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp_s:
         tmp = Path(tmp_s)
         for name in backends.split(","):
             if name == "sqlite":
                 db = f"sqlite:///{tmp / 'bench.db'}"
-                out[name] = _backend(name, db, tmp, clients, per_client)
+                out[name] = _backend(name, db, tmp, clients, per_client, workers)
             elif name == "postgres":
-                out[name] = _with_postgres(lambda db: _backend("postgres", db, tmp, clients, per_client))
+                out[name] = _with_postgres(lambda db: _backend("postgres", db, tmp, clients, per_client, workers),
+                                           pg_db)
     first = out[backends.split(",")[0]]
     out["pages"], out["anchor_p95_ms"] = first["pages"], first["anchor_p95_ms"]
     slow = {f"{b}:{k}": v["p95_ms"] for b in backends.split(",") for k, v in out[b]["pages"].items()
@@ -254,10 +287,9 @@ def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres
     return out
 
 
-def _with_postgres(fn: Any) -> Any:
+def _with_postgres(fn: Any, name: str) -> Any:
     import sqlalchemy as sa
 
-    name = "ui_bench"
     admin = sa.create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))

@@ -41,32 +41,59 @@ def _progress(row: dict[str, Any], counts: dict[str, int], used: float | None, l
             "pct": {g: (100.0 * n / total if total else 0.0) for g, n in counts.items()}}
 
 
-def campaigns(conn: Connection, *, page: int = 1, per_page: int = 50) -> dict[str, Any]:
-    """One page of campaigns, newest first, with progress, core-hours and ETA."""
+def _keyset(q: Any, col: Any, *, after: int | None, before: int | None, per_page: int, desc: bool) -> Any:
+    """One page of ``q`` by ``col`` (no OFFSET): rows past ``after`` (or, walking back, before ``before``)."""
+    if before is not None:  # the page before: read backwards from ``before``, then restore the order
+        q = q.where(col > before if desc else col < before).order_by(col.asc() if desc else col.desc())
+    else:
+        if after is not None:
+            q = q.where(col < after if desc else col > after)
+        q = q.order_by(col.desc() if desc else col.asc())
+    return q.limit(per_page)
+
+
+def _pager(conn: Connection, base: Any, col: Any, ids: list[int], total: int, *, per_page: int,
+           desc: bool) -> dict[str, Any]:
+    """Where a keyset page sits: its number, and the ids that open the next and the previous page."""
+    if not ids:
+        return {"page": 1, "pages": max(1, -(-total // per_page)), "next_after": None, "prev_before": None}
+    ahead = conn.execute(sa.select(sa.func.count()).select_from(base.where(
+        col > ids[0] if desc else col < ids[0]).subquery())).scalar() or 0
+    return {"page": ahead // per_page + 1, "pages": max(1, -(-total // per_page)),
+            "next_after": ids[-1] if ahead + len(ids) < total else None, "prev_before": ids[0] if ahead else None}
+
+
+def campaigns(conn: Connection, *, after: int | None = None, before: int | None = None,
+              per_page: int = 50) -> dict[str, Any]:
+    """One page of campaigns, newest first (keyset on the id: ``after``/``before`` an id), with progress, core-hours, ETA."""
     c = C.campaign
     total = conn.execute(sa.select(sa.func.count()).select_from(c)).scalar() or 0
-    rows = [dict(x) for x in conn.execute(sa.select(c.c.id, c.c.name, c.c.survey, c.c.stage, c.c.state, c.c.site,
-                                                    c.c.target_version, c.c.core_hours_estimated, c.c.created_at,
-                                                    c.c.updated_at, c.c.note, c.c.source)
-                                          .order_by(c.c.id.desc()).limit(per_page)
-                                          .offset((max(1, page) - 1) * per_page)).mappings()]
-    return {"rows": [{**r, **campaigns_for(conn, r["id"])} for r in rows],
-            "total": int(total), "page": max(1, page), "per_page": per_page}
+    q = sa.select(c.c.id, c.c.name, c.c.survey, c.c.stage, c.c.state, c.c.site, c.c.target_version,
+                  c.c.core_hours_estimated, c.c.created_at, c.c.updated_at, c.c.note, c.c.source)
+    rows = [dict(x) for x in conn.execute(_keyset(q, c.c.id, after=after, before=before, per_page=per_page,
+                                                  desc=True)).mappings()]
+    rows.sort(key=lambda r: -r["id"])
+    progress = _progress_of(conn, rows)
+    return {"rows": [{**r, **progress[r["id"]]} for r in rows], "total": int(total), "per_page": per_page,
+            **_pager(conn, sa.select(c.c.id), c.c.id, [r["id"] for r in rows], int(total), per_page=per_page,
+                     desc=True)}
 
 
-def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, page: int = 1,
-                    per_page: int = 100) -> dict[str, Any] | None:
-    """A campaign with its progress, one page of items (``state`` filter: an item state or a group)."""
+def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, after: int | None = None,
+                    before: int | None = None, per_page: int = 100) -> dict[str, Any] | None:
+    """A campaign with its progress, one page of items (``state`` filter: an item state or a group; keyset on
+    the item id: ``after``/``before`` an id)."""
     c, i = C.campaign, C.campaign_item
     row = conn.execute(sa.select(c).where(c.c.id == cid)).mappings().first()
     if row is None:
         return None
-    summary = campaigns_for(conn, cid)
+    summary = _progress_of(conn, [dict(row)])[cid]
     states = ITEM_GROUPS.get(state or "", (state,) if state else ())
     cond = [i.c.campaign_id == cid] + ([i.c.state.in_(states)] if states else [])
     n = conn.execute(sa.select(sa.func.count()).select_from(i).where(*cond)).scalar() or 0
-    items = [dict(x) for x in conn.execute(sa.select(i).where(*cond).order_by(i.c.id).limit(per_page)
-                                           .offset((max(1, page) - 1) * per_page)).mappings()]
+    items = [dict(x) for x in conn.execute(_keyset(sa.select(i).where(*cond), i.c.id, after=after, before=before,
+                                                   per_page=per_page, desc=False)).mappings()]
+    items.sort(key=lambda x: x["id"])
     failures = [dict(x) for x in conn.execute(sa.select(i.c.item_key, i.c.exit_code, i.c.attempts, i.c.diagnostics,
                                                         i.c.job_id)
                                               .where(i.c.campaign_id == cid, i.c.state == "failed")
@@ -74,24 +101,31 @@ def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, pag
     for f in failures:
         f["log_tail"] = "\n".join((f["diagnostics"] or "").splitlines()[-15:])
     return {"campaign": {**dict(row), **summary}, "items": items, "n_items": int(n), "state": state,
-            "page": max(1, page), "per_page": per_page, "failures": failures,
+            "per_page": per_page, "failures": failures,
+            **_pager(conn, sa.select(i.c.id).where(*cond), i.c.id, [x["id"] for x in items], int(n),
+                     per_page=per_page, desc=False),
             "pending_decisions": conn.execute(sa.select(sa.func.count()).select_from(i).where(
                 i.c.campaign_id == cid, i.c.qa_verdict == "borderline", i.c.decision.is_(None))).scalar() or 0}
 
 
-def campaigns_for(conn: Connection, cid: int) -> dict[str, Any]:
-    """The progress block of one campaign (as in :func:`campaigns`)."""
+def _progress_of(conn: Connection, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The progress blocks of campaign rows (``id``, ``created_at``) from one aggregate query."""
     i = C.campaign_item
-    row = dict(conn.execute(sa.select(C.campaign.c.id, C.campaign.c.created_at)
-                            .where(C.campaign.c.id == cid)).mappings().one())
-    counts = dict.fromkeys(ITEM_GROUPS, 0)
-    used, last = 0.0, None
-    for state, n, h, t in conn.execute(sa.select(i.c.state, sa.func.count(), sa.func.sum(i.c.core_h_used),
-                                                 sa.func.max(i.c.updated_at)).where(i.c.campaign_id == cid)
-                                       .group_by(i.c.state)):
-        counts[_GROUP_OF.get(state, "planned")] += int(n)
-        used += float(h or 0.0)
-        if state == "done":
-            last = t
-    out = _progress(row, counts, used, last)
-    return {k: out[k] for k in ("counts", "total", "core_hours_used", "eta_s", "pct")}
+    ids = [r["id"] for r in rows]
+    counts = {cid: dict.fromkeys(ITEM_GROUPS, 0) for cid in ids}
+    used, last = dict.fromkeys(ids, 0.0), dict.fromkeys(ids)
+    if ids:
+        for cid, state, n, h, t in conn.execute(
+                sa.select(i.c.campaign_id, i.c.state, sa.func.count(), sa.func.sum(i.c.core_h_used),
+                          sa.func.max(i.c.updated_at)).where(i.c.campaign_id.in_(ids))
+                .group_by(i.c.campaign_id, i.c.state)).all():
+            counts[cid][_GROUP_OF.get(state, "planned")] += int(n)
+            used[cid] += float(h or 0.0)
+            if state == "done":
+                last[cid] = t
+    keys = ("counts", "total", "core_hours_used", "eta_s", "pct")
+    out = {}
+    for r in rows:
+        p = _progress({"id": r["id"], "created_at": r["created_at"]}, counts[r["id"]], used[r["id"]], last[r["id"]])
+        out[r["id"]] = {k: p[k] for k in keys}
+    return out

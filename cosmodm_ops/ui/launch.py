@@ -48,7 +48,7 @@ def main() -> int:
     Archive(db, root).init()  # the survey pages' indexes (migration 0003) on an older archive
     port = _port(int(os.environ.get("COSMODM_UI_PORT", "8080")))
     server = start_api_server(home, db=db, root=str(root), port=port, timeout=300,
-                              env_extra={"AIRFLOW__API__WORKERS": os.environ.get("COSMODM_UI_WORKERS", "4")})
+                              env_extra={"AIRFLOW__API__WORKERS": os.environ.get("COSMODM_UI_WORKERS", "2")})
     print(f"Airflow UI with the survey pages on {what}:\n"
           f"  {server.url}/  (Survey in the navigation; the pages alone: {server.url}/cosmodm/)\n"
           f"  login: admin / {server.passwords['admin']}   (read-only: viewer / {server.passwords['viewer']})\n"

@@ -41,12 +41,15 @@ __all__ = [
     "sky_objects",
     "surveys",
     "tile_detail",
+    "tile_states",
     "tiles_status",
 ]
 
 p, e, q, qa, lin, r = S.products, S.exposures, S.quarantine, S.qa_results, S.lineage, S.runs
 _CCD_INFO = ("zeropoint_1s", "sky_e", "sky_noise_e", "fwhm_arcsec", "astrom_rms_mas", "n_stars")
 TILE_STATES = ("none", "partial", "done", "stale", "failed")
+#: one letter per state, as :func:`tiles_status` ships a tile's status (a letter per band)
+TILE_CODES = {s[0]: s for s in TILE_STATES}
 
 
 def _active_exposure_quarantine(survey: str) -> list[Any]:
@@ -62,23 +65,30 @@ def surveys(conn: Connection) -> list[str]:
 
 
 def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_to: str | None = None,
-           page: int = 1, per_page: int = 30) -> dict[str, Any]:
+           before: str | None = None, after: str | None = None, per_page: int = 30) -> dict[str, Any]:
     """One page of nights, newest first, with exposure counts and the runs that processed them.
 
-    Returns ``{"rows": [{"night", "exposures", "accepted", "quarantined", "failed", "runs": [{"dag_id",
-    "run_id"}]}], "total", "page", "per_page"}``.
+    Keyset pages (no OFFSET): ``before`` a night (the next, older page) or ``after`` one (the previous,
+    newer page). Returns ``{"rows": [{"night", "exposures", "accepted", "quarantined", "failed", "runs":
+    [{"dag_id", "run_id"}]}], "total", "page", "pages", "per_page", "next_before", "prev_after"}``.
     """
     cond = [e.c.survey == survey]
     if date_from:
         cond.append(e.c.night >= date_from)
     if date_to:
         cond.append(e.c.night <= date_to)
-    total = conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(*cond)).scalar() or 0
-    page = max(1, page)
-    chosen = [row[0] for row in conn.execute(sa.select(e.c.night).where(*cond).group_by(e.c.night)
-                                             .order_by(e.c.night.desc()).limit(per_page)
-                                             .offset((page - 1) * per_page))]
-    out = {"rows": [], "total": int(total), "page": page, "per_page": per_page}
+    total = int(conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(*cond)).scalar() or 0)
+    sel = sa.select(e.c.night).where(*cond).group_by(e.c.night)
+    if after and not before:
+        sel = sel.where(e.c.night > after).order_by(e.c.night.asc())
+    else:
+        sel = (sel.where(e.c.night < before) if before else sel).order_by(e.c.night.desc())
+    chosen = sorted((row[0] for row in conn.execute(sel.limit(per_page))), reverse=True)
+    newer = int(conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(
+        *cond, e.c.night > chosen[0])).scalar() or 0) if chosen else 0
+    out = {"rows": [], "total": total, "page": newer // per_page + 1, "pages": max(1, -(-total // per_page)),
+           "per_page": per_page, "next_before": chosen[-1] if chosen and newer + len(chosen) < total else None,
+           "prev_after": chosen[0] if chosen and newer else None}
     if not chosen:
         return out
     # aggregates per night (no per-exposure rows): exposures, processed (a current QA product), and the
@@ -90,10 +100,13 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
     n_done = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(*qa_cond)
                                .group_by(p.c.night)).all())
     held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey))
-    bad = set(conn.execute(sa.select(e.c.night, e.c.expnum).where(
-        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all())
-    bad_done = set(conn.execute(sa.select(p.c.night, p.c.expnum).where(
-        *qa_cond, p.c.expnum.in_(sorted({x for _, x in bad})))).all()) if bad else set()
+    # the quarantined exposures, each with whether it has a current QA product (one index probe each)
+    has_qa = sa.exists().where(p.c.stage == "single_epoch", p.c.kind == "qa", p.c.survey == e.c.survey,
+                               p.c.night == e.c.night, p.c.state == "current", p.c.expnum == e.c.expnum)
+    rows_bad = conn.execute(sa.select(e.c.night, e.c.expnum, has_qa).where(
+        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all()
+    bad = {(n, x) for n, x, _ in rows_bad}
+    bad_done = {(n, x) for n, x, done in rows_bad if done}
     runs: dict[str, list[dict[str, str]]] = defaultdict(list)
     for night, dag_id, run_id in conn.execute(
             sa.select(p.c.night, r.c.dag_id, r.c.run_id).join(r, r.c.id == p.c.run_id)
@@ -296,42 +309,52 @@ def product_detail(conn: Connection, product_id: int) -> dict[str, Any] | None:
 
 
 def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
-    """Every tile of a survey with its coadd status per band (see the module docstring)."""
+    """Every tile of a survey with its coadd status per band (see the module docstring).
+
+    Returns ``{"tiles": [{"name", "ra", "dec", "status"}], "bands": [...], "codes": {letter: state}}``
+    with ``status`` one letter per band of ``bands`` (``TILE_CODES``: ``n`` none, ``p`` partial, ``d``
+    done, ``s`` stale, ``f`` failed). The coadd products come as one aggregate row per tile, read
+    from the covering index of migration ``0006_ui``.
+    """
     t = S.tiles
-    tiles = [dict(x) for x in conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey)
-                                           .order_by(t.c.name)).mappings()]
-    kinds: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for tile, band, kind in conn.execute(sa.select(p.c.tile, p.c.band, p.c.kind).where(
+    tiles = conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey).order_by(t.c.name)).all()
+    # one row per tile: its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd)
+    word = sa.case((p.c.kind == "coadd", "C"), (p.c.kind == "coadd_catalog", "K"), else_="H") + p.c.band
+    kinds: dict[str, dict[str, str]] = {}
+    for tile, words in conn.execute(sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
             p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
-            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile, p.c.band, p.c.kind)):
-        kinds[(tile, band)].add(kind)
+            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile)).all():
+        per: dict[str, str] = {}
+        for w in (words or "").split(" "):
+            if len(w) > 1:
+                per[w[1:]] = per.get(w[1:], "") + w[0]
+        kinds[tile] = per
+    bands = sorted({b for per in kinds.values() for b in per if b != "det"})
+    status = {tile: {b: "d" if "C" in k and "K" in k else "p" for b, k in per.items()} for tile, per in kinds.items()}
     # stale: walk from the (few) superseded products forwards, not from every coadd backwards
     superseded = sa.select(p.c.id).where(p.c.state == "superseded")
     made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(superseded))
-    stale = set(conn.execute(sa.select(p.c.tile, p.c.band).where(
-        p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()).all())
+    for tile, band in conn.execute(sa.select(p.c.tile, p.c.band).where(
+            p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()):
+        status.setdefault(tile, {})[band] = "s"
     failed = set(conn.execute(sa.select(q.c.tile, q.c.band).where(
         q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all())
     failed |= set(conn.execute(sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
         p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current", q.c.released == 0)).all())
-    bands = sorted({b for _, b in kinds if b and b != "det"})
-    for x in tiles:
-        status = {}
-        for b in bands:
-            key = (x["name"], b)
-            have = kinds.get(key, set())
-            if key in failed or (x["name"], None) in failed:
-                status[b] = "failed"
-            elif key in stale:
-                status[b] = "stale"
-            elif {"coadd", "coadd_catalog"} <= have:
-                status[b] = "done"
-            elif have:
-                status[b] = "partial"
-            else:
-                status[b] = "none"
-        x["status"] = status
-    return {"tiles": tiles, "bands": bands}
+    for tile, band in failed:  # a quarantine without a band covers the whole tile
+        status.setdefault(tile, {}).update({b: "f" for b in bands} if band is None else {band: "f"})
+    none = "n" * len(bands)
+    out = []
+    for name, ra, dec in tiles:
+        st = status.get(name)
+        out.append({"name": name, "ra": ra, "dec": dec,
+                    "status": "".join([st.get(b, "n") for b in bands]) if st else none})
+    return {"tiles": out, "bands": bands, "codes": TILE_CODES}
+
+
+def tile_states(tile: dict[str, Any], bands: Sequence[str]) -> dict[str, str]:
+    """A tile row of :func:`tiles_status` as ``{band: state}``."""
+    return {b: TILE_CODES[c] for b, c in zip(bands, tile["status"], strict=True)}
 
 
 def tile_detail(conn: Connection, *, survey: str, name: str) -> dict[str, Any] | None:

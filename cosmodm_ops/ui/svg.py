@@ -6,6 +6,7 @@ Pure functions: rows in, SVG markup out. Every text and attribute value is escap
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -101,14 +102,47 @@ def sky_map_svg(tiles: Sequence[Mapping[str, Any]], bands: Sequence[str], *, wid
                 tile_deg: float | None = None, link_prefix: str = "tile/") -> str:
     """The tiling in RA/Dec, one square per tile, coloured by its status in the first band.
 
-    The projection is equirectangular about the footprint's centre with RA scaled by cos(Dec0)
-    (RA increasing to the left, as on the sky); a footprint that crosses RA 0 is unwrapped. Each
-    tile carries ``data-status-<band>`` so the page's script can recolour by band, and links to
-    its tile page.
+    ``tiles``: rows of :func:`cosmodm_ops.ui.queries.tiles_status` (``status``: one letter per band
+    of ``bands``). The projection is equirectangular about the footprint's centre with RA scaled by
+    cos(Dec0) (RA increasing to the left, as on the sky); a footprint that crosses RA 0 is unwrapped.
+    Each tile carries its letters in ``data-s`` (the svg lists the bands in ``data-bands``) so the
+    page's script can recolour by band, and links to its tile page. The squares' placement depends
+    on the tiling only: it is computed once per distinct tiling (the tile rows are the key, so a
+    moved or added tile makes a new one) and only the status is written per request.
     """
-    pts = [(t["ra"], t["dec"]) for t in tiles if t.get("ra") is not None and t.get("dec") is not None]
-    if not pts:
+    geo = _sky_geometry(tuple((t["name"], t["ra"], t["dec"]) for t in tiles), width, tile_deg, link_prefix)
+    if geo is None:
         return "<p>No tiles with coordinates.</p>"
+    height, cells = geo
+    bands_e = [escape(b) for b in bands]
+    titles: dict[str, tuple[str, str]] = {}
+    parts = [(f'<svg id="skymap" class="sky-map" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+              f'height="{height}" viewBox="0 0 {width} {height}" data-bands="{" ".join(bands_e)}" role="img" '
+              'aria-label="tiling sky map"><g id="skymap-view">')]
+    for k, rect, title in cells:  # one string per tile; the stroke is the stylesheet's (rect.tile)
+        code = tiles[k].get("status") or ""
+        if code not in titles:  # few distinct status strings
+            states = [_CODES.get(c, "none") for c in code]
+            fill = STATUS_COLOURS.get(states[0] if states else "none", STATUS_COLOURS["none"])
+            titles[code] = (f' data-s="{escape(code)}" fill="{fill}"><title>',
+                            ", ".join(f"{b} {st}" for b, st in zip(bands_e, states, strict=False)))
+        attrs, text = titles[code]
+        parts.append(f"{rect}{attrs}{title}{text}</title></rect></a>")
+    parts.append("</g></svg>")
+    return "".join(parts)
+
+
+_CODES = {s[0]: s for s in STATUS_COLOURS}
+
+
+@functools.lru_cache(maxsize=8)
+def _sky_geometry(tiles: tuple[tuple[str, float | None, float | None], ...], width: int, tile_deg: float | None,
+                  link_prefix: str) -> tuple[int, list[tuple[int, str, str]]] | None:
+    """The svg's height and, per placed tile, (row index, ``<a><rect ...`` up to its status, title prefix)."""
+    placed = [(k, name, ra, dec) for k, (name, ra, dec) in enumerate(tiles) if ra is not None and dec is not None]
+    if not placed:
+        return None
+    pts = [(ra, dec) for _, _, ra, dec in placed]
     ras = [a for a, _ in pts]
     if max(ras) - min(ras) > 180:
         ras = [a - 360 if a > 180 else a for a in ras]
@@ -123,31 +157,16 @@ def sky_map_svg(tiles: Sequence[Mapping[str, Any]], bands: Sequence[str], *, wid
     y0, y1 = min(decs) - tile_deg, max(decs) + tile_deg
     scale = width / max(x1 - x0, 1e-6)
     height = max(120, int((y1 - y0) * scale))
-    band = bands[0] if bands else ""
-    parts = [(f'<svg id="skymap" class="sky-map" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="tiling sky map">'
-             '<g id="skymap-view">')]
     s = tile_deg * scale * 0.96
-    bands_e = [escape(b) for b in bands]
     prefix = escape(link_prefix)
-    k = 0
-    for t in tiles:  # one string per tile; the stroke is the stylesheet's (rect.tile)
-        if t.get("ra") is None or t.get("dec") is None:
-            continue
-        x = (xs[k] - x0) * scale - s / 2
-        y = (y1 - t["dec"]) * scale - s / 2
-        k += 1
-        status = t.get("status", {})
-        sts = [status.get(b, "none") for b in bands]
-        name = escape(t["name"])
-        data = "".join(f' data-status-{b}="{st}"' for b, st in zip(bands_e, sts, strict=True))
-        title = ", ".join(f"{b} {st}" for b, st in zip(bands_e, sts, strict=True))
-        parts.append(f'<a href="{prefix}{name}" class="tile-link"><rect class="tile" data-name="{name}"{data} '
-                     f'x="{x:.1f}" y="{y:.1f}" width="{s:.1f}" height="{s:.1f}" '
-                     f'fill="{STATUS_COLOURS.get(status.get(band, "none"), STATUS_COLOURS["none"])}">'
-                     f'<title>{name} (RA {t["ra"]:.3f}, Dec {t["dec"]:.3f}): {title}</title></rect></a>')
-    parts.append("</g></svg>")
-    return "".join(parts)
+    cells = []
+    for (k, name, ra, dec), x in zip(placed, xs, strict=True):
+        n = escape(name)
+        rect = (f'<a href="{prefix}{n}" class="tile-link"><rect class="tile" data-name="{n}" '
+                f'x="{(x - x0) * scale - s / 2:.1f}" y="{(y1 - dec) * scale - s / 2:.1f}" width="{s:.1f}" '
+                f'height="{s:.1f}"')
+        cells.append((k, rect, f"{n} (RA {ra:.3f}, Dec {dec:.3f}): "))
+    return height, cells
 
 
 def _spacing(pts: Sequence[tuple[float, float]]) -> float | None:

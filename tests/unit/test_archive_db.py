@@ -397,3 +397,16 @@ def test_cli_end_to_end(archive, night, tmp_path, monkeypatch, capsys):
     assert "retry" in capsys.readouterr().err
     monkeypatch.delenv("COSMODM_DB")
     assert main(["archive", "find"]) == 65
+
+
+def test_sqlite_reads_do_not_queue_behind_a_writer_and_cannot_write(archive, night):
+    """The read engine (survey pages, find, lineage, cone): a deferred BEGIN on the WAL snapshot, query_only."""
+    n = len(archive.find(kind="image"))
+    with archive.engine.begin() as writer:  # BEGIN IMMEDIATE: holds the write lock
+        writer.execute(sa.text("UPDATE products SET size = size WHERE id = 1"))
+        with archive.read_engine.connect() as reader:  # would wait 60 s for the lock with BEGIN IMMEDIATE
+            assert reader.execute(sa.text("SELECT count(*) FROM products WHERE kind = 'image'")).scalar() == n
+        assert len(archive.find(kind="image")) == n
+    with archive.read_engine.connect() as reader, pytest.raises(sa.exc.OperationalError, match="readonly"):
+        reader.execute(sa.text("DELETE FROM products"))
+    assert len(archive.find(kind="image")) == n

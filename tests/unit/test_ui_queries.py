@@ -82,7 +82,7 @@ def test_tile_states_match_the_seed(seeded):
     with arch.engine.connect() as conn:
         data = Q.tiles_status(conn, survey="demo")
     assert data["bands"] == ["g", "r"]
-    got = {t["name"]: t["status"] for t in data["tiles"]}
+    got = {t["name"]: Q.tile_states(t, data["bands"]) for t in data["tiles"]}
     assert got == truth["tiles"]
     assert {s for st in got.values() for s in st.values()} >= {"none", "partial", "done", "stale", "failed"}
 
@@ -207,3 +207,52 @@ def test_campaign_progress_matches_the_items(seeded):
     assert row["core_hours_used"] == pytest.approx(0.4 * want.get("done", 0))
     assert d["n_items"] == want.get("failed", 0) == len(d["failures"])
     assert all("exit code 65" in f["log_tail"] for f in d["failures"])
+
+
+def test_sky_map_places_each_tile_and_follows_a_moved_tile():
+    """One rect per placed tile with its band letters; the placement is memoised on the tile rows, never stale."""
+    import re
+
+    tiles = [{"name": "A", "ra": 10.0, "dec": -5.0, "status": "dn"}, {"name": "B", "ra": 11.0, "dec": -5.0, "status": "fp"},
+             {"name": "C<x>", "ra": 12.0, "dec": -5.0, "status": "sd"}, {"name": "D", "ra": None, "dec": None, "status": "nn"}]
+    out = svg.sky_map_svg(tiles, ["g", "r"], link_prefix="t/")
+    rects = re.findall(r'<rect class="tile" data-name="([^"]+)" x="([-\d.]+)" y="[-\d.]+"[^>]* data-s="(\w+)" '
+                       r'fill="(#\w+)"', out)
+    assert [(n, s, f) for n, _, s, f in rects] == [("A", "dn", svg.STATUS_COLOURS["done"]),
+                                                    ("B", "fp", svg.STATUS_COLOURS["failed"]),
+                                                    ("C&lt;x&gt;", "sd", svg.STATUS_COLOURS["stale"])]
+    assert 'data-bands="g r"' in out and "g failed, r partial" in out and 'href="t/C&lt;x&gt;"' in out
+    xs = [float(x) for _, x, _, _ in rects]
+    assert xs[0] > xs[1] > xs[2]  # RA increases to the left
+    moved = [dict(t) for t in tiles]
+    moved[1]["ra"] = 10.5  # e.g. placed by its coadd's WCS: a new layout, not the memoised one
+    x_b = float(re.search(r'data-name="B" x="([-\d.]+)"', svg.sky_map_svg(moved, ["g", "r"], link_prefix="t/"))[1])
+    assert xs[0] > x_b > xs[1]
+
+
+def test_campaign_items_and_nights_page_by_keyset(seeded):
+    """Next and previous pages by the last/first key (no OFFSET) walk every row once, in order."""
+    from cosmodm_ops.ui.campaigns import campaign_detail
+
+    arch, truth = seeded
+    cid, want = next(iter(truth["campaigns"].items()))
+    with arch.engine.connect() as conn:
+        seen, pages, after = [], [], None
+        while True:
+            d = campaign_detail(conn, cid, after=after, per_page=2)
+            seen += [x["id"] for x in d["items"]]
+            pages.append(d["page"])
+            if d["next_after"] is None:
+                break
+            after = d["next_after"]
+        back = campaign_detail(conn, cid, before=d["prev_before"], per_page=2) if d["prev_before"] else None
+        n_nights = Q.nights(conn, survey="demo")["total"]
+        first = Q.nights(conn, survey="demo", per_page=1)
+        second = Q.nights(conn, survey="demo", per_page=1, before=first["next_before"]) if n_nights > 1 else None
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == sum(want.values())
+    assert pages == list(range(1, len(pages) + 1)) and d["pages"] == len(pages)
+    if back is not None:
+        assert [x["id"] for x in back["items"]] == seen[-len(d["items"]) - 2:-len(d["items"])]
+    assert first["page"] == 1 and first["prev_after"] is None
+    if second is not None:
+        assert second["rows"][0]["night"] < first["rows"][0]["night"] and second["prev_after"] == second["rows"][0]["night"]

@@ -11,11 +11,14 @@
   if (!svg) { return; }
   var colours = {none: "#d9d9d9", partial: "#f6c85f", done: "#4caf50", stale: "#8e7cc3", failed: "#d9534f"};
   var band = document.getElementById("band");
+  // each tile's data-s holds one letter per band of the svg's data-bands (n, p, d, s, f: the states' initials)
+  var states = {n: "none", p: "partial", d: "done", s: "stale", f: "failed"};
+  var bands = (svg.getAttribute("data-bands") || "").split(" ");
   function recolour() {
-    var b = band && band.value;
+    var i = band ? bands.indexOf(band.value) : -1;
     svg.querySelectorAll("rect.tile").forEach(function (r) {
-      var s = (b && r.getAttribute("data-status-" + b)) || "none";
-      r.setAttribute("fill", colours[s] || colours.none);
+      var s = (i >= 0 && states[(r.getAttribute("data-s") || "").charAt(i)]) || "none";
+      r.setAttribute("fill", colours[s]);
     });
   }
   if (band) { band.addEventListener("change", recolour); }
