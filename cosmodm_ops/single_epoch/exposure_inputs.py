@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fitsio
 import numpy as np
 from astropy.io import fits as afits
 
@@ -289,8 +290,9 @@ def ccd_specs(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Pa
     only = set(cfg.single_epoch.only_ccds) if cfg.single_epoch.only_ccds is not None else None
     specs: list[dict[str, Any]] = []
     skipped: list[int] = []
+    ccdnums = _ccdnums(xin.source, xin.hdus)
     for pos, (hdu, extname) in enumerate(xin.hdus):
-        ccd = _ccdnum(xin.source, hdu, pos)
+        ccd = ccdnums[pos]
         if only is not None and ccd not in only:
             continue
         if ccd in done:
@@ -306,8 +308,12 @@ def ccd_specs(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Pa
     return specs, skipped
 
 
-def _ccdnum(path: str, hdu: int, pos: int) -> int:
-    hdr = afits.getheader(path, hdu)
-    if "CCDNUM" in hdr:
-        return int(hdr["CCDNUM"])
-    return pos + 1
+def _ccdnums(path: str, hdus: list[tuple[int, str]]) -> list[int]:
+    """CCDNUM of each HDU (its position + 1 when the key is absent), the file opened once (fitsio reads a
+    header without parsing those before it, as astropy's ``getheader`` does on every call)."""
+    out = []
+    with fitsio.FITS(path) as f:
+        for pos, (hdu, _) in enumerate(hdus):
+            hdr = f[hdu].read_header()
+            out.append(int(hdr["CCDNUM"]) if "CCDNUM" in hdr else pos + 1)
+    return out
