@@ -284,18 +284,19 @@ def _write_products(spec: dict[str, Any], prep: dict[str, Any], header: afits.He
         sources["head"] = Path(head_p)
         names["head"] = f"{spec['stem']}_{tag}.head"
     out = [(k, str(outdir / names[k]), publish(sources[k], outdir / names[k])) for k in sources]
-    return out, _preview(spec, image)
+    return out, _preview(spec, sources["image"])
 
 
-def _preview(spec: dict[str, Any], image: np.ndarray) -> Any:
-    """The CCD binned for the exposure's focal-plane preview (None without a binning or on any error: a
+def _preview(spec: dict[str, Any], image_product: Path) -> Any:
+    """The CCD binned for the exposure's focal-plane preview from its image product (the RAM-disk copy: the
+    same pixels as a re-run reads from the output folder), or None without a binning or on any error (a
     preview never fails a CCD)."""
     if not spec.get("preview_binning"):
         return None
     from cosmodm_ops.qa.thumbnail_products import ccd_preview
 
     try:
-        return ccd_preview(image, spec["preview_binning"], spec["ccd_nx"])
+        return ccd_preview(cfits.read_image(image_product)[0], spec["preview_binning"], spec["ccd_nx"])
     except Exception as err:  # noqa: BLE001
         log.warning("CCD %s: no preview: %s", spec["ccd"], err)
         return None
