@@ -30,8 +30,9 @@ Issue 18 added, all in the same call:
   exposure, and ours on the same CCDs: ``previous_core_minutes`` = ours per exposure x that ratio;
 - **disk I/O by syscall tracing** (:mod:`cosmodm_ops.single_epoch.iotrace`): bytes every process
   of the job read and wrote on the output file system, for our job and a *naive* job (work folder on
-  the shared disk, products uncompressed), on the first ``io_ccds`` CCDs; ``io_ratio_read_write``
-  and ``io_ratio_written`` are naive / ours.
+  the shared disk, products uncompressed), on the first ``io_ccds`` CCDs (two sizes: each job's bytes
+  extrapolated to the whole exposure along the line through them, :func:`io_line`);
+  ``io_ratio_read_write`` and ``io_ratio_written`` are naive / ours for the whole exposure.
 
 ``ccds`` < the camera's CCDs runs every job on the first ``ccds`` CCDs (a file with those HDUs
 only) and scales CPU to the whole exposure by n_ccds_camera / ccds (start-up and SCAMP included,
@@ -210,8 +211,9 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         sizes = sorted({min(int(n), n_cam) for n in str(io_ccds).split(",") if int(n) > 0}) if io_ccds else []
         if sizes:
             results.update(_io(raw, night, base, jobs, ram, sizes, n_cam))
-        if keep:
+        if keep:  # every figure (--json prints only the contract's keys)
             results["kept"] = str(base)
+            (base / "bench_exposure.json").write_text(json.dumps(results, indent=1, default=str))
         return results
     finally:
         if not keep:
