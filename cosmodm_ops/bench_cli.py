@@ -114,7 +114,8 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--ccds", {"type": int, "default": 0, "help": "run on the first N CCDs and scale to the exposure (0: all)"}),
         ("--previous-ccds", {"type": int, "default": 4, "help": "CCDs of the previous-configuration comparison "
                              "(default 4; 0: skip)"}),
-        ("--io-ccds", {"type": int, "default": 2, "help": "CCDs of the strace-counted I/O runs (default 2; 0: skip)"}),
+        ("--io-ccds", {"default": "2,4", "help": "CCDs of the strace-counted I/O runs, comma-separated: two sizes "
+                       "are extrapolated to the exposure along a line (default 2,4; 0: skip)"}),
     ],
     "clusters": [
         ("--n-clusters", {"type": int, "default": 48, "help": "injected clusters (default 48)"}),

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -311,12 +311,17 @@ def compress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], qlev
     return _recode(Path(src), Path(dst), compress=True, qlevel=qlevel)
 
 
-def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """Copy every HDU of ``src`` to ``dst`` uncompressed (what SExtractor can read)."""
-    return _recode(Path(src), Path(dst), compress=False, qlevel=DEFAULT_QLEVEL)
+def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                    keep: Collection[str] | None = None) -> Path:
+    """Copy every HDU of ``src`` to ``dst`` uncompressed (what SExtractor can read).
+
+    ``keep``: EXTNAMEs (upper case) whose pixels are copied; the other image extensions are written with
+    their header and no data (HDU numbers stay those of ``src``). None: every HDU.
+    """
+    return _recode(Path(src), Path(dst), compress=False, qlevel=DEFAULT_QLEVEL, keep=keep)
 
 
-def _recode(src: Path, dst: Path, *, compress: bool, qlevel: float) -> Path:
+def _recode(src: Path, dst: Path, *, compress: bool, qlevel: float, keep: Collection[str] | None = None) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
     os.close(fd)
@@ -327,14 +332,19 @@ def _recode(src: Path, dst: Path, *, compress: bool, qlevel: float) -> Path:
                 header = hdu.read_header()
                 extname = hdu.get_extname() or None
                 if hdu.get_exttype() == "IMAGE_HDU":
+                    skip = keep is not None and i > 0 and (extname or "").upper() not in keep
                     try:
-                        data = hdu.read() if hdu.has_data() else None
+                        data = hdu.read() if hdu.has_data() and not skip else None
                     except (OSError, ValueError) as err:
                         msg = f"{src}[{i}]: cannot read image data, file truncated or corrupt ({err})"
                         raise FitsError(msg) from err
                     records = _header_records(header)
-                    if data is None:
+                    if data is None and i == 0:
                         fout.write_image(None, extname=extname, header=records)
+                        continue
+                    if data is None:  # an extension without pixels (NAXIS1 = 0), its header kept
+                        fout.create_image_hdu(dims=[0], dtype=np.uint8, extname=extname)
+                        fout[-1].write_keys(records or [])
                         continue
                     if compress and i == 0:
                         # A compressed image cannot be the primary HDU: an empty primary, and the

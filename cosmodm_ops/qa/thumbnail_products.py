@@ -16,7 +16,7 @@ from typing import Any
 from cosmodm_ops.manifest import ManifestProduct
 from cosmodm_ops.qa.thumbnails import bin_image, encode_png, focal_plane_preview, stretch
 
-__all__ = ["coadd_thumbnail", "exposure_thumbnail"]
+__all__ = ["ccd_preview", "coadd_thumbnail", "exposure_thumbnail", "preview_binning"]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,22 @@ def _write(png: bytes, path: Path, outdir: Path, tags: dict[str, Any]) -> Manife
                            path=str(path.relative_to(outdir)), sha256=file_sha256(path), size=path.stat().st_size)
 
 
+def preview_binning(camera: Any) -> int:
+    """Block size (pixels of a full-size CCD) of the exposure preview of ``camera``."""
+    from cosmodm_ops.cameras.layout import focal_plane
+
+    span_px = max(focal_plane(camera).extent_deg()) * 3600.0 / camera.pixel_scale
+    return max(1, int(span_px // (2 * PREVIEW_SIZE)))
+
+
+def ccd_preview(image: Any, factor: int, ccd_nx: int) -> Any:
+    """One CCD binned for the preview (``factor`` from :func:`preview_binning`; a smaller test image is binned
+    to the same scale)."""
+    return bin_image(image, max(1, round(factor * image.shape[1] / ccd_nx)))
+
+
 def exposure_thumbnail(outdir: str | os.PathLike[str], products: Sequence[ManifestProduct], camera: Any,
-                       tags: dict[str, Any]) -> ManifestProduct | None:
+                       tags: dict[str, Any], binned: dict[int, Any] | None = None) -> ManifestProduct | None:
     """A focal-plane preview of the job's ``image`` products (None when there are none or it fails).
 
     Parameters
@@ -48,6 +62,9 @@ def exposure_thumbnail(outdir: str | os.PathLike[str], products: Sequence[Manife
         The camera, for the CCD positions (:func:`cosmodm_ops.cameras.layout.focal_plane`).
     tags : dict
         Tags of the exposure (kind is replaced by ``thumbnail``, ccd by None).
+    binned : dict, optional
+        CCDNUM -> that CCD already binned by :func:`ccd_preview` (the workers bin their CCD while it is in
+        memory); the other CCDs' image products are read.
     """
     from cosmodm_ops.cameras.layout import focal_plane
     from cosmodm_ops.fits import read_image
@@ -58,16 +75,15 @@ def exposure_thumbnail(outdir: str | os.PathLike[str], products: Sequence[Manife
         return None
     try:
         fp = focal_plane(camera)
-        span_px = max(fp.extent_deg()) * 3600.0 / camera.pixel_scale
-        factor = max(1, int(span_px // (2 * PREVIEW_SIZE)))
+        factor = preview_binning(camera)
         ccds, centres = {}, {}
         for p in images:
-            data, _ = read_image(outdir / p.path)
             c = int(p.tags["ccd"])
             info = fp.ccd(c)
-            # the image may be smaller than the camera's CCD (a binned test image): bin to the same scale
-            own = max(1, round(factor * data.shape[1] / camera.ccd_nx))
-            ccds[c] = bin_image(data, own)
+            if binned and c in binned:
+                ccds[c] = binned[c]
+            else:
+                ccds[c] = ccd_preview(read_image(outdir / p.path)[0], factor, camera.ccd_nx)
             centres[c] = (info.x_mm / camera.pixel_size_mm / factor, info.y_mm / camera.pixel_size_mm / factor)
         png = encode_png(focal_plane_preview(ccds, centres, size=PREVIEW_SIZE))
         return _write(png, outdir / "thumbnail.png", outdir, {**tags, "ccd": None})

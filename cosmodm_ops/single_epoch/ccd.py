@@ -237,7 +237,7 @@ def finish_ccd(spec: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
             values, apcorr = _measure(spec, prep, cat2)
         res["values"] = values
         with clock.stage("write_products"):
-            res["products"] = _write_products(spec, prep, header, cat2, apcorr, head_p)
+            res["products"], res["preview"] = _write_products(spec, prep, header, cat2, apcorr, head_p)
     except CcdFailure as err:
         res["failed"] = str(err)
     except ToolError as err:
@@ -247,40 +247,59 @@ def finish_ccd(spec: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_products(spec: dict[str, Any], prep: dict[str, Any], header: afits.Header, cat2: Path,
-                    apcorr: float | None, head_p: str | None) -> list[tuple[str, str]]:
-    """Compressed image, weight and mask, the catalog, the PSF model (and the SCAMP header) into the output."""
-    outdir = Path(spec["outdir"])
+                    apcorr: float | None, head_p: str | None) -> tuple[list[tuple[str, str, str]], Any]:
+    """Compressed image, weight and mask, the catalog, the PSF model (and the SCAMP header) into the output;
+    (kind, path, sha256) of each, and the image binned for the exposure preview (or None).
+
+    Each product is made in the RAM-disk folder and copied into the output folder with its checksum
+    (:func:`~cosmodm_ops.single_epoch.outputs.publish`): the output file system is written once, never read.
+    """
+    from cosmodm_ops.single_epoch.outputs import publish
+
+    outdir, work = Path(spec["outdir"]), Path(spec["workdir"])
     tag = f"ccd{spec['ccd']:02d}"
     header["HISTORY"] = f"cosmodm: MAG_PSF aperture correction {apcorr:+.4f} mag" if apcorr is not None else \
         "cosmodm: no MAG_PSF aperture correction (too few stars)"
-    with fitsio.FITS(prep["image"]) as f:
-        image = f[0].read()
-    with fitsio.FITS(prep["weight"]) as f:
-        weight = f[0].read()
-    with fitsio.FITS(prep["flag"]) as f:
-        mask = f[0].read()
+    image, weight, mask = (fitsio.read(prep[k], ext=0) for k in ("image", "weight", "flag"))
     compress = spec.get("compress_products", True)
     fz = ".fits.fz" if compress else ".fits"
     names = {
-        "image": outdir / f"{spec['stem']}_{tag}_image{fz}",
-        "weight": outdir / f"{spec['stem']}_{tag}_weight{fz}",
-        "mask": outdir / f"{spec['stem']}_{tag}_mask{fz}",
-        "catalog": outdir / f"{spec['stem']}_{tag}_cat.fits",
-        "psf": outdir / f"{spec['stem']}_{tag}.psf",
+        "image": f"{spec['stem']}_{tag}_image{fz}",
+        "weight": f"{spec['stem']}_{tag}_weight{fz}",
+        "mask": f"{spec['stem']}_{tag}_mask{fz}",
+        "catalog": f"{spec['stem']}_{tag}_cat.fits",
     }
-    cfits.write_image(names["image"], image, header, extname="SCI", compress=compress)
-    cfits.write_image(names["weight"], weight, _wcs_only(header), extname="WGT", compress=compress,
+    made = work / f"{tag}.products"
+    made.mkdir(exist_ok=True)
+    cfits.write_image(made / names["image"], image, header, extname="SCI", compress=compress)
+    cfits.write_image(made / names["weight"], weight, _wcs_only(header), extname="WGT", compress=compress,
                       qlevel=spec.get("weight_qlevel", cfits.DEFAULT_QLEVEL))
-    cfits.write_image(names["mask"], mask.astype(np.int32, copy=False), _wcs_only(header), extname="MSK",
+    cfits.write_image(made / names["mask"], mask.astype(np.int32, copy=False), _wcs_only(header), extname="MSK",
                       compress=compress)
-    _write_catalog(cat2, names["catalog"], apcorr)
-    names["psf"].write_bytes(Path(prep["psf"]).read_bytes())
-    kinds = {"image": "image", "weight": "weight", "mask": "mask", "catalog": "catalog", "psf": "psf"}
+    _write_catalog(cat2, made / names["catalog"], apcorr)
+    sources = {k: made / n for k, n in names.items()}
+    sources["psf"] = Path(prep["psf"])
+    names["psf"] = f"{spec['stem']}_{tag}.psf"
     if head_p:
-        names["head"] = outdir / f"{spec['stem']}_{tag}.head"
-        names["head"].write_text(Path(head_p).read_text(errors="ignore"))
-        kinds["head"] = "head"
-    return [(kinds[k], str(p)) for k, p in names.items()]
+        sources["head"] = Path(head_p)
+        names["head"] = f"{spec['stem']}_{tag}.head"
+    out = [(k, str(outdir / names[k]), publish(sources[k], outdir / names[k])) for k in sources]
+    return out, _preview(spec, sources["image"])
+
+
+def _preview(spec: dict[str, Any], image_product: Path) -> Any:
+    """The CCD binned for the exposure's focal-plane preview from its image product (the RAM-disk copy: the
+    same pixels as a re-run reads from the output folder), or None without a binning or on any error (a
+    preview never fails a CCD)."""
+    if not spec.get("preview_binning"):
+        return None
+    from cosmodm_ops.qa.thumbnail_products import ccd_preview
+
+    try:
+        return ccd_preview(cfits.read_image(image_product)[0], spec["preview_binning"], spec["ccd_nx"])
+    except Exception as err:  # noqa: BLE001
+        log.warning("CCD %s: no preview: %s", spec["ccd"], err)
+        return None
 
 
 def _wcs_only(header: afits.Header) -> afits.Header:

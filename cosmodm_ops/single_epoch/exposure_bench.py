@@ -30,8 +30,9 @@ Issue 18 added, all in the same call:
   exposure, and ours on the same CCDs: ``previous_core_minutes`` = ours per exposure x that ratio;
 - **disk I/O by syscall tracing** (:mod:`cosmodm_ops.single_epoch.iotrace`): bytes every process
   of the job read and wrote on the output file system, for our job and a *naive* job (work folder on
-  the shared disk, products uncompressed), on the first ``io_ccds`` CCDs; ``io_ratio_read_write``
-  and ``io_ratio_written`` are naive / ours.
+  the shared disk, products uncompressed), on the first ``io_ccds`` CCDs (two sizes: each job's bytes
+  extrapolated to the whole exposure along the line through them, :func:`io_line`);
+  ``io_ratio_read_write`` and ``io_ratio_written`` are naive / ours for the whole exposure.
 
 ``ccds`` < the camera's CCDs runs every job on the first ``ccds`` CCDs (a file with those HDUs
 only) and scales CPU to the whole exposure by n_ccds_camera / ccds (start-up and SCAMP included,
@@ -151,7 +152,7 @@ def _job(raw: Path, night: Path, out: Path, jobs: int, workdir: Path, overrides:
 
 def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed: int = 1,
              workdir: str | None = None, density: str = "real", ccds: int = 0, previous_ccds: int = 4,
-             io_ccds: int = 2) -> dict[str, Any]:
+             io_ccds: str | int = "2,4") -> dict[str, Any]:
     """Run the benchmark; returns a dict of figures (seconds, core-minutes, bytes, ratios).
 
     Parameters
@@ -170,8 +171,10 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         Simulated sky: ``real`` (DES wide) or ``crowded`` (the earlier default).
     ccds : int
         Run on the first ``ccds`` CCDs only and scale to the exposure (0: all).
-    previous_ccds, io_ccds : int
-        CCDs of the previous-configuration comparison and of the traced I/O runs (0: skip).
+    previous_ccds : int
+        CCDs of the previous-configuration comparison (0: skip).
+    io_ccds : str
+        CCDs of the traced I/O runs, comma-separated (two sizes: extrapolated along the line; 0: skip).
     """
     from cosmodm_ops.config import load_config
     from cosmodm_ops.single_epoch.exposure_density import accuracies, detections, sky_density
@@ -205,10 +208,12 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
             results.update(_previous(raw, night, base, jobs, ram, n_prev, n_cam, ours if n_prev == n_run else None))
             results.update(linear_fit(n_cam, n_run, ours["cpu"], results["previous_ccds"],
                                       results["ours_same_ccds_cpu_s"], results["previous_cpu_s"]))
-        if io_ccds:
-            results.update(_io(raw, night, base, jobs, ram, min(io_ccds, n_cam)))
-        if keep:
+        sizes = sorted({min(int(n), n_cam) for n in str(io_ccds).split(",") if int(n) > 0}) if io_ccds else []
+        if sizes:
+            results.update(_io(raw, night, base, jobs, ram, sizes, n_cam))
+        if keep:  # every figure (--json prints only the contract's keys)
             results["kept"] = str(base)
+            (base / "bench_exposure.json").write_text(json.dumps(results, indent=1, default=str))
         return results
     finally:
         if not keep:
@@ -275,26 +280,49 @@ def _previous(raw: Path, night: Path, base: Path, jobs: int, ram: Path, n: int, 
             "previous_config": PREVIOUS_CONFIG}
 
 
-def _io(raw: Path, night: Path, base: Path, jobs: int, ram: Path, n: int) -> dict[str, Any]:
-    """Bytes on the output file system (everything under ``base``) of our job and of the naive job, traced."""
+def _io(raw: Path, night: Path, base: Path, jobs: int, ram: Path, sizes: list[int], n_cam: int) -> dict[str, Any]:
+    """Bytes on the output file system (everything under ``base`` and the night) of our job and of the naive
+    job, traced, on the first ``sizes`` CCDs; extrapolated to the exposure along the line through the sizes."""
     from cosmodm_ops.single_epoch.iotrace import count_strace
 
-    only = _first_ccds(raw, n)
-    counts = {}
-    for name, work, over in (("ours", ram, None), ("naive", base / "naive_work", NAIVE_CONFIG)):
-        log = base / f"strace_{name}.log"
-        _job(raw, night, base / f"se_io_{name}", jobs, work, _with(over, only), trace=log)
-        counts[name] = count_strace(log, (base, night))  # the night may be a link to a shared folder
-        log.unlink()
-    ours, naive = counts["ours"], counts["naive"]
-    return {
-        "io_ccds": n, "io_method": "strace -f -y: bytes of read/write/mmap calls on files under the run folder",
-        "io_ours_read": ours.read, "io_ours_written": ours.written,
-        "io_naive_read": naive.read, "io_naive_written": naive.written,
-        "io_ours_by_kind": ours.by_kind, "io_naive_by_kind": naive.by_kind,
-        "io_ratio_read_write": round(naive.total / ours.total, 2) if ours.total else None,
-        "io_ratio_written": round(naive.written / ours.written, 2) if ours.written else None,
-    }
+    runs: dict[str, list[tuple[int, int, int]]] = {"ours": [], "naive": []}
+    out: dict[str, Any] = {"io_ccds": sizes,
+                           "io_method": "strace -f -y: bytes of read/write/mmap/sendfile calls on files under the "
+                                        "run folder and the night"}
+    for n in sizes:
+        only = _first_ccds(raw, n) if n < n_cam else None
+        for name, work, over in (("ours", ram, None), ("naive", base / "naive_work", NAIVE_CONFIG)):
+            log = base / f"strace_{name}.log"
+            _job(raw, night, base / f"se_io_{name}", jobs, work, _with(over, only), trace=log)
+            c = count_strace(log, (base, night))  # the night may be a link to a shared folder
+            log.unlink()
+            runs[name].append((n, c.read, c.written))
+            out[f"io_{name}_{n}ccd"] = {"read": c.read, "written": c.written, "by_kind": c.by_kind}
+    out.update(io_line(n_cam, runs["ours"], runs["naive"]))
+    return out
+
+
+def io_line(n_cam: int, ours: list[tuple[int, int, int]], naive: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """Bytes read and written per exposure of our job and the naive one, from runs on part of the exposure
+    (``(ccds, read, written)``): a straight line (a per-exposure part -- the inputs read, the raw file
+    decompressed -- and a per-CCD part) through the smallest and largest run, at ``n_cam`` CCDs; one run
+    (or the whole exposure) stands as it is. The ratios naive / ours of bytes read + written and written."""
+    def at(runs: list[tuple[int, int, int]]) -> tuple[float, float, dict[str, float]]:
+        (na, ra, wa), (nb, rb, wb) = min(runs), max(runs)
+        if nb == na:
+            return float(ra), float(wa), {}
+        per_r, per_w = (rb - ra) / (nb - na), (wb - wa) / (nb - na)
+        fixed_r, fixed_w = ra - na * per_r, wa - na * per_w
+        line = {"read_per_exposure": fixed_r, "read_per_ccd": per_r, "written_per_exposure": fixed_w,
+                "written_per_ccd": per_w}
+        return fixed_r + n_cam * per_r, fixed_w + n_cam * per_w, {k: round(v) for k, v in line.items()}
+
+    o_r, o_w, o_line = at(ours)
+    n_r, n_w, n_line = at(naive)
+    return {"io_ours_read": round(o_r), "io_ours_written": round(o_w), "io_naive_read": round(n_r),
+            "io_naive_written": round(n_w), "io_ours_line": o_line, "io_naive_line": n_line, "io_n_ccds": n_cam,
+            "io_ratio_read_write": round((n_r + n_w) / (o_r + o_w), 2) if o_r + o_w > 0 else None,
+            "io_ratio_written": round(n_w / o_w, 2) if o_w > 0 else None}
 
 
 def _simulated_raw(night: Path, camera: str, seed: int, density: str = "real") -> Path:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Container
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fitsio
 import numpy as np
 from astropy.io import fits as afits
 
@@ -32,8 +34,8 @@ from cosmodm_ops.single_epoch.inputs import (
     read_refcat,
 )
 
-__all__ = ["MAX_REF_GAP_DEG", "MIN_PSF_STARS", "ExposureInputs", "ccd_specs", "check_overlap", "read_exposure_inputs",
-           "stage_inputs"]
+__all__ = ["MAX_REF_GAP_DEG", "MIN_PSF_STARS", "ExposureInputs", "StagedInputs", "ccd_specs", "check_overlap",
+           "raw_hdus_needed", "read_exposure_inputs", "stage_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -144,25 +146,94 @@ def check_overlap(ref: dict[str, Any], refcat: str | os.PathLike[str], source: s
         raise BadInputError(msg)
 
 
-def stage_inputs(stg: cfits.Staging, inputs: list[tuple[str, str]]) -> dict[str, str]:
-    """Copy the inputs (not the reference catalog) into the RAM-disk folder; role -> staged path.
+@dataclass
+class StagedInputs:
+    """The staged inputs: role -> path in the RAM-disk folder, and role -> sha256 of the original file
+    (computed while it was read for staging: the manifest needs no second read)."""
 
-    Tile-compressed (``.fz``) inputs are decompressed on the way: SExtractor cannot read them.
+    paths: dict[str, str]
+    sha256: dict[str, str]
+
+
+def stage_inputs(stg: cfits.Staging, inputs: list[tuple[str, str]], keep: set[str] | None = None
+                 ) -> StagedInputs:
+    """Copy the inputs (not the reference catalog) into the RAM-disk folder, each read once and hashed.
+
+    Tile-compressed (``.fz``) inputs are decompressed on the way (SExtractor cannot read them): the
+    file is read once into memory (hashed), and only the image HDUs named in ``keep`` (upper-case
+    EXTNAMEs; None: all) get their pixels decompressed (:func:`raw_hdus_needed`).
     """
-    staged: dict[str, str] = {}
+    paths: dict[str, str] = {}
+    digests: dict[str, str] = {}
     for role, path in inputs:
         if role == "refcat":
             continue
         name = Path(path).name
+        size = Path(path).stat().st_size
         if name.endswith(".fz"):
             dst = stg.file(name[:-3])
-            stg.reserve(Path(path).stat().st_size * 4)
-            cfits.decompress_file(path, dst)
+            stg.reserve(size * 4)
+            digests[role] = _decompress_hashed(path, dst, keep)
             stg.bytes_written += dst.stat().st_size
         else:
-            dst = stg.stage(path, name=f"{role}_{name}")
-        staged[role] = str(dst)
-    return staged
+            dst = stg.file(f"{role}_{name}")
+            stg.reserve(size)
+            digests[role] = _copy_hashed(path, dst)
+            stg.bytes_written += size
+        paths[role] = str(dst)
+    return StagedInputs(paths=paths, sha256=digests)
+
+
+_CHUNK = 1 << 22
+
+
+def _copy_hashed(src: str, dst: Path) -> str:
+    """Copy ``src`` to ``dst`` reading it once; its sha256."""
+    h = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while block := fin.read(_CHUNK):
+            h.update(block)
+            fout.write(block)
+    return h.hexdigest()
+
+
+def _decompress_hashed(src: str, dst: Path, keep: set[str] | None) -> str:
+    """Decompress ``src`` into ``dst`` (the HDUs in ``keep``) reading ``src`` once; its sha256.
+
+    The compressed bytes go through an anonymous memory file (Linux ``memfd``), which CFITSIO reads as
+    ``/proc/self/fd/N``; elsewhere the file is read twice (decompression, then the checksum).
+    """
+    if not hasattr(os, "memfd_create") or not Path("/proc/self/fd").is_dir():
+        cfits.decompress_file(src, dst, keep=keep)
+        return cfits.file_sha256(src)
+    h = hashlib.sha256()
+    fd = os.memfd_create("cosmodm-stage")
+    try:
+        with open(src, "rb") as fin, open(fd, "wb", closefd=False) as mem:
+            while block := fin.read(_CHUNK):
+                h.update(block)
+                mem.write(block)
+        try:
+            cfits.decompress_file(f"/proc/self/fd/{fd}", dst, keep=keep)
+        except cfits.FitsError as err:
+            raise cfits.FitsError(str(err).replace(f"/proc/self/fd/{fd}", src)) from err
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def raw_hdus_needed(cfg: Config, kind: str) -> set[str] | None:
+    """EXTNAMEs (upper case) of the raw CCDs a job on part of an exposure (``single_epoch.only_ccds``) reads:
+    its CCDs and the CCDs whose crosstalk reaches them. None: every CCD (the whole exposure, or not raw)."""
+    only = cfg.single_epoch.only_ccds
+    if only is None or kind != "raw":
+        return None
+    from cosmodm_ops.single_epoch.rawcamera import camera_ccds, crosstalk_terms
+
+    names = {num: name for name, num in camera_ccds(cfg.camera)}
+    victims = set(only)
+    need = victims | {t.source[0] for t in crosstalk_terms(cfg.camera) if t.victim[0] in victims}
+    return {names[n].upper() for n in need if n in names}
 
 
 def _base_spec(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Path, outdir: Path,
@@ -180,6 +251,7 @@ def _base_spec(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: P
         "star_snr_min": se.star_snr_min, "spread_model_star_max": se.spread_model_star_max,
         "match_radius_arcsec": 1.0, "mag_zeropoint": 25.0, "exptime": info.exptime, "band": info.band,
         "ref_mag_system": ref["mag_system"], "primary_header": prim_text,
+        "preview_binning": _preview_binning(cfg), "ccd_nx": cfg.camera.ccd_nx,
     }
     if xin.kind == "detrended":
         spec.update(image=staged["image"], weight=staged["weight"], mask=staged["mask"])
@@ -191,6 +263,17 @@ def _base_spec(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: P
     np.savez(refnpz, **{k: v for k, v in ref.items() if isinstance(v, np.ndarray)})
     spec["refcat_npz"] = str(refnpz)
     return spec
+
+
+def _preview_binning(cfg: Config) -> int | None:
+    """The focal-plane preview's binning of the camera (None when the camera has no layout for it)."""
+    from cosmodm_ops.qa.thumbnail_products import preview_binning
+
+    try:
+        return preview_binning(cfg.camera)
+    except Exception as err:  # noqa: BLE001 - a missing preview never fails the exposure
+        log.warning("no focal-plane preview binning for camera %s: %s", cfg.camera.name, err)
+        return None
 
 
 def ccd_specs(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Path, outdir: Path,
@@ -207,8 +290,9 @@ def ccd_specs(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Pa
     only = set(cfg.single_epoch.only_ccds) if cfg.single_epoch.only_ccds is not None else None
     specs: list[dict[str, Any]] = []
     skipped: list[int] = []
+    ccdnums = _ccdnums(xin.source, xin.hdus)
     for pos, (hdu, extname) in enumerate(xin.hdus):
-        ccd = _ccdnum(xin.source, hdu, pos)
+        ccd = ccdnums[pos]
         if only is not None and ccd not in only:
             continue
         if ccd in done:
@@ -224,8 +308,12 @@ def ccd_specs(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Pa
     return specs, skipped
 
 
-def _ccdnum(path: str, hdu: int, pos: int) -> int:
-    hdr = afits.getheader(path, hdu)
-    if "CCDNUM" in hdr:
-        return int(hdr["CCDNUM"])
-    return pos + 1
+def _ccdnums(path: str, hdus: list[tuple[int, str]]) -> list[int]:
+    """CCDNUM of each HDU (its position + 1 when the key is absent), the file opened once (fitsio reads a
+    header without parsing those before it, as astropy's ``getheader`` does on every call)."""
+    out = []
+    with fitsio.FITS(path) as f:
+        for pos, (hdu, _) in enumerate(hdus):
+            hdr = f[hdu].read_header()
+            out.append(int(hdr["CCDNUM"]) if "CCDNUM" in hdr else pos + 1)
+    return out

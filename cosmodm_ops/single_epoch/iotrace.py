@@ -35,6 +35,11 @@ _LINE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(\w+)\((.*)$")
 _FD = re.compile(r"^-?\d+<([^>]*)>")
 _MMAP_FD = re.compile(r"^[^,]*,\s*(\d+),[^,]*,[^,]*,\s*-?\d+<([^>]*)>")
 _RESULT = re.compile(r"\)\s+=\s+(\d+)")
+#: sendfile(out_fd, in_fd, ...) and copy_file_range(fd_in, off_in, fd_out, ...): both files, by path.
+_TWO_FDS = {
+    "sendfile": re.compile(r"^-?\d+<(?P<dst>[^>]*)>,\s*-?\d+<(?P<src>[^>]*)>"),
+    "copy_file_range": re.compile(r"^-?\d+<(?P<src>[^>]*)>,\s*[^,]*,\s*-?\d+<(?P<dst>[^>]*)>"),
+}
 _RESUMED = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+<\.\.\. (\w+) resumed>(.*)$")
 
 
@@ -110,6 +115,13 @@ def count_strace(log: str | Path, root: str | Path | tuple[str | Path, ...]) -> 
                 fd = _MMAP_FD.match(args)
                 if fd:
                     take(call, fd.group(2), args)
+                continue
+            if call in _TWO_FDS:  # a copy between two files: the source is read, the destination written
+                two = _TWO_FDS[call].match(args)
+                if two and not args.rstrip().endswith("<unfinished ...>"):
+                    src, dst = two.group("src"), two.group("dst")
+                    take("read", src, args)
+                    take("write", dst, args)
                 continue
             fd = _FD.match(args)
             if not fd:

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ __all__ = [
     "input_records",
     "product",
     "product_tags",
+    "publish",
     "tree_bytes",
 ]
 
@@ -42,10 +45,30 @@ def product_tags(cfg: Config, info: ExposureInfo, kind: str, ccd: int | None) ->
                 kind=ProductKind(kind), night=info.night, expnum=info.expnum, ccd=ccd, band=info.band).to_dict()
 
 
-def product(path: Path, outdir: Path, kind: str, tags: dict[str, Any]) -> ManifestProduct:
-    """The manifest entry of a product file (path relative to ``outdir``, sha256, size)."""
-    return ManifestProduct(kind=kind, tags=tags, path=str(path.relative_to(outdir)), sha256=cfits.file_sha256(path),
-                           size=path.stat().st_size)
+def product(path: Path, outdir: Path, kind: str, tags: dict[str, Any], sha256: str | None = None) -> ManifestProduct:
+    """The manifest entry of a product file (path relative to ``outdir``, sha256 -- read from the file unless
+    given --, size)."""
+    return ManifestProduct(kind=kind, tags=tags, path=str(path.relative_to(outdir)),
+                           sha256=sha256 or cfits.file_sha256(path), size=path.stat().st_size)
+
+
+def publish(src: Path, dst: Path) -> str:
+    """Copy a product made in the RAM disk into the output folder (a temporary name, fsync, rename: no
+    half-written product), hashing it on the way; its sha256. The output file system is only written."""
+    h = hashlib.sha256()
+    tmp = dst.with_name(f".{dst.name}.part")
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while block := fin.read(1 << 22):
+                h.update(block)
+                fout.write(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return h.hexdigest()
 
 
 def carry_over(outdir: Path, chash: str) -> tuple[dict[int, list[ManifestProduct]], dict[int, dict[str, Any]]]:
@@ -83,6 +106,8 @@ class CcdOutcomes:
     values: dict[int, dict[str, Any]] = field(default_factory=dict)
     failed: dict[int, dict[str, Any]] = field(default_factory=dict)
     products: list[ManifestProduct] = field(default_factory=list)
+    #: CCDNUM -> the CCD binned for the exposure preview by its worker
+    previews: dict[int, Any] = field(default_factory=dict)
 
     def carried(self, ccd: int, products: list[ManifestProduct]) -> None:
         """A CCD whose products an earlier run made (skipped)."""
@@ -115,14 +140,19 @@ def collect_ccd_results(out: CcdOutcomes, preps: list[dict[str, Any]], results: 
         out.units[r["ccd"]] = UnitStatus(ccd=r["ccd"], state="ok")
         out.values[r["ccd"]] = r["values"]
         with clock.stage("checksums"):
-            for kind, path in r["products"]:
-                out.products.append(product(Path(path), outdir, kind, product_tags(cfg, info, kind, r["ccd"])))
+            for kind, path, sha in r["products"]:
+                out.products.append(product(Path(path), outdir, kind, product_tags(cfg, info, kind, r["ccd"]), sha))
+        if r.get("preview") is not None:
+            out.previews[r["ccd"]] = r["preview"]
 
 
-def input_records(inputs: list[tuple[str, str]]) -> list[ManifestInput]:
-    """The manifest's inputs: absolute path, sha256 and size of every (role, path)."""
-    return [ManifestInput(role=role, path=str(Path(path).resolve()), sha256=cfits.file_sha256(path),
-                          size=Path(path).stat().st_size) for role, path in inputs]
+def input_records(inputs: list[tuple[str, str]], known: dict[str, str] | None = None) -> list[ManifestInput]:
+    """The manifest's inputs: absolute path, sha256 and size of every (role, path); ``known``: role -> sha256
+    computed while staging (those files are not read again)."""
+    known = known or {}
+    return [ManifestInput(role=role, path=str(Path(path).resolve()),
+                          sha256=known.get(role) or cfits.file_sha256(path), size=Path(path).stat().st_size)
+            for role, path in inputs]
 
 
 def build_manifest(*, cfg: Config, info: ExposureInfo, out: CcdOutcomes, inputs: list[ManifestInput],

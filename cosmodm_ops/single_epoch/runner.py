@@ -26,6 +26,7 @@ dicts. Peak memory is about ``jobs x 0.4 GB`` plus the reference catalog.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from cosmodm_ops.single_epoch.exposure_inputs import (
     MIN_PSF_STARS,
     ExposureInputs,
     ccd_specs,
+    raw_hdus_needed,
     read_exposure_inputs,
     stage_inputs,
 )
@@ -79,18 +81,51 @@ class _Accounts:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _map(func: Callable[..., dict[str, Any]], items: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
-    if jobs <= 1 or len(items) <= 1:
-        return [func(*it) for it in items]
-    with cf.ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(func, *zip(*items, strict=True)))
+class _Workers:
+    """The job's worker processes, one pool for phase A and phase C (started on first use, closed on exit).
+
+    Workers are forked where the platform can (Linux): the modules every worker needs are imported, and
+    the detrend kernel loaded, once in the parent before the fork (:func:`_warm_up`), instead of in each
+    worker of each phase (astropy, scipy, numba: about 4 s of CPU per worker process).
+    """
+
+    def __init__(self, jobs: int, kind: str, clock: StageClock) -> None:
+        self.jobs, self.kind, self.clock = jobs, kind, clock
+        self.pool: cf.ProcessPoolExecutor | None = None
+
+    def map(self, func: Callable[..., dict[str, Any]], items: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        if self.jobs <= 1 or len(items) <= 1:
+            return [func(*it) for it in items]
+        if self.pool is None:
+            with self.clock.stage("warm_up"):
+                _warm_up(self.kind)
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+            self.pool = cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+        return list(self.pool.map(func, *zip(*items, strict=True)))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
 
-def _timed_map(timings: dict[str, float], name: str, func: Callable[..., dict[str, Any]],
-               items: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
-    """:func:`_map`, its wall time into ``timings[name]``."""
+def _warm_up(kind: str) -> None:
+    """Import what the workers import, in the parent (forked workers inherit it)."""
+    import scipy.ndimage  # noqa: F401 - the detrend's bleed trails, SExtractor catalog reading
+    from astropy.wcs import WCS  # noqa: F401
+
+    if kind == "raw":
+        from cosmodm_ops.single_epoch import raw  # noqa: F401
+        from cosmodm_ops.single_epoch.rawccd import warm_up_kernel
+
+        warm_up_kernel()
+
+
+def _timed_map(timings: dict[str, float], name: str, workers: _Workers, func: Callable[..., dict[str, Any]],
+               items: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """``workers.map``, its wall time into ``timings[name]``."""
     t0 = time.perf_counter()
-    out = _map(func, items, jobs)
+    out = workers.map(func, items)
     timings[name] = time.perf_counter() - t0
     return out
 
@@ -139,7 +174,7 @@ def run_exposure(
     outdir.mkdir(parents=True, exist_ok=True)
     jobs = jobs or os.cpu_count() or 1
     chash = config_hash(cfg)
-    clock, timings = acc.clock, acc.timings
+    clock = acc.clock
 
     with clock.stage("read_inputs"):  # bad input stops here, before any work
         xin = read_exposure_inputs(cfg, refcat, detrended=detrended, raw=raw, calib=calib)
@@ -151,25 +186,16 @@ def run_exposure(
         work = stg.path
         assert work is not None
         with clock.stage("stage"):
-            staged = stage_inputs(stg, xin.inputs)
-        specs, skipped = ccd_specs(cfg, xin, staged, work, outdir, calib, done=carried_products)
+            staged = stage_inputs(stg, xin.inputs, keep=raw_hdus_needed(cfg, xin.kind))
+        specs, skipped = ccd_specs(cfg, xin, staged.paths, work, outdir, calib, done=carried_products)
         for ccd in skipped:
             out.carried(ccd, carried_products[ccd])
 
-        # phase A per CCD: ingest/detrend, SExtractor pass 1, PSFEx
-        preps = _timed_map(timings, "phase_a_wall", prepare_ccd, [(s,) for s in specs], jobs)
-        prep_ok = _phase_a_done(preps, acc.records)
-        # SCAMP once per exposure against the reference stars of its footprint
-        t0 = time.perf_counter()
-        with clock.stage("astrometry"):
-            heads, astrom_reason = solve_exposure(work, prep_ok, xin.ref, info, cfg, clock)
-        timings["scamp"] = time.perf_counter() - t0
-        # phase C per CCD: SExtractor pass 2, QA values, products
-        items = [(dict(next(s for s in specs if s["ccd"] == p["ccd"]), scamp_head=heads.get(p["ccd"])), p)
-                 for p in prep_ok]
-        results = _timed_map(timings, "phase_c_wall", finish_ccd, items, jobs)
-        collect_ccd_results(out, preps, results, outdir=outdir, cfg=cfg, info=info, clock=clock,
-                            records=acc.records)
+        workers = _Workers(jobs, xin.kind, clock)
+        try:
+            astrom_reason = _ccd_phases(acc, workers, specs, work, xin, cfg, out, outdir)
+        finally:
+            workers.close()  # before the manifest's CPU block: the tree's CPU then holds the workers
         # every file of the job's RAM-disk folder, measured before it is removed (nothing there is deleted earlier)
         ramdisk_bytes = tree_bytes(work)
 
@@ -179,23 +205,45 @@ def run_exposure(
     _add_exposure_products(out, qa_path, outdir, cfg, info)
 
     # manifest
-    _write_manifest(acc, cfg=cfg, xin=xin, out=out, outdir=outdir, chash=chash, ramdisk_bytes=ramdisk_bytes)
+    _write_manifest(acc, cfg=cfg, xin=xin, out=out, outdir=outdir, chash=chash, ramdisk_bytes=ramdisk_bytes,
+                    digests=staged.sha256)
     return 3 if out.n_failed else 0
+
+
+def _ccd_phases(acc: _Accounts, workers: _Workers, specs: list[dict[str, Any]], work: Path, xin: ExposureInputs,
+                cfg: Config, out: CcdOutcomes, outdir: Path) -> str | None:
+    """Phase A per CCD, SCAMP, phase C per CCD, results into ``out``; the astrometry's failure reason."""
+    clock, timings, info = acc.clock, acc.timings, xin.info
+    # phase A per CCD: ingest/detrend, SExtractor pass 1, PSFEx
+    preps = _timed_map(timings, "phase_a_wall", workers, prepare_ccd, [(s,) for s in specs])
+    prep_ok = _phase_a_done(preps, acc.records)
+    # SCAMP once per exposure against the reference stars of its footprint
+    t0 = time.perf_counter()
+    with clock.stage("astrometry"):
+        heads, astrom_reason = solve_exposure(work, prep_ok, xin.ref, info, cfg, clock)
+    timings["scamp"] = time.perf_counter() - t0
+    # phase C per CCD: SExtractor pass 2, QA values, products
+    items = [(dict(next(s for s in specs if s["ccd"] == p["ccd"]), scamp_head=heads.get(p["ccd"])), p)
+             for p in prep_ok]
+    results = _timed_map(timings, "phase_c_wall", workers, finish_ccd, items)
+    collect_ccd_results(out, preps, results, outdir=outdir, cfg=cfg, info=info, clock=clock, records=acc.records)
+    return astrom_reason
 
 
 def _add_exposure_products(out: CcdOutcomes, qa_path: Path, outdir: Path, cfg: Config, info: Any) -> None:
     """The exposure-level products: ``qa.json`` and the survey pages' focal-plane preview (a small PNG)."""
     out.products = [p for p in out.products if p.kind not in ("qa", "thumbnail")]
     out.products.append(product(qa_path, outdir, "qa", product_tags(cfg, info, "qa", None)))
-    thumb = exposure_thumbnail(outdir, out.products, cfg.camera, product_tags(cfg, info, "thumbnail", None))
+    thumb = exposure_thumbnail(outdir, out.products, cfg.camera, product_tags(cfg, info, "thumbnail", None),
+                               binned=out.previews)
     out.products += [thumb] if thumb else []
 
 
 def _write_manifest(acc: _Accounts, *, cfg: Config, xin: ExposureInputs, out: CcdOutcomes, outdir: Path,
-                    chash: str, ramdisk_bytes: int) -> None:
+                    chash: str, ramdisk_bytes: int, digests: dict[str, str]) -> None:
     """Checksums of the inputs, the timings and CPU block, ``outdir/manifest.json``."""
     with acc.clock.stage("checksums"):
-        manifest_inputs = input_records(xin.inputs)
+        manifest_inputs = input_records(xin.inputs, digests)
     versions = _versions()
     merged = merge_records([*acc.records, acc.clock.record()])
     timings = acc.timings

@@ -39,3 +39,18 @@ def test_linear_fit_extrapolates_a_per_exposure_and_a_per_ccd_part():
     assert fit["core_minutes"] == round((30 + 62 * 12) / 60, 3)
     assert fit["previous_core_minutes"] == round((30 + 62 * 20) / 60, 3)
     assert linear_fit(62, 62, 100.0, 3, 10.0, 12.0) == {}  # a whole exposure: its own figure stands
+
+
+def test_io_line_extrapolates_both_jobs_to_the_exposure_and_takes_the_ratios():
+    from cosmodm_ops.single_epoch.exposure_bench import io_line
+
+    # ours: 1000 read per exposure, 10 written per CCD; naive: 1000 + 300 per CCD read, 2000 + 200 per CCD written
+    ours = [(2, 1000, 20), (4, 1000, 40)]
+    naive = [(4, 1000 + 4 * 300, 2000 + 4 * 200), (2, 1000 + 2 * 300, 2000 + 2 * 200)]
+    fit = io_line(62, ours, naive)
+    assert (fit["io_ours_read"], fit["io_ours_written"]) == (1000, 620)
+    assert (fit["io_naive_read"], fit["io_naive_written"]) == (1000 + 62 * 300, 2000 + 62 * 200)
+    assert fit["io_ratio_read_write"] == round((19600 + 14400) / 1620, 2)
+    assert fit["io_ratio_written"] == round(14400 / 620, 2)
+    assert fit["io_naive_line"]["read_per_ccd"] == 300 and fit["io_ours_line"]["read_per_exposure"] == 1000
+    assert io_line(62, [(62, 5, 5)], [(62, 50, 50)])["io_ratio_read_write"] == 10.0  # a whole exposure

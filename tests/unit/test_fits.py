@@ -137,3 +137,16 @@ def test_compressing_a_primary_image_keeps_its_header_on_the_image(tmp_path: Pat
     comp = F.compress_file(plain, tmp_path / "c.fits.fz")
     _, hdr = F.read_image(comp)
     assert hdr["CRVAL1"] == 10.5 and hdr["CTYPE1"] == "RA---TAN"
+
+
+def test_decompress_file_keeps_only_the_named_hdus_and_their_numbers(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    hdus = [(name, rng.integers(0, 60000, (20, 30)).astype(np.int32), {"CCDNUM": i + 1})
+            for i, name in enumerate(("S1", "S2", "N1"))]
+    comp = F.write_images(tmp_path / "raw.fits.fz", hdus)
+    out = F.decompress_file(comp, tmp_path / "raw.fits", keep={"S2"})
+    with fitsio.FITS(str(out)) as f:
+        assert [f[i].get_extname() for i in range(1, 4)] == ["S1", "S2", "N1"]
+        np.testing.assert_array_equal(f["S2"].read(), hdus[1][1])
+        assert f["S1"].get_info()["dims"] == [0] and f["N1"].get_info()["dims"] == [0]  # no pixels
+        assert f["N1"].read_header()["CCDNUM"] == 3

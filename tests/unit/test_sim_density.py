@@ -72,3 +72,15 @@ def test_strace_counts_only_files_under_the_root_and_joins_resumed_calls(tmp_pat
     assert c.read == 65536 + 2880 + 10 + 8192
     assert c.written == 1000 + 500
     assert c.by_kind[".cat"] == [0, 500]
+
+
+def test_strace_counts_both_files_of_sendfile_and_copy_file_range(tmp_path: Path):
+    # sendfile(out, in, ...) and copy_file_range(in, off, out, ...): the source read, the destination written
+    root = tmp_path / "out"
+    log = tmp_path / "trace.log"
+    log.write_text("\n".join([
+        f'201 sendfile(5</dev/shm/cosmodm/job/bias.fits>, 4<{root}/calib/bias.fits>, [0] => [4000], 4000) = 4000',
+        f'201 copy_file_range(4<{root}/calib/flat.fits>, NULL, 5<{root}/work/flat.fits>, NULL, 300, 0) = 300',
+    ]) + "\n")
+    c = count_strace(log, root)
+    assert (c.read, c.written) == (4000 + 300, 300)
