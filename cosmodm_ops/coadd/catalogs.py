@@ -111,8 +111,11 @@ def _sextractor_common(im: BandImage, tile: Tile, cfg: Config) -> dict[str, Any]
             "detect_minarea": se.detect_minarea, "mag_zeropoint": cfg.coadd.magzero}
 
 
-def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path) -> Path:
+def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path, psf_size: int = COADD_PSF_SIZE) -> Path:
     """SExtractor (pass-1 parameters) and PSFEx on a band's coadd: the PSFEx model file.
+
+    ``psf_size``: PSFEx PSF_SIZE (the cluster chain's coarse-pixel tiles use a smaller one: model
+    fitting in the dual-image catalogs costs about its square).
 
     The model varies over the tile (``single_epoch.psfvar_degrees``) when SExtractor found at
     least 200 candidates, else it is constant.
@@ -132,7 +135,7 @@ def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path) -> Pat
     n_cand = len(read_ldac(cat1, columns=["FLAGS"]))
     degrees = se.psfvar_degrees if n_cand >= 200 else 0
     # the coadd keeps the 35-pixel model its tests were set on (single_epoch.psf_size went to 25 in issue 18)
-    run_tool("psfex", psfex_args(cat1, psf_size=COADD_PSF_SIZE, psfvar_degrees=degrees, outdir=work), cwd=work)
+    run_tool("psfex", psfex_args(cat1, psf_size=psf_size, psfvar_degrees=degrees, outdir=work), cwd=work)
     psf = work / f"{b}.pass1.psf"
     if not psf.exists():
         msg = f"tile {tile.name} band {b}: PSFEx wrote no model (too few stars on the coadd?)"
