@@ -126,7 +126,7 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--limit", {"type": int, "default": None, "help": "image level: run only the first N candidates of the "
                      "seeded random order (a fair sample)"}),
         ("--jobs", {"type": int, "default": 1, "help": "image level: worker processes (at most 2)"}),
-        ("--tile-deg", {"type": float, "default": 0.5, "help": "image level: side of the target tile (deg)"}),
+        ("--tile-deg", {"type": float, "default": 0.4, "help": "image level: side of the target tile (deg)"}),
     ],
 }
 

@@ -2,10 +2,11 @@
 
 :func:`run_chain` (behind ``cosmodm clusters target --warps DIR``) does, for one candidate:
 
-1. **tile**: a TAN tile centred on the candidate, ``tile_deg`` on a side (default 0.5 deg: the
-   finder's 1 Mpc aperture is 0.05-0.15 deg at z 0.1-0.7, and its background comes from the tile
-   outside ``min(1.5 R_ap, background_exclusion_max_deg)``; below z ~ 0.1 the aperture fills the
-   tile and the background ring is capped, see README), at the warps' pixel scale;
+1. **tile**: a TAN tile centred on the candidate, ``tile_deg`` on a side (default 0.4 deg: the
+   finder's 1 Mpc aperture is 0.04-0.15 deg at z 0.7-0.1, and its background comes from the tile
+   outside ``min(1.5 R_ap, background_exclusion_max_deg = 0.14 deg)``; below z ~ 0.15 that cap
+   puts cluster outskirts into the background and below z ~ 0.1 the aperture overfills the tile:
+   a cost compromise, see README), at the warps' pixel scale;
 2. **warps**: every ``*.wrp.<band>.*.fits`` under the warps folder whose footprint overlaps the
    tile, per band (:func:`find_warps`); a band with none is named in ``missing_bands``; no
    overlapping warp at all is ``status = no_warps``;
@@ -54,21 +55,21 @@ BANDS = ("g", "r", "i", "z", "y")
 class ChainConfig:
     """Settings of the image chain (a YAML mapping of these keys; ``finder:`` holds FinderConfig keys)."""
 
-    tile_deg: float = 0.5
+    tile_deg: float = 0.4
     """Side of the target-centred tile (degrees)."""
     pixel_scale: float | None = None
     """Tile pixel scale (arcsec); None: the first warp's."""
     bands: tuple[str, ...] = BANDS
     detection_bands: tuple[str, ...] = ("r", "i")
-    detect_thresh: float = 1.5
-    """SExtractor DETECT_THRESH on the mean-S/N detection image."""
-    psf_size: int = 35
+    detect_thresh: float = 2.5
+    """SExtractor DETECT_THRESH on the mean-S/N detection image (coadd default 1.5: many more faint objects to fit)."""
+    psf_size: int = 15
     """PSFEx PSF_SIZE of the band coadds (model fitting costs about its square)."""
     keep_coadds: bool = True
     """Keep the band coadds (RICE-compressed) as products."""
     qa_plots: bool = False
     """Also the stellar-locus and SPREAD_MODEL plots of the coadd code (the bench's QA)."""
-    finder: FinderConfig = field(default_factory=lambda: FinderConfig(background_exclusion_max_deg=0.18))
+    finder: FinderConfig = field(default_factory=lambda: FinderConfig(background_exclusion_max_deg=0.14))
 
 
 def chain_config(config: ChainConfig | Mapping[str, Any] | str | os.PathLike[str] | None) -> ChainConfig:

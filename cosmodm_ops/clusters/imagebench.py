@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -42,7 +41,7 @@ def clusters_bench(n_clusters: int | None = None, n_null: int | None = None, see
     n_clusters, n_null, seed = n_clusters or 48, n_null if n_null is not None else 16, seed or 1
     if (level or "image") == "catalogue":
         return clusters(n_clusters, n_null, seed, out)
-    return clusters_image(n_clusters, n_null, seed, out, limit=limit, jobs=jobs or 1, tile_deg=tile_deg or 0.5)
+    return clusters_image(n_clusters, n_null, seed, out, limit=limit, jobs=jobs or 1, tile_deg=tile_deg or 0.4)
 
 
 def _one(args: tuple[dict, int, int, str, dict]) -> dict:
@@ -79,7 +78,7 @@ def _as_result(r: dict) -> SimpleNamespace:
 
 
 def clusters_image(n_clusters: int = 48, n_null: int = 16, seed: int = 1, out: str | None = None,
-                   limit: int | None = None, jobs: int = 1, tile_deg: float = 0.5) -> dict:
+                   limit: int | None = None, jobs: int = 1, tile_deg: float = 0.4) -> dict:
     """Run the image-level benchmark (see the module); return the figures."""
     from cosmodm_ops.clusters.bench import metrics, simulate_candidates
 
@@ -88,7 +87,7 @@ def clusters_image(n_clusters: int = 48, n_null: int = 16, seed: int = 1, out: s
     truth = simulate_candidates(n_clusters, n_null, seed)
     order = np.random.default_rng(seed).permutation(len(truth))[: limit or len(truth)]
     qa_index = next((int(k) for k in order if truth[k]["richness"] >= 20), None)
-    base = {"tile_deg": tile_deg, "psf_size": 15, "detect_thresh": 2.0}
+    base = {"tile_deg": tile_deg}
     tasks = [(truth[k], int(k), seed, str(folder), {**base, "qa_plots": int(k) == qa_index}) for k in order]
     wall0 = time.perf_counter()
     if jobs > 1:
@@ -155,7 +154,3 @@ def _report(folder: Path, truth: list[dict], results: list[dict], figures: dict,
     path = folder / "report.html"
     path.write_text(page)
     return path
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
