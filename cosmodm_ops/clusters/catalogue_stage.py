@@ -50,8 +50,13 @@ def band_catalogues(coadds: Mapping[str, tuple[Path, Path]], bands: Sequence[str
     psfs = {b: catalogs.coadd_psf(b, ims[b], tile, settings, work, psf_size=cfg.psf_size) for b in bands}
     ref = "i" if "i" in bands else bands[0]
     light = settings.model_copy(update={"coadd": settings.coadd.model_copy(update={"catalog_params": LIGHT_PARAMS})})
+    # the coadds are not PSF-homogenized: the model is fitted on the detection image with the first
+    # detection band's PSF (r: the mean-S/N image of r and i has a PSF between theirs), then convolved
+    # with each band's own PSF for its amplitude there
+    det_psf = psfs[det_bands[0]]
     dual = {b: catalogs.dual_image_catalog(b, ims[b], psfs[b], det_paths, tile,
-                                           settings if (b == ref or cfg.qa_plots) else light, work) for b in bands}
+                                           settings if (b == ref or cfg.qa_plots) else light, work, det_psf=det_psf)
+            for b in bands}
     tables = {b: c for b, (c, _) in dual.items()}
     catalogs.check_same_length(tile.name, tables)
     paths = {}

@@ -144,12 +144,13 @@ def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path, psf_si
 
 
 def dual_image_catalog(b: str, im: BandImage, psf: Path, det: tuple[Path, Path], tile: Tile, cfg: Config,
-                       work: Path) -> tuple[np.ndarray, Path]:
+                       work: Path, det_psf: Path | None = None) -> tuple[np.ndarray, Path]:
     """SExtractor in dual-image mode: detection on ``det`` (image, weight), measurement on the band.
 
     The parameters are ``coadd.catalog_params`` (MAG_DETMODEL: the galaxy model fitted on the
     detection image, only its amplitude in the band, with the band's PSFEx model ``psf``; the
-    coadds are PSF-homogenized, so that model is the detection image's PSF too).
+    coadds are PSF-homogenized, so that model is the detection image's PSF too). Coadds that are
+    not homogenized (the cluster chain's) give the detection image's own PSF as ``det_psf``.
 
     Returns
     -------
@@ -164,7 +165,7 @@ def dual_image_catalog(b: str, im: BandImage, psf: Path, det: tuple[Path, Path],
     cat = work / f"{b}.dual.ldac"
     run_tool("sextractor", sextractor_args(
         f"{det_p},{im.plain['image']}", cat, weight=f"{det_wp},{im.plain['weight']}",
-        flag=im.plain["flag"], params=cfg.coadd.catalog_params, psf=f"{psf},{psf}",
+        flag=im.plain["flag"], params=cfg.coadd.catalog_params, psf=f"{det_psf or psf},{psf}",
         **_sextractor_common(im, tile, cfg), extra={"WEIGHT_TYPE": "MAP_WEIGHT,MAP_WEIGHT"}), cwd=work)
     return read_ldac(cat), cat
 
