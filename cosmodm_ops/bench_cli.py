@@ -65,9 +65,10 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         (),
     ),
     "clusters": (
-        "cosmodm_ops.clusters.bench:clusters",
-        ("red-sequence cluster finder vs truth on >= 50 simulated candidates (catalogue level): photo-z scatter, "
-         "outliers, completeness, purity, CPU per candidate"),
+        "cosmodm_ops.clusters.imagebench:clusters_bench",
+        ("cluster follow-up vs truth on >= 50 simulated candidates (default image level: PS1-like warps -> "
+         "coadds -> catalogues -> finder; --level catalogue: the finder alone): photo-z scatter, outliers, "
+         "completeness, purity, CPU per candidate"),
         ("sigma_dz", "outlier_fraction", "completeness_rich20", "purity", "core_s_per_candidate"),
     ),
     "scale": (
@@ -121,7 +122,14 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--n-clusters", {"type": int, "default": 48, "help": "injected clusters (default 48)"}),
         ("--n-null", {"type": int, "default": 16, "help": "empty positions as false candidates (default 16)"}),
         ("--seed", {"type": int, "default": 1, "help": "simulation seed"}),
-        ("--out", {"default": None, "metavar": "DIR", "help": "plots and report.html here (default: a temp folder)"}),
+        ("--out", {"default": None, "metavar": "DIR", "help": "plots and report.html here (default: a temp folder; "
+                   "image level: candidates with a result.json there are not run again)"}),
+        ("--level", {"default": "image", "choices": ("image", "catalogue"),
+                     "help": "image (warps -> coadds -> SExtractor -> finder; default) or catalogue (no pixels)"}),
+        ("--limit", {"type": int, "default": None, "help": "image level: run only the first N candidates of the "
+                     "seeded random order (a fair sample)"}),
+        ("--jobs", {"type": int, "default": 1, "help": "image level: worker processes (at most 2)"}),
+        ("--tile-deg", {"type": float, "default": 0.4, "help": "image level: side of the target tile (deg)"}),
     ],
 }
 

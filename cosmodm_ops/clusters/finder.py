@@ -62,6 +62,9 @@ class FinderConfig:
     """Galaxies: ``spread_model + spread_nsigma x spreaderr_model > spread_threshold`` (DES Y1 'modest')."""
     background_exclusion: float = 1.5
     """Background excludes this many aperture radii around the candidate."""
+    background_exclusion_max_deg: float | None = None
+    """Cap (deg) of that exclusion radius: a small target tile (the image chain's) keeps a background ring at
+    low z, where 1.5 R_ap is larger than the tile; members beyond the cap then count as background."""
     background_outer: float | None = None
     """Annulus outer radius in aperture radii; None: the whole tile outside the exclusion."""
     max_background: int = 20000
@@ -221,6 +224,8 @@ def _background(gal: np.ndarray, dist: np.ndarray, cand: Candidate, r_ap: np.nda
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Background densities (deg^-2, shape (nz,)) of the kernel, of its square, and of galaxies with k > 0.05."""
     r_in = config.background_exclusion * r_ap
+    if config.background_exclusion_max_deg is not None:
+        r_in = np.minimum(r_in, config.background_exclusion_max_deg)
     r_out = None if config.background_outer is None else config.background_outer * r_ap
     far = dist > r_in.min() if r_out is None else (dist > r_in.min()) & (dist < r_out.max())
     idx = np.flatnonzero(far)

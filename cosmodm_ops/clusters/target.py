@@ -175,6 +175,28 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _from_warps(candidate: Candidate, out: str | Path, warps: str | Path, config: Any) -> dict[str, Any]:
+    """The image-level branch: :func:`cosmodm_ops.clusters.chain.run_chain` (coadds, catalogues, finder, pictures).
+
+    ``config``: a :class:`FinderConfig` (what the CLI and the DAG give: the chain's defaults with these finder
+    settings; the chain's background cap is kept unless set), or the chain's own YAML / mapping / ``ChainConfig``.
+    """
+    from cosmodm_ops.clusters.chain import ChainConfig, chain_config, run_chain
+
+    if not Path(warps).is_dir():
+        raise TargetInputError(f"--warps {warps}: not a folder of warps")
+    if isinstance(config, FinderConfig):
+        cap = config.background_exclusion_max_deg
+        default_cap = ChainConfig().finder.background_exclusion_max_deg
+        chain = ChainConfig(finder=replace(config, background_exclusion_max_deg=default_cap if cap is None else cap))
+    else:
+        try:
+            chain = chain_config(config)
+        except (OSError, ValueError, TypeError) as err:
+            raise TargetInputError(f"{config}: {err}") from err
+    return run_chain(candidate, Path(out).resolve(), Path(warps), chain)
+
+
 def run_target(candidate: Candidate, out: str | Path, *, warps: str | Path | None = None,
                catalog: str | Sequence[str] | None = None, config: Any = None,
                pseudocolour: str | Path | None = None, pseudocolour_wcs: str | Path | None = None) -> dict[str, Any]:
@@ -189,6 +211,8 @@ def run_target(candidate: Candidate, out: str | Path, *, warps: str | Path | Non
     if (pseudocolour is None) != (pseudocolour_wcs is None):
         msg = "--pseudocolour PNG needs --pseudocolour-wcs FITS (the header of the image it was made from), and back"
         raise TargetInputError(msg)
+    if warps is not None:  # image level: the chain writes its own folder atomically (clusters/chain.py)
+        return _from_warps(candidate, out, warps, config)
     cfg = finder_config(config)
     cpu0 = _cpu_s()
     out = Path(out).resolve()
@@ -199,9 +223,6 @@ def run_target(candidate: Candidate, out: str | Path, *, warps: str | Path | Non
         # each branch gives the finder's result, its galaxy table, the input files, the bands missing, and may
         # add products it wrote in ``tmp`` (coadd_<band>, catalog_<band>, pseudocolour + pseudocolour_wcs)
         products: dict[str, Path] = {}
-        if warps is not None:  # image level: the chain (clusters/chain.py) makes coadds, catalogues, the picture
-            msg = f"--warps {warps}: the image-level chain (clusters/chain.py) is not in this build; use --catalog"
-            raise TargetInputError(msg)
         result, galaxies, inputs, missing = _from_catalog(candidate, catalog, cfg)  # type: ignore[arg-type]
         if result.status == "ok":
             from cosmodm_ops.clusters.plots import plot_curve

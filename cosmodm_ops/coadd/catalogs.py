@@ -111,8 +111,11 @@ def _sextractor_common(im: BandImage, tile: Tile, cfg: Config) -> dict[str, Any]
             "detect_minarea": se.detect_minarea, "mag_zeropoint": cfg.coadd.magzero}
 
 
-def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path) -> Path:
+def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path, psf_size: int = COADD_PSF_SIZE) -> Path:
     """SExtractor (pass-1 parameters) and PSFEx on a band's coadd: the PSFEx model file.
+
+    ``psf_size``: PSFEx PSF_SIZE (the cluster chain's coarse-pixel tiles use a smaller one: model
+    fitting in the dual-image catalogs costs about its square).
 
     The model varies over the tile (``single_epoch.psfvar_degrees``) when SExtractor found at
     least 200 candidates, else it is constant.
@@ -132,7 +135,7 @@ def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path) -> Pat
     n_cand = len(read_ldac(cat1, columns=["FLAGS"]))
     degrees = se.psfvar_degrees if n_cand >= 200 else 0
     # the coadd keeps the 35-pixel model its tests were set on (single_epoch.psf_size went to 25 in issue 18)
-    run_tool("psfex", psfex_args(cat1, psf_size=COADD_PSF_SIZE, psfvar_degrees=degrees, outdir=work), cwd=work)
+    run_tool("psfex", psfex_args(cat1, psf_size=psf_size, psfvar_degrees=degrees, outdir=work), cwd=work)
     psf = work / f"{b}.pass1.psf"
     if not psf.exists():
         msg = f"tile {tile.name} band {b}: PSFEx wrote no model (too few stars on the coadd?)"
@@ -141,12 +144,13 @@ def coadd_psf(b: str, im: BandImage, tile: Tile, cfg: Config, work: Path) -> Pat
 
 
 def dual_image_catalog(b: str, im: BandImage, psf: Path, det: tuple[Path, Path], tile: Tile, cfg: Config,
-                       work: Path) -> tuple[np.ndarray, Path]:
+                       work: Path, det_psf: Path | None = None) -> tuple[np.ndarray, Path]:
     """SExtractor in dual-image mode: detection on ``det`` (image, weight), measurement on the band.
 
     The parameters are ``coadd.catalog_params`` (MAG_DETMODEL: the galaxy model fitted on the
     detection image, only its amplitude in the band, with the band's PSFEx model ``psf``; the
-    coadds are PSF-homogenized, so that model is the detection image's PSF too).
+    coadds are PSF-homogenized, so that model is the detection image's PSF too). Coadds that are
+    not homogenized (the cluster chain's) give the detection image's own PSF as ``det_psf``.
 
     Returns
     -------
@@ -161,7 +165,7 @@ def dual_image_catalog(b: str, im: BandImage, psf: Path, det: tuple[Path, Path],
     cat = work / f"{b}.dual.ldac"
     run_tool("sextractor", sextractor_args(
         f"{det_p},{im.plain['image']}", cat, weight=f"{det_wp},{im.plain['weight']}",
-        flag=im.plain["flag"], params=cfg.coadd.catalog_params, psf=f"{psf},{psf}",
+        flag=im.plain["flag"], params=cfg.coadd.catalog_params, psf=f"{det_psf or psf},{psf}",
         **_sextractor_common(im, tile, cfg), extra={"WEIGHT_TYPE": "MAP_WEIGHT,MAP_WEIGHT"}), cwd=work)
     return read_ldac(cat), cat
 

@@ -53,6 +53,8 @@ class SkycellSpec:
     size: int = 6250
     overlap: int = 240
     tessellation: str = "rings.v3"
+    pixel_scale: float = PIXEL_SCALE
+    """arcsec/pixel (PS1: 0.25; the cluster benchmark simulates coarser, :mod:`cosmodm_ops.sim.clusterwarps`)."""
 
     @property
     def name(self) -> str:
@@ -66,8 +68,8 @@ def skycell_wcs(spec: SkycellSpec) -> dict[str, object]:
     crpix1 = 5 * step + spec.overlap / 2 - ix * step
     crpix2 = 5 * step + spec.overlap / 2 - iy * step
     return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": spec.ra_cell, "CRVAL2": spec.dec_cell,
-            "CRPIX1": crpix1, "CRPIX2": crpix2, "CD1_1": -PIXEL_SCALE / 3600.0, "CD1_2": 0.0, "CD2_1": 0.0,
-            "CD2_2": PIXEL_SCALE / 3600.0, "RADESYS": "ICRS", "EQUINOX": 2000.0}
+            "CRPIX1": crpix1, "CRPIX2": crpix2, "CD1_1": -spec.pixel_scale / 3600.0, "CD1_2": 0.0,
+            "CD2_1": 0.0, "CD2_2": spec.pixel_scale / 3600.0, "RADESYS": "ICRS", "EQUINOX": 2000.0}
 
 
 def warp_name(spec: SkycellSpec, band: str, expid: int) -> str:
@@ -106,8 +108,8 @@ def write_warp(out: Path, spec: SkycellSpec, band: str, expid: int, objects, *, 
     inside = (x > -10) & (x < spec.size + 10) & (y > -10) & (y < spec.size + 10)
     mzero = zp + 2.5 * math.log10(exptime)
     flux = 10.0 ** (-0.4 * (np.asarray(objects.mags[band])[inside] - mzero))
-    psf = fwhm_arcsec / 2.3548 / PIXEL_SCALE
-    size = np.where(objects.is_star[inside], 0.0, objects.r_half[inside] / 1.18 / PIXEL_SCALE)
+    psf = fwhm_arcsec / 2.3548 / spec.pixel_scale
+    size = np.where(objects.is_star[inside], 0.0, objects.r_half[inside] / 1.18 / spec.pixel_scale)
     signal = _render((spec.size, spec.size), x[inside], y[inside], flux, np.hypot(psf, size))
     variance = (sky + np.maximum(signal, 0.0) + 25.0).astype(np.float32)  # sky + source Poisson + read noise 5 e-
     image = signal + rng.normal(0.0, 1.0, signal.shape) * np.sqrt(variance)
