@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="catalogue level: a merged multi-band table, or BAND=PATH dual-image catalogues")
     t.add_argument("--out", required=True, help="output folder (written atomically): result.json, curve.png, "
                    "inspection.png")
-    t.add_argument("--config", default=None, help="YAML of finder settings (FinderConfig fields, or a clusters: section)")
+    t.add_argument("--config", default=None, help="YAML of finder settings (FinderConfig fields, or a clusters: section; with --warps also a chain: section)")
     t.add_argument("--min-significance", type=float, default=None, help="detection threshold (default: config, 5)")
     t.add_argument("--pseudocolour", default=None, help="catalogue level: the tile's pseudo-colour PNG")
     t.add_argument("--pseudocolour-wcs", default=None, help="a FITS file whose header is the PNG's WCS (its coadd)")
@@ -86,7 +86,8 @@ def _target(args: argparse.Namespace) -> int:
         candidate = pick_candidate(read_candidates(args.candidates), args.name, args.candidates)
         config = finder_config(args.config, min_significance=args.min_significance)
         doc = run_target(candidate, args.out, warps=args.warps, catalog=args.catalog, config=config,
-                         pseudocolour=args.pseudocolour, pseudocolour_wcs=args.pseudocolour_wcs)
+                         pseudocolour=args.pseudocolour, pseudocolour_wcs=args.pseudocolour_wcs,
+                         chain=args.config if args.warps else None)
     except (CandidateListError, TargetInputError) as err:
         print(f"cosmodm clusters target: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

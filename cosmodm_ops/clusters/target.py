@@ -68,7 +68,8 @@ def finder_config(config: FinderConfig | Mapping[str, Any] | str | Path | None, 
             except (OSError, yaml.YAMLError) as err:
                 msg = f"{where}: cannot read the finder configuration ({err})"
                 raise TargetInputError(msg) from err
-            values = doc.get("clusters", doc) if isinstance(doc, dict) else {}
+            doc = doc if isinstance(doc, dict) else {}
+            values = doc.get("clusters", {k: v for k, v in doc.items() if k != "chain"})
         elif config is not None:
             values = config
         known = {f.name for f in fields(FinderConfig)}
@@ -175,35 +176,54 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _from_warps(candidate: Candidate, out: str | Path, warps: str | Path, config: Any) -> dict[str, Any]:
+def _chain_section(path: str | Path) -> Mapping[str, Any]:
+    """The ``chain:`` section of a follow-up YAML (beside its ``clusters:`` finder section); {} without one."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise TargetInputError(f"{path}: cannot read the configuration ({err})") from err
+    section = doc.get("chain", {}) if isinstance(doc, dict) else {}
+    if not isinstance(section, dict):
+        raise TargetInputError(f"{path}: chain: must be a mapping of image-chain settings")
+    return section
+
+
+def _from_warps(candidate: Candidate, out: str | Path, warps: str | Path, config: Any,
+                chain: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     """The image-level branch: :func:`cosmodm_ops.clusters.chain.run_chain` (coadds, catalogues, finder, pictures).
 
-    ``config``: a :class:`FinderConfig` (what the CLI and the DAG give: the chain's defaults with these finder
-    settings; the chain's background cap is kept unless set), or the chain's own YAML / mapping / ``ChainConfig``.
+    ``chain``: the image chain's settings (a mapping, or a YAML file whose ``chain:`` section holds them; the
+    chain's defaults without). ``config``: a :class:`FinderConfig` (what the CLI and the DAG give: these finder
+    settings, the chain's background cap kept unless set), or the chain's own mapping / ``ChainConfig``.
     """
     from cosmodm_ops.clusters.chain import ChainConfig, chain_config, run_chain
 
     if not Path(warps).is_dir():
         raise TargetInputError(f"--warps {warps}: not a folder of warps")
-    if isinstance(config, FinderConfig):
-        cap = config.background_exclusion_max_deg
-        default_cap = ChainConfig().finder.background_exclusion_max_deg
-        chain = ChainConfig(finder=replace(config, background_exclusion_max_deg=default_cap if cap is None else cap))
-    else:
-        try:
-            chain = chain_config(config)
-        except (OSError, ValueError, TypeError) as err:
-            raise TargetInputError(f"{config}: {err}") from err
-    return run_chain(candidate, Path(out).resolve(), Path(warps), chain)
+    try:
+        if isinstance(config, FinderConfig):
+            base = chain_config(_chain_section(chain) if isinstance(chain, (str, Path)) else (chain or {}))
+            cap = config.background_exclusion_max_deg
+            finder = replace(config, background_exclusion_max_deg=(base.finder.background_exclusion_max_deg
+                                                                    if cap is None else cap))
+            settings = replace(base, finder=finder)
+        else:
+            settings = chain_config(config) if config is not None else ChainConfig()
+    except (ValueError, TypeError) as err:
+        raise TargetInputError(f"{chain or config}: {err}") from err
+    return run_chain(candidate, Path(out).resolve(), Path(warps), settings)
 
 
 def run_target(candidate: Candidate, out: str | Path, *, warps: str | Path | None = None,
                catalog: str | Sequence[str] | None = None, config: Any = None,
-               pseudocolour: str | Path | None = None, pseudocolour_wcs: str | Path | None = None) -> dict[str, Any]:
+               pseudocolour: str | Path | None = None, pseudocolour_wcs: str | Path | None = None,
+               chain: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Follow up one candidate; write ``out/result.json`` (+ pictures) atomically and return the document.
 
     Exactly one of ``warps`` (image level) and ``catalog`` (catalogue level). ``config``: see
-    :func:`finder_config`. Raises :class:`TargetInputError` for bad input (nothing is written).
+    :func:`finder_config`; ``chain``: the image chain's settings (see :func:`_from_warps`). Raises :class:`TargetInputError` for bad input (nothing is written).
     """
     if (warps is None) == (catalog is None):
         msg = "give exactly one input: --warps DIR (image level) or --catalog FILE [BAND=FILE ...] (catalogue level)"
@@ -212,7 +232,7 @@ def run_target(candidate: Candidate, out: str | Path, *, warps: str | Path | Non
         msg = "--pseudocolour PNG needs --pseudocolour-wcs FITS (the header of the image it was made from), and back"
         raise TargetInputError(msg)
     if warps is not None:  # image level: the chain writes its own folder atomically (clusters/chain.py)
-        return _from_warps(candidate, out, warps, config)
+        return _from_warps(candidate, out, warps, config, chain)
     cfg = finder_config(config)
     cpu0 = _cpu_s()
     out = Path(out).resolve()

@@ -64,3 +64,24 @@ def test_candidate_without_warps(warps, tmp_path):
     assert "overlaps" in res["message"] and res["inputs"] == []
     assert res["missing_bands"] == ["g", "r", "i", "z", "y"]
     assert (tmp_path / "FAR" / "result.json").is_file()
+
+
+def test_cli_warps_with_one_yaml_for_finder_and_chain(warps, tmp_path, capsys):
+    """``cosmodm clusters target --warps``: one YAML holds the finder (``clusters:``) and the chain (``chain:``);
+    a far candidate is ``no_warps`` (exit 0, reported); a bad chain key is exit 65 naming it."""
+    from cosmodm_ops.cli import main
+
+    folder, _ = warps
+    (tmp_path / "cands.csv").write_text(f"NAME,RA,DEC\nFAR,{RA + 2.0},{DEC}\n")
+    cfg = tmp_path / "followup.yaml"
+    cfg.write_text("clusters:\n  min_significance: 4.0\nchain:\n  tile_deg: 0.18\n  psf_size: 15\n")
+    args = ["clusters", "target", "--candidates", str(tmp_path / "cands.csv"), "--name", "FAR",
+            "--warps", str(folder), "--out", str(tmp_path / "FAR"), "--config", str(cfg)]
+    assert main(args) == 0
+    doc = json.loads((tmp_path / "FAR" / "result.json").read_text())
+    assert doc["status"] == "no_warps" and doc["inputs"] == []
+    cfg.write_text("chain:\n  tile_size: 0.18\n")
+    args[-3] = str(tmp_path / "FAR2")
+    assert main(args) == 65
+    err = capsys.readouterr().err
+    assert "tile_size" in err and str(cfg) in err and not (tmp_path / "FAR2").exists()
