@@ -1,4 +1,4 @@
-"""Byte accounting of the exposure benchmark: products counted at their uncompressed size."""
+"""The exposure benchmark: products counted at their uncompressed size; star/galaxy completeness against truth."""
 
 from __future__ import annotations
 
@@ -54,3 +54,27 @@ def test_io_line_extrapolates_both_jobs_to_the_exposure_and_takes_the_ratios():
     assert fit["io_ratio_written"] == round(14400 / 620, 2)
     assert fit["io_naive_line"]["read_per_ccd"] == 300 and fit["io_ours_line"]["read_per_exposure"] == 1000
     assert io_line(62, [(62, 5, 5)], [(62, 50, 50)])["io_ratio_read_write"] == 10.0  # a whole exposure
+
+
+def test_star_galaxy_completeness_in_two_snr_bins(tmp_path):
+    """S/N > 20 and S/N 10-20 completeness of stars and galaxies matched to truth (issue 18, third round)."""
+    import fitsio
+
+    from cosmodm_ops.single_epoch.exposure_density import _star_galaxy
+
+    n = 8
+    ra, dec = 10.0 + np.arange(n) * 0.01, np.full(n, -30.0)
+    is_star = np.array([1, 1, 0, 0, 1, 1, 0, 0], dtype=np.int16)
+    (tmp_path / "night" / "truth").mkdir(parents=True)
+    fitsio.write(str(tmp_path / "night" / "truth" / "objects.fits"),
+                 {"ra": ra, "dec": dec, "is_star": is_star})
+    snr = np.array([50, 50, 50, 50, 15, 15, 15, 5], dtype=np.float32)  # the last below S/N 10: not counted
+    spread = np.array([0.0, 0.01, 0.02, 0.02, 0.0, 0.0, 0.0, 0.02], dtype=np.float32)
+    (tmp_path / "se").mkdir()
+    fitsio.write(str(tmp_path / "se" / "x_cat.fits"),
+                 {"ALPHAWIN_J2000": ra, "DELTAWIN_J2000": dec, "SNR_WIN": snr, "SPREAD_MODEL": spread,
+                  "FLAGS": np.zeros(n, np.int16)}, extname="LDAC_OBJECTS")
+    res = _star_galaxy(tmp_path / "night", tmp_path / "se", 0.003)
+    assert res == {"star_completeness_snr20": 0.5, "galaxy_completeness_snr20": 1.0, "n_matched_snr20": 4,
+                   "star_completeness_snr10_20": 1.0, "galaxy_completeness_snr10_20": 0.0,
+                   "n_matched_snr10_20": 3}
