@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,14 @@ def real_file(relpath: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data file {path} is absent (set COSMODM_REAL_DATA to ../shared/data/real)")
     return path
+
+
+def wait_until(cond, timeout: float, what: str, log: Path):
+    """Poll ``cond()`` every second until it returns something true (returned); on timeout fail with the log's tail."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}; log tail:\n{log.read_text()[-3000:]}")

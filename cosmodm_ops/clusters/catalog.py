@@ -17,14 +17,15 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cosmodm_ops.clusters.finder import Candidate, ClusterResult, Footprint
 
-__all__ = ["CandidateListError", "footprint_of", "read_candidates", "read_catalog", "write_cluster_catalogue"]
+__all__ = ["CandidateListError", "footprint_of", "join_dual_image", "read_candidates", "read_catalog",
+           "write_cluster_catalogue"]
 
 _ALIASES = {"name": ("name", "psz2_name", "id"), "ra": ("ra", "radeg", "ra_deg", "raj2000"),
             "dec": ("dec", "dedeg", "dec_deg", "dej2000", "decj2000"),
@@ -137,15 +138,29 @@ def read_catalog(sources: str | Sequence[str]) -> np.ndarray:
     if len(set(lengths.values())) != 1:
         msg = f"dual-image catalogues differ in length {lengths}: they must come from one detection image"
         raise ValueError(msg)
-    first = per_band.get("i", next(iter(per_band.values())))
+    return join_dual_image(per_band)
+
+
+def join_dual_image(tables: Mapping[str, np.ndarray], ref_band: str = "i",
+                    position: tuple[str, str] = ("ALPHA_J2000", "DELTA_J2000"), flags: bool = False) -> np.ndarray:
+    """The finder's table from SExtractor dual-image catalogues of one detection image (rows aligned).
+
+    Positions (``position`` columns) and SPREAD_MODEL (and FLAGS with ``flags``) from ``ref_band`` (or the
+    first band without it); ``mag_auto_<b>``, ``mag_detmodel_<b>`` and their errors per band (99 where a
+    catalogue lacks the column).
+    """
+    first = tables.get(ref_band, next(iter(tables.values())))
     cols = [("ra", "f8"), ("dec", "f8"), ("spread_model", "f4"), ("spreaderr_model", "f4")]
-    for b in per_band:
+    cols += [("flags", "i4")] if flags else []
+    for b in tables:
         cols += [(f"mag_auto_{b}", "f4"), (f"magerr_auto_{b}", "f4"), (f"mag_detmodel_{b}", "f4"),
                  (f"magerr_detmodel_{b}", "f4")]
     out = np.zeros(len(first), dtype=cols)
-    out["ra"], out["dec"] = first["ALPHA_J2000"], first["DELTA_J2000"]
+    out["ra"], out["dec"] = first[position[0]], first[position[1]]
     out["spread_model"], out["spreaderr_model"] = first["SPREAD_MODEL"], first["SPREADERR_MODEL"]
-    for b, t in per_band.items():
+    if flags:
+        out["flags"] = first["FLAGS"]
+    for b, t in tables.items():
         for ours, theirs in (("mag_auto", "MAG_AUTO"), ("magerr_auto", "MAGERR_AUTO"),
                              ("mag_detmodel", "MAG_DETMODEL"), ("magerr_detmodel", "MAGERR_DETMODEL")):
             out[f"{ours}_{b}"] = t[theirs] if theirs in t.dtype.names else 99.0

@@ -270,25 +270,11 @@ def _keep_coadds(coadds: Mapping[str, tuple[Path, Path]], work: Path) -> dict[st
 
 
 def join_catalogues(tables: Mapping[str, np.ndarray], ref_band: str = "i") -> np.ndarray:
-    """The finder's table from SExtractor dual-image catalogues of one detection image (rows aligned).
+    """The finder's table from the chain's dual-image catalogues: windowed positions and FLAGS
+    (:func:`cosmodm_ops.clusters.catalog.join_dual_image`)."""
+    from cosmodm_ops.clusters.catalog import join_dual_image
 
-    Positions (ALPHAWIN/DELTAWIN) and SPREAD_MODEL from ``ref_band`` (or the first band without it);
-    ``mag_auto_<b>``, ``mag_detmodel_<b>`` and their errors per band.
-    """
-    first = tables.get(ref_band, next(iter(tables.values())))
-    cols = [("ra", "f8"), ("dec", "f8"), ("spread_model", "f4"), ("spreaderr_model", "f4"), ("flags", "i4")]
-    for b in tables:
-        cols += [(f"mag_auto_{b}", "f4"), (f"magerr_auto_{b}", "f4"), (f"mag_detmodel_{b}", "f4"),
-                 (f"magerr_detmodel_{b}", "f4")]
-    out = np.zeros(len(first), dtype=cols)
-    out["ra"], out["dec"] = first["ALPHAWIN_J2000"], first["DELTAWIN_J2000"]
-    out["spread_model"], out["spreaderr_model"] = first["SPREAD_MODEL"], first["SPREADERR_MODEL"]
-    out["flags"] = first["FLAGS"]
-    for b, t in tables.items():
-        for ours, theirs in (("mag_auto", "MAG_AUTO"), ("magerr_auto", "MAGERR_AUTO"),
-                             ("mag_detmodel", "MAG_DETMODEL"), ("magerr_detmodel", "MAGERR_DETMODEL")):
-            out[f"{ours}_{b}"] = t[theirs]
-    return out
+    return join_dual_image(tables, ref_band, position=("ALPHAWIN_J2000", "DELTAWIN_J2000"), flags=True)
 
 
 def _find(candidate: Candidate, tables: Mapping[str, np.ndarray], cfg: ChainConfig,

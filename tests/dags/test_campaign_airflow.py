@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from cosmodm_ops.campaign.rest import AirflowREST
 from tests.support import REPO
+from tests.support import wait_until as _wait
 from tests.unit.campaign_factory import build_survey, survey_env
 
 pytestmark = pytest.mark.airflow
 DAG_ID = "reprocess_campaign"
-
-
-def _wait(cond, timeout: float, what: str, log: Path):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}; log tail:\n{log.read_text()[-3000:]}")
 
 
 def _pending(api: AirflowREST, run_id: str, task_id: str):

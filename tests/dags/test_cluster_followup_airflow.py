@@ -23,20 +23,11 @@ import sqlalchemy as sa
 
 from cosmodm_ops.campaign.rest import HITL_SETTLE_S, AirflowREST
 from tests.support import REPO
+from tests.support import wait_until as _wait
 
 pytestmark = pytest.mark.airflow
 DAG_ID = "cluster_followup"
 ANSWERS = {"SIM-CL00": "confirm", "SIM-CL01": "reject", "SIM-CL02": "unsure"}
-
-
-def _wait(cond, timeout: float, what: str, log: Path):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}; log tail:\n{log.read_text()[-3000:]}")
 
 
 def _try(func):
