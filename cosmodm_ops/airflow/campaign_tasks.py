@@ -22,10 +22,13 @@ __all__ = [
     "ContinueOrAbortOperator",
     "adjudication_needed_task",
     "chunk_array",
+    "fail_on_bad_input",
     "failure_gate_task",
+    "note_run_campaign",
     "plan_task",
     "prepare_chunks_task",
     "record_chunk_task",
+    "responder",
     "summary_task",
     "validate_task",
 ]
@@ -33,7 +36,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _fail_on_bad_input(func: Any, *args: Any, **kwargs: Any) -> Any:
+def fail_on_bad_input(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)``; its ``CampaignInputError`` fails the task without a retry (bad input)."""
     from cosmodm_ops.campaign import CampaignInputError
 
     try:
@@ -58,22 +62,22 @@ def validate_task(params: dict[str, Any]) -> dict[str, Any]:
     """Every field and override checked before anything runs (bad input: failed, no retry)."""
     from cosmodm_ops.campaign import parse_request
 
-    return _fail_on_bad_input(parse_request, _form(params)).to_dict()
+    return fail_on_bad_input(parse_request, _form(params)).to_dict()
 
 
 def plan_task(request: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Select, preview, create the campaign (awaiting approval, or a dry-run record). Idempotent per run."""
     from cosmodm_ops.workflows.campaign import create_campaign
 
-    row = _fail_on_bad_input(create_campaign, request, source=f"airflow:{run_id}", awaiting_approval=True,
+    row = fail_on_bad_input(create_campaign, request, source=f"airflow:{run_id}", awaiting_approval=True,
                              created_by="reprocess_campaign")
-    _note(run_id, row["id"])
+    note_run_campaign(run_id, row["id"])
     log.info("campaign %s (%s)\n%s", row["id"], row["state"], row["preview_markdown"])
     return {"campaign": int(row["id"]), "state": row["state"], "dry_run": row["state"] == "dry_run",
             "preview_markdown": row["preview_markdown"], **_where(request)}
 
 
-def _note(run_id: str | None, campaign: int) -> None:
+def note_run_campaign(run_id: str | None, campaign: int) -> None:
     """The campaign id goes into this task's OpenLineage events (``cosmodm_campaign`` run facet)."""
     from cosmodm_ops.airflow.lineage import note_campaign
 
@@ -88,7 +92,8 @@ def _run_id() -> str | None:
         return None
 
 
-def _responder(event: dict[str, Any]) -> str:
+def responder(event: dict[str, Any]) -> str:
+    """Who answered a HITL step, from the operator's event (name, else id, else 'unknown')."""
     user = event.get("responded_by_user") or {}
     return str(user.get("name") or user.get("id") or "unknown") if isinstance(user, dict) else str(user)
 
@@ -109,7 +114,7 @@ class CampaignApprovalOperator(ApprovalOperator):
         plan = self.campaign
         chosen = (event.get("chosen_options") or [""])[0]
         store = store_for(plan["survey"], plan["site"])
-        who, when = _responder(event), event.get("responded_at")
+        who, when = responder(event), event.get("responded_at")
         if chosen == self.APPROVE:
             store.set_state(plan["campaign"], CampaignState.PLANNED, note=f"approved by {who} at {when}")
         else:
@@ -129,7 +134,7 @@ def prepare_chunks_task(plan: dict[str, Any]) -> list[dict[str, Any]]:
     stages wait for a later round): the array's command and size (and the chunk file)."""
     from cosmodm_ops.workflows.campaign import prepare_chunk, ready_chunks
 
-    _note(_run_id(), plan["campaign"])
+    note_run_campaign(_run_id(), plan["campaign"])
     specs = []
     for chunk in ready_chunks(plan["campaign"], survey=plan["survey"], site=plan["site"]):
         spec = prepare_chunk(plan["campaign"], chunk, survey=plan["survey"], site=plan["site"])
@@ -184,7 +189,7 @@ def record_chunk_task(pair: Any) -> dict[str, int]:
 
     spec, results = pair
     ctx = get_current_context()
-    _note(ctx["run_id"], spec["campaign"])
+    note_run_campaign(ctx["run_id"], spec["campaign"])
     info = {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"], "task_id": ctx["ti"].task_id}
     counts = record_chunk(spec["campaign"], spec, list(results or []), ctx=info, survey=spec["survey"],
                           site=spec["site"])
@@ -239,7 +244,7 @@ class ContinueOrAbortOperator(HITLOperator):
         from cosmodm_ops.campaign import CampaignState
         from cosmodm_ops.workflows.campaign import cancel, continue_after_pause, store_for
 
-        plan, who = self.campaign, _responder(event)
+        plan, who = self.campaign, responder(event)
         if (event.get("chosen_options") or [""])[0] == "abort":
             cancel(plan["campaign"], survey=plan["survey"], site=plan["site"])
         else:
@@ -279,7 +284,7 @@ class CampaignAdjudicationOperator(HITLOperator):
         from cosmodm_ops.campaign import adjudicate
         from cosmodm_ops.workflows.campaign import show, store_for
 
-        plan, who = self.campaign, _responder(event)
+        plan, who = self.campaign, responder(event)
         decision = (event.get("chosen_options") or ["accept"])[0]
         override = (event.get("params_input") or {}).get("override") or None
         store = store_for(plan["survey"], plan["site"])
@@ -292,7 +297,7 @@ def summary_task(plan: dict[str, Any]) -> dict[str, Any]:
     """Finish the campaign (done when nothing is open) and return its one-line summary."""
     from cosmodm_ops.workflows.campaign import finish
 
-    _note(_run_id(), plan["campaign"])
+    note_run_campaign(_run_id(), plan["campaign"])
     result = finish(plan["campaign"], survey=plan["survey"], site=plan["site"])
     log.info("campaign %s: %s", plan["campaign"], result)
     return result

@@ -16,7 +16,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import get_current_context
 
-from cosmodm_ops.airflow.campaign_tasks import _fail_on_bad_input, _note, _responder
+from cosmodm_ops.airflow.campaign_tasks import fail_on_bad_input, note_run_campaign, responder
 
 __all__ = ["ClusterDecisionOperator", "collect_task", "decisions_task", "finalize_task", "plan_task", "validate_task"]
 
@@ -32,7 +32,7 @@ def validate_task(params: dict[str, Any]) -> dict[str, Any]:
     """The form's fields and the candidate list checked before anything is created."""
     from cosmodm_ops.workflows.followup import validate_followup
 
-    req = _fail_on_bad_input(validate_followup, params)
+    req = fail_on_bad_input(validate_followup, params)
     log.info("%d candidate(s) from %s on %s", len(req["names"]), req["candidates"],
              req["warps"] or ", ".join(req["catalog"]))
     return req
@@ -42,8 +42,8 @@ def plan_task(request: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The follow-up campaign (one item per candidate); idempotent per DAG run."""
     from cosmodm_ops.workflows.followup import create_followup
 
-    plan = _fail_on_bad_input(create_followup, request, source=f"airflow:{run_id}", created_by="cluster_followup")
-    _note(run_id, plan["campaign"])
+    plan = fail_on_bad_input(create_followup, request, source=f"airflow:{run_id}", created_by="cluster_followup")
+    note_run_campaign(run_id, plan["campaign"])
     log.info("campaign %s: %d candidate(s), label %s", plan["campaign"], plan["candidates"], plan["label"])
     return plan
 
@@ -53,7 +53,7 @@ def collect_task(plan: dict[str, Any]) -> dict[str, Any]:
     from cosmodm_ops.workflows.followup import collect
 
     ctx = _ctx()
-    _note(ctx["run_id"], plan["campaign"])
+    note_run_campaign(ctx["run_id"], plan["campaign"])
     res = collect(plan, ctx)
     log.info("campaign %s: ok %d, to confirm %s, no_coverage %s, no_warps %s, error %s, failed %s",
              plan["campaign"], len(res["ok"]), res["to_confirm"], res["no_coverage"], res["no_warps"], res["error"],
@@ -73,7 +73,7 @@ def finalize_task(plan: dict[str, Any]) -> dict[str, Any]:
     from cosmodm_ops.workflows.followup import finalize
 
     ctx = _ctx()
-    _note(ctx["run_id"], plan["campaign"])
+    note_run_campaign(ctx["run_id"], plan["campaign"])
     out = finalize(plan, ctx)
     log.info("campaign %s: catalogue product %s (%s)", plan["campaign"], out["catalogue_product"],
              out["catalogue_path"])
@@ -106,5 +106,5 @@ class ClusterDecisionOperator(HITLOperator):
             verdict = (event.get("chosen_options") or ["unsure"])[0]
             when = event.get("responded_at")
             when = when.isoformat() if hasattr(when, "isoformat") else when
-            record_decision(self.candidate, verdict, _responder(event), when)
+            record_decision(self.candidate, verdict, responder(event), when)
         return super().execute_complete(context, event)
