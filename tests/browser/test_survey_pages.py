@@ -169,7 +169,8 @@ def test_click_through_the_survey(survey_ui, browser, tmp_path):
     if colour:
         img = frame.locator("img.pseudocolour")
         assert img.get_attribute("src").endswith(f"/download/{max(c['id'] for c in colour)}?inline=1")
-        assert img.evaluate("i => i.complete && i.naturalWidth") == 48
+        # decode() waits for the load (on a busy machine the PNG may still be on its way when the table shows)
+        assert img.evaluate("i => i.decode().then(() => i.naturalWidth)") == 48
     else:
         assert frame.locator("#pseudocolour p.none").inner_text() == "No pseudo-colour image yet."
     assert any(arch.find(survey="demo", kind="pseudocolour")), "the seed archives one pseudo-colour PNG"
