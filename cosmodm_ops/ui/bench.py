@@ -5,6 +5,9 @@ products with their runs, QA rows, lineage and quarantines, and about 10^5 catal
 search's); start the real api-server with the plugin; then 10 concurrent clients request every page and JSON endpoint, and Airflow's
 ``/api/v2/dags/nightly_ingest/dagRuns`` in the same run as the anchor. Figures: p50 and p95 per endpoint
 (ms). Targets: pages p95 <= 300 ms, JSON <= 100 ms. Ten campaigns of 1000 items each are seeded too.
+Two floor anchors are measured first and again last with the same clients: the app's ``/cosmodm/api/ping``
+(same authentication, a constant JSON, no database) and Airflow's ``/api/v2/providers?limit=1`` (its cheapest
+authenticated endpoint); each endpoint's ``over_floor_ms`` is its p95 minus the first floor's p95.
 """
 
 from __future__ import annotations
