@@ -151,9 +151,9 @@ def _run(args: argparse.Namespace) -> int:
     options = {flag.lstrip("-").replace("-", "_"): None for flag, _ in OPTIONS.get(args.bench_name, [])}
     results = getattr(importlib.import_module(module_name), func_name)(**{k: getattr(args, k) for k in options})
     line = {k: results[k] for k in keys} if keys else results
-    if not args.json:
+    if not args.json:  # a benchmark module may print its own table (``format_results``)
         from cosmodm_ops.coadd.benchmarks import format_table
 
-        print(format_table(results))
+        print(getattr(importlib.import_module(module_name), "format_results", format_table)(results))
     print(json.dumps(line))
     return 0

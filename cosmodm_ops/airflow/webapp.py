@@ -16,23 +16,23 @@ import datetime as dt
 import os
 import threading
 from collections import Counter
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as P
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cosmodm_ops.airflow import webapp_downloads as dl
+from cosmodm_ops.airflow.webapp_support import HERE, dag_run_states, focal_plane_of, pixel_scales, templates
 from cosmodm_ops.ui import queries as Q
 from cosmodm_ops.ui import svg
 
 __all__ = ["app", "require_user"]
 
-HERE = Path(__file__).with_name("ui")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 _NIGHT = r"^\d{4}-\d{2}-\d{2}$"
+_DATE = r"^(\d{4}-\d{2}-\d{2})?$"  # a date filter: a night, or empty (the form's blank field)
 
 
 async def require_user(request: Request) -> Any:
@@ -77,78 +77,20 @@ def archive() -> Any:
         return _archives[(db, root)]
 
 
-@lru_cache(maxsize=1)
-def _templates() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["num"] = lambda v, fmt="{:.3g}": "" if v is None else fmt.format(v)
-    env.filters["size"] = _human_size
-    return env
-
-
-def _human_size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def page(request: Request, template: str, **ctx: Any) -> HTMLResponse:
     """Render a template with the mount point (``base``) and the survey list."""
     from markupsafe import Markup
 
     base = request.scope.get("root_path", "").rstrip("/")
     ctx = {k: Markup(v) if k.endswith("_svg") else v for k, v in ctx.items()}
-    html = _templates().get_template(template).render(base=base, airflow=base.rsplit("/", 1)[0], **ctx)
+    html = templates().get_template(template).render(base=base, airflow=base.rsplit("/", 1)[0], **ctx)
     return HTMLResponse(html)
-
-
-@lru_cache(maxsize=16)
-def camera_config(camera: str) -> Any:
-    """A camera's config (for its focal plane and pixel scale); None when unknown."""
-    from cosmodm_ops.config import load_config
-
-    try:
-        return load_config(camera=camera).camera
-    except Exception:  # noqa: BLE001 - an unknown camera only loses the map and the depth
-        return None
-
-
-def _pixel_scales(rows: list[dict[str, Any]]) -> dict[str, float]:
-    out = {}
-    for cam in {x["camera"] for x in rows}:
-        cfg = camera_config(cam)
-        if cfg is not None:
-            out[cam] = cfg.pixel_scale
-    return out
-
-
-def dag_run_states(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """Airflow's state of each (dag_id, run_id), read from its metadata DB (missing: not listed)."""
-    if not pairs:
-        return {}
-    try:
-        import sqlalchemy as sa
-        from airflow.models.dagrun import DagRun
-        from airflow.utils.session import create_session
-
-        with create_session() as s:
-            rows = s.execute(sa.select(DagRun.dag_id, DagRun.run_id, DagRun.state)
-                             .where(DagRun.run_id.in_(sorted({r for _, r in pairs})))).all()
-        want = set(pairs)
-        return {(d, r): str(st) for d, r, st in rows if (d, r) in want}
-    except Exception:  # noqa: BLE001 - the archive pages still work without Airflow's metadata
-        return {}
 
 
 # ---------------------------------------------------------------------------------------------- nights
 def _nights_data(survey: str | None, date_from: str | None, date_to: str | None, before: str | None,
                  after: str | None, per_page: int) -> dict[str, Any]:
+    date_from, date_to = date_from or None, date_to or None  # the filter form sends empty dates
     with archive().read_engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
@@ -158,13 +100,17 @@ def _nights_data(survey: str | None, date_from: str | None, date_to: str | None,
     for n in data["rows"]:
         for x in n["runs"]:
             x["state"] = states.get((x["dag_id"], x["run_id"]), "unknown")
-    return {**data, "survey": survey, "surveys": all_surveys, "date_from": date_from, "date_to": date_to}
+    # the pager's links keep the filters and the page size (the key of the page is added to them)
+    keep = {"survey": survey, "from": date_from, "to": date_to, "per_page": per_page}
+    query = urlencode({k: v for k, v in keep.items() if v is not None})
+    return {**data, "survey": survey, "surveys": all_surveys, "date_from": date_from, "date_to": date_to,
+            "query": query}
 
 
 @app.get("/", response_class=HTMLResponse)
 def nights_page(request: Request, survey: str | None = Query(None, pattern=_NAME),
-                date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
-                date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
+                date_from: str | None = Query(None, alias="from", pattern=_DATE),
+                date_to: str | None = Query(None, alias="to", pattern=_DATE),
                 before: str | None = Query(None, pattern=_NIGHT), after: str | None = Query(None, pattern=_NIGHT),
                 per_page: int = Query(30, ge=1, le=200)) -> HTMLResponse:
     """Nights: exposures, accepted, quarantined, failed, the DAG runs; filters by survey and dates; keyset pages."""
@@ -173,8 +119,8 @@ def nights_page(request: Request, survey: str | None = Query(None, pattern=_NAME
 
 @app.get("/api/nights", response_model=None)
 def nights_json(survey: str | None = Query(None, pattern=_NAME),
-                date_from: str | None = Query(None, alias="from", pattern=_NIGHT),
-                date_to: str | None = Query(None, alias="to", pattern=_NIGHT),
+                date_from: str | None = Query(None, alias="from", pattern=_DATE),
+                date_to: str | None = Query(None, alias="to", pattern=_DATE),
                 before: str | None = Query(None, pattern=_NIGHT), after: str | None = Query(None, pattern=_NIGHT),
                 per_page: int = Query(30, ge=1, le=200)) -> Response:
     return dl.json_response(_nights_data(survey, date_from, date_to, before, after, per_page))
@@ -184,7 +130,7 @@ def _night_data(survey: str, night: str) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
         exps = [dict(x) for x in conn.execute(
             Q.sa.select(Q.e.c.camera).where(Q.e.c.survey == survey, Q.e.c.night == night).distinct()).mappings()]
-        data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=_pixel_scales(exps))
+        data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=pixel_scales(exps))
     return {**data, "survey": survey, "night": night}
 
 
@@ -204,22 +150,12 @@ def night_json(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=
 
 
 # ---------------------------------------------------------------------------------------------- exposure
-def _focal_plane(camera: str) -> Any:
-    from cosmodm_ops.cameras.layout import focal_plane
-
-    cam = camera_config(camera)
-    try:
-        return focal_plane(cam) if cam is not None else None
-    except Exception:  # noqa: BLE001 - a missing camera table only loses the map
-        return None
-
-
 def _exposure_data(survey: str, expnum: int) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
         detail = Q.exposure_detail(conn, survey=survey, expnum=expnum)
         if detail is None:
             raise HTTPException(404, f"no exposure {expnum} in survey {survey}")
-        fp = _focal_plane(detail["exposure"]["camera"])
+        fp = focal_plane_of(detail["exposure"]["camera"])
         detail["ccd_metrics"] = Q.ccd_metrics(conn, detail, [c.ccdnum for c in fp.ccds] if fp else ())
     return detail
 
@@ -229,7 +165,7 @@ def exposure_page(request: Request, survey: str = P(..., pattern=_NAME), expnum:
                   metric: str = Query("fwhm_arcsec", pattern="^(" + "|".join(svg.METRICS) + ")$")) -> HTMLResponse:
     """Every QA value, the focal-plane map by a chosen metric, products with downloads, lineage."""
     d = _exposure_data(survey, expnum)
-    fp = _focal_plane(d["exposure"]["camera"])
+    fp = focal_plane_of(d["exposure"]["camera"])
     fp_svg = "<p>Unknown camera or camera tables: no focal-plane map.</p>"
     if fp is not None:
         cam = fp.camera
@@ -322,12 +258,46 @@ def product_json(product_id: int, depth: int = Query(2, ge=1, le=10)) -> Respons
     return dl.json_response(_product_data(product_id, depth))
 
 
-@app.get("/products")
-def products(survey: str | None = None, night: str | None = None, expnum: int | None = None,
-             tile: str | None = None, band: str | None = None, kind: str | None = None,
-             limit: int = Query(200, le=5000)) -> list[dict[str, Any]]:
-    """Products matching the given tags (JSON)."""
-    return archive().find(survey=survey, night=night, expnum=expnum, tile=tile, band=band, kind=kind, limit=limit)
+_AFTER, _BEFORE = Query(None, ge=0), Query(None, ge=0)  # keyset pages: the page after / before this id
+
+
+def _product_tags(survey: str | None = Query(None, pattern=_NAME), night: str | None = Query(None, pattern=_NIGHT),
+                  expnum: int | None = Query(None, ge=0), tile: str | None = Query(None, pattern=_NAME),
+                  band: str | None = Query(None, pattern=_NAME),
+                  kind: str | None = Query(None, pattern=_NAME)) -> dict[str, Any]:
+    return {"survey": survey, "night": night, "expnum": expnum, "tile": tile, "band": band, "kind": kind}
+
+
+_TAGS = Depends(_product_tags)
+
+
+def _products_data(tags: dict[str, Any], after: int | None, before: int | None, per_page: int) -> dict[str, Any]:
+    from cosmodm_ops.ui.paging import products_page
+
+    with archive().read_engine.connect() as conn:
+        return products_page(conn, after=after, before=before, per_page=per_page, **tags)
+
+
+@app.get("/api/products", response_model=None)
+def products_json(tags: dict[str, Any] = _TAGS, after: int | None = _AFTER,
+                  before: int | None = _BEFORE, per_page: int = Query(200, ge=1, le=5000)) -> Response:
+    """Current products matching the given tags, by id, one keyset page (``after``/``before`` an id) with its pager."""
+    return dl.json_response(_products_data(tags, after, before, per_page))
+
+
+@app.get("/products", response_model=None)
+def products(request: Request, tags: dict[str, Any] = _TAGS, after: int | None = _AFTER,
+             before: int | None = _BEFORE, limit: int = Query(200, ge=1, le=5000)) -> Response:
+    """The rows of :func:`products_json` as a bare list; the next and previous pages in ``Link`` (RFC 8288)."""
+    d = _products_data(tags, after, before, limit)
+    links = [f'<{request.url.remove_query_params(("after", "before")).include_query_params(**{k: d[v]})}>; '
+             f'rel="{rel}"' for rel, k, v in (("next", "after", "next_after"), ("prev", "before", "prev_before"))
+             if d[v] is not None]
+    resp = dl.json_response(d["rows"])
+    resp.headers["X-Total-Count"] = str(d["total"])
+    if links:
+        resp.headers["Link"] = ", ".join(links)
+    return resp
 
 
 @app.get("/lineage/{product_id}")
@@ -347,7 +317,6 @@ def report(survey: str = P(..., pattern=_NAME), night: str = P(..., pattern=_NIG
 
 
 # ---------------------------------------------------------------------------------------------- campaigns
-_AFTER, _BEFORE = Query(None, ge=0), Query(None, ge=0)  # keyset pages: the page after / before this id
 
 
 @app.get("/campaigns", response_class=HTMLResponse)
@@ -492,6 +461,12 @@ def static(name: str = P(..., pattern=r"^[a-z0-9_-]+\.(js|css)$")) -> FileRespon
         raise HTTPException(404, name)
     media = "text/javascript" if name.endswith(".js") else "text/css"
     return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=300"})
+
+
+@app.get("/api/ping")
+def ping() -> Response:
+    """A constant tiny JSON behind the same authentication, no database: ``cosmodm bench ui``'s floor anchor."""
+    return Response(b'{"ok":true}', media_type="application/json")
 
 
 @app.get("/api/health")

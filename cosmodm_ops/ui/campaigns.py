@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cosmodm_ops.campaign import schema as C
+from cosmodm_ops.ui.paging import keyset, pager
 
 __all__ = ["ITEM_GROUPS", "campaign_detail", "campaigns"]
 
@@ -41,28 +42,6 @@ def _progress(row: dict[str, Any], counts: dict[str, int], used: float | None, l
             "pct": {g: (100.0 * n / total if total else 0.0) for g, n in counts.items()}}
 
 
-def _keyset(q: Any, col: Any, *, after: int | None, before: int | None, per_page: int, desc: bool) -> Any:
-    """One page of ``q`` by ``col`` (no OFFSET): rows past ``after`` (or, walking back, before ``before``)."""
-    if before is not None:  # the page before: read backwards from ``before``, then restore the order
-        q = q.where(col > before if desc else col < before).order_by(col.asc() if desc else col.desc())
-    else:
-        if after is not None:
-            q = q.where(col < after if desc else col > after)
-        q = q.order_by(col.desc() if desc else col.asc())
-    return q.limit(per_page)
-
-
-def _pager(conn: Connection, base: Any, col: Any, ids: list[int], total: int, *, per_page: int,
-           desc: bool) -> dict[str, Any]:
-    """Where a keyset page sits: its number, and the ids that open the next and the previous page."""
-    if not ids:
-        return {"page": 1, "pages": max(1, -(-total // per_page)), "next_after": None, "prev_before": None}
-    ahead = conn.execute(sa.select(sa.func.count()).select_from(base.where(
-        col > ids[0] if desc else col < ids[0]).subquery())).scalar() or 0
-    return {"page": ahead // per_page + 1, "pages": max(1, -(-total // per_page)),
-            "next_after": ids[-1] if ahead + len(ids) < total else None, "prev_before": ids[0] if ahead else None}
-
-
 def campaigns(conn: Connection, *, after: int | None = None, before: int | None = None,
               per_page: int = 50) -> dict[str, Any]:
     """One page of campaigns, newest first (keyset on the id: ``after``/``before`` an id), with progress, core-hours, ETA."""
@@ -70,12 +49,12 @@ def campaigns(conn: Connection, *, after: int | None = None, before: int | None 
     total = conn.execute(sa.select(sa.func.count()).select_from(c)).scalar() or 0
     q = sa.select(c.c.id, c.c.name, c.c.survey, c.c.stage, c.c.state, c.c.site, c.c.target_version,
                   c.c.core_hours_estimated, c.c.created_at, c.c.updated_at, c.c.note, c.c.source)
-    rows = [dict(x) for x in conn.execute(_keyset(q, c.c.id, after=after, before=before, per_page=per_page,
+    rows = [dict(x) for x in conn.execute(keyset(q, c.c.id, after=after, before=before, per_page=per_page,
                                                   desc=True)).mappings()]
     rows.sort(key=lambda r: -r["id"])
     progress = _progress_of(conn, rows)
     return {"rows": [{**r, **progress[r["id"]]} for r in rows], "total": int(total), "per_page": per_page,
-            **_pager(conn, sa.select(c.c.id), c.c.id, [r["id"] for r in rows], int(total), per_page=per_page,
+            **pager(conn, sa.select(c.c.id), c.c.id, [r["id"] for r in rows], int(total), per_page=per_page,
                      desc=True)}
 
 
@@ -91,7 +70,7 @@ def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, aft
     states = ITEM_GROUPS.get(state or "", (state,) if state else ())
     cond = [i.c.campaign_id == cid] + ([i.c.state.in_(states)] if states else [])
     n = conn.execute(sa.select(sa.func.count()).select_from(i).where(*cond)).scalar() or 0
-    items = [dict(x) for x in conn.execute(_keyset(sa.select(i).where(*cond), i.c.id, after=after, before=before,
+    items = [dict(x) for x in conn.execute(keyset(sa.select(i).where(*cond), i.c.id, after=after, before=before,
                                                    per_page=per_page, desc=False)).mappings()]
     items.sort(key=lambda x: x["id"])
     failures = [dict(x) for x in conn.execute(sa.select(i.c.item_key, i.c.exit_code, i.c.attempts, i.c.diagnostics,
@@ -102,7 +81,7 @@ def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, aft
         f["log_tail"] = "\n".join((f["diagnostics"] or "").splitlines()[-15:])
     return {"campaign": {**dict(row), **summary}, "items": items, "n_items": int(n), "state": state,
             "per_page": per_page, "failures": failures,
-            **_pager(conn, sa.select(i.c.id).where(*cond), i.c.id, [x["id"] for x in items], int(n),
+            **pager(conn, sa.select(i.c.id).where(*cond), i.c.id, [x["id"] for x in items], int(n),
                      per_page=per_page, desc=False),
             "pending_decisions": conn.execute(sa.select(sa.func.count()).select_from(i).where(
                 i.c.campaign_id == cid, i.c.qa_verdict == "borderline", i.c.decision.is_(None))).scalar() or 0}

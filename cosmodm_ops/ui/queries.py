@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,10 +58,16 @@ def _active_exposure_quarantine(survey: str) -> list[Any]:
 
 
 def surveys(conn: Connection) -> list[str]:
-    """Surveys that have exposures or tiles."""
-    a = {row[0] for row in conn.execute(sa.select(e.c.survey).group_by(e.c.survey))}
-    b = {row[0] for row in conn.execute(sa.select(S.tiles.c.survey).group_by(S.tiles.c.survey))}
-    return sorted(a | b)
+    """Surveys that have exposures or tiles: one index probe per survey, not a scan of every exposure."""
+    return sorted(set(_distinct(conn, e.c.survey)) | set(_distinct(conn, S.tiles.c.survey)))
+
+
+def _distinct(conn: Connection, col: Any) -> list[Any]:
+    """The distinct values of an indexed column by a loose index scan (a recursive CTE: min, then the next min)."""
+    walk = sa.select(sa.func.min(col).label("x")).cte("walk", recursive=True)
+    nxt = sa.select(sa.func.min(col)).where(col > walk.c.x).scalar_subquery()
+    walk = walk.union_all(sa.select(nxt).where(walk.c.x.isnot(None)))
+    return [x for (x,) in conn.execute(sa.select(walk.c.x).where(walk.c.x.isnot(None)))]
 
 
 def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_to: str | None = None,
@@ -114,13 +120,13 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
             .group_by(p.c.night, r.c.dag_id, r.c.run_id)):
         if dag_id and run_id:
             runs[night].append({"dag_id": dag_id, "run_id": run_id})
+    n_bad, n_bad_done = Counter(n for n, _ in bad), Counter(n for n, _ in bad_done)
     rows = []
     for n in chosen:
-        n_bad = sum(1 for b in bad if b[0] == n)
-        accepted = n_done.get(n, 0) - sum(1 for b in bad_done if b[0] == n)
+        accepted = n_done.get(n, 0) - n_bad_done[n]
         total_n = n_exp.get(n, 0)
-        rows.append({"night": n, "exposures": total_n, "accepted": accepted, "quarantined": n_bad,
-                     "failed": total_n - accepted - n_bad, "runs": sorted(runs.get(n, []), key=lambda x: x["run_id"])})
+        rows.append({"night": n, "exposures": total_n, "accepted": accepted, "quarantined": n_bad[n],
+                     "failed": total_n - accepted - n_bad[n], "runs": sorted(runs.get(n, []), key=lambda x: x["run_id"])})
     out["rows"] = rows
     return out
 
@@ -173,12 +179,12 @@ def night_exposures(conn: Connection, *, survey: str, night: str,
                sa.or_(qa.c.ccd.is_(None), qa.c.check_name.in_(_CCD_INFO[:3])))
         .order_by(qa.c.id)).all()
     exp_checks: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-    ccd_vals: dict[int, dict[tuple[int, str], float]] = defaultdict(dict)
+    ccd_vals: dict[tuple[int, str], dict[int, float]] = defaultdict(dict)  # (expnum, check) -> {ccd: value}
     for expnum, ccd, name, value, threshold, verdict in qa_rows:  # later runs overwrite earlier ones
         if ccd is None:
             exp_checks[expnum][name] = {"name": name, "value": value, "threshold": threshold, "verdict": verdict}
         elif value is not None:
-            ccd_vals[expnum][(ccd, name)] = value
+            ccd_vals[(expnum, name)][ccd] = value
     reasons = _reasons(conn.execute(sa.select(q.c.expnum, q.c.reasons).join(e, e.c.expnum == q.c.expnum).where(
         e.c.survey == survey, e.c.night == night, *_active_exposure_quarantine(survey))).all())
     prods = conn.execute(sa.select(p.c.id, p.c.expnum, p.c.kind).where(
@@ -189,13 +195,8 @@ def night_exposures(conn: Connection, *, survey: str, night: str,
     for x in exps:
         n = x["expnum"]
         checks = exp_checks.get(n, {})
-        per_ccd = ccd_vals.get(n, {})
-
-        def med(name: str, per_ccd: dict = per_ccd) -> float | None:
-            return _median([v for (_, k), v in per_ccd.items() if k == name])
-
         seeing = (checks.get("seeing_arcsec") or {}).get("value")
-        zp, sky, noise = med("zeropoint_1s"), med("sky_e"), med("sky_noise_e")
+        zp, sky, noise = (_median(list(ccd_vals.get((n, k), {}).values())) for k in _CCD_INFO[:3])
         x.update(seeing_arcsec=seeing, zeropoint_1s=zp, sky_e=sky,
                  depth_mag=depth_mag(zp, x["exptime"], seeing, noise, (pixel_scale or {}).get(x["camera"])),
                  checks=list(checks.values()),
@@ -314,42 +315,60 @@ def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
     Returns ``{"tiles": [{"name", "ra", "dec", "status"}], "bands": [...], "codes": {letter: state}}``
     with ``status`` one letter per band of ``bands`` (``TILE_CODES``: ``n`` none, ``p`` partial, ``d``
     done, ``s`` stale, ``f`` failed). The coadd products come as one aggregate row per tile, read
-    from the covering index of migration ``0006_ui``.
+    from the covering index of migration ``0006_ui``; the none/partial/done letters are worked out
+    once per distinct aggregate (a survey's tiles share a few), then the few stale and failed marked.
     """
     t = S.tiles
     tiles = conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey).order_by(t.c.name)).all()
     # one row per tile: its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd)
     word = sa.case((p.c.kind == "coadd", "C"), (p.c.kind == "coadd_catalog", "K"), else_="H") + p.c.band
-    kinds: dict[str, dict[str, str]] = {}
-    for tile, words in conn.execute(sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
-            p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
-            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile)).all():
-        per: dict[str, str] = {}
-        for w in (words or "").split(" "):
-            if len(w) > 1:
-                per[w[1:]] = per.get(w[1:], "") + w[0]
-        kinds[tile] = per
+    words_of = dict(conn.execute(sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
+        p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
+        p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile)).all())
+    kinds = {w: _kinds_per_band(w) for w in set(words_of.values())}
     bands = sorted({b for per in kinds.values() for b in per if b != "det"})
-    status = {tile: {b: "d" if "C" in k and "K" in k else "p" for b, k in per.items()} for tile, per in kinds.items()}
+    letters = {w: "".join(("d" if "C" in per[b] and "K" in per[b] else "p") if b in per else "n" for b in bands)
+               for w, per in kinds.items()}
+    none = "n" * len(bands)
+    out = [{"name": name, "ra": ra, "dec": dec, "status": letters[words_of[name]] if name in words_of else none}
+           for name, ra, dec in tiles]
+    _mark_stale_and_failed(conn, survey, out, bands)
+    return {"tiles": out, "bands": bands, "codes": TILE_CODES}
+
+
+def _kinds_per_band(words: str | None) -> dict[str, str]:
+    per: dict[str, str] = {}
+    for w in (words or "").split(" "):
+        if len(w) > 1:
+            per[w[1:]] = per.get(w[1:], "") + w[0]
+    return per
+
+
+def _mark_stale_and_failed(conn: Connection, survey: str, tiles: list[dict[str, Any]], bands: list[str]) -> None:
+    """Set ``s`` (stale) and then ``f`` (failed) letters in place: few rows, read from the superseded side."""
     # stale: walk from the (few) superseded products forwards, not from every coadd backwards
     superseded = sa.select(p.c.id).where(p.c.state == "superseded")
     made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(superseded))
+    marks: dict[str, dict[str, str]] = defaultdict(dict)
     for tile, band in conn.execute(sa.select(p.c.tile, p.c.band).where(
             p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()):
-        status.setdefault(tile, {})[band] = "s"
+        marks[tile][band] = "s"
     failed = set(conn.execute(sa.select(q.c.tile, q.c.band).where(
         q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all())
     failed |= set(conn.execute(sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
         p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current", q.c.released == 0)).all())
     for tile, band in failed:  # a quarantine without a band covers the whole tile
-        status.setdefault(tile, {}).update({b: "f" for b in bands} if band is None else {band: "f"})
-    none = "n" * len(bands)
-    out = []
-    for name, ra, dec in tiles:
-        st = status.get(name)
-        out.append({"name": name, "ra": ra, "dec": dec,
-                    "status": "".join([st.get(b, "n") for b in bands]) if st else none})
-    return {"tiles": out, "bands": bands, "codes": TILE_CODES}
+        marks[tile].update(dict.fromkeys(bands, "f") if band is None else {band: "f"})
+    if not marks:
+        return
+    col = {b: i for i, b in enumerate(bands)}
+    for row in tiles:
+        if row["name"] in marks:
+            st = list(row["status"])
+            for band, letter in marks[row["name"]].items():
+                if band in col:
+                    st[col[band]] = letter
+            row["status"] = "".join(st)
 
 
 def tile_states(tile: dict[str, Any], bands: Sequence[str]) -> dict[str, str]:

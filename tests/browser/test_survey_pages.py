@@ -169,7 +169,8 @@ def test_click_through_the_survey(survey_ui, browser, tmp_path):
     if colour:
         img = frame.locator("img.pseudocolour")
         assert img.get_attribute("src").endswith(f"/download/{max(c['id'] for c in colour)}?inline=1")
-        assert img.evaluate("i => i.complete && i.naturalWidth") == 48
+        # decode() waits for the load (on a busy machine the PNG may still be on its way when the table shows)
+        assert img.evaluate("i => i.decode().then(() => i.naturalWidth)") == 48
     else:
         assert frame.locator("#pseudocolour p.none").inner_text() == "No pseudo-colour image yet."
     assert any(arch.find(survey="demo", kind="pseudocolour")), "the seed archives one pseudo-colour PNG"
@@ -212,3 +213,50 @@ def test_click_through_the_survey(survey_ui, browser, tmp_path):
     shot(page, "dag_run_view")
     assert not watch.problems, "\n".join(watch.problems)
     ctx.close()
+
+
+def test_nights_next_page_and_products_pages(survey_ui, browser):
+    """More than one page of nights: "next" opens the older night, its counts as the database has them; the
+    products list pages by its Link header through every current product once."""
+    import json
+    import urllib.request
+
+    arch, truth = survey_ui.archive, survey_ui.truth
+    assert len(truth["nights"]) >= 2
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    login(page, survey_ui.url, "viewer", survey_ui.server.passwords["viewer"])
+    watch = Watch(page)
+    page.goto(f"{survey_ui.url}/cosmodm/?per_page=1")
+    assert page.locator("table#nights tbody tr").count() == 1 and page.locator("#prev").count() == 0
+    page.click("#next")
+    page.wait_for_url(re.compile(r".*before=.*"))
+    rows = page.locator("table#nights tbody tr")
+    assert rows.count() == 1 and "page 2 of" in page.locator("p.pager").inner_text()
+    night = rows.first.get_attribute("data-night")
+    assert night == sorted(truth["nights"], reverse=True)[1]
+    e, p, q = S.exposures, S.products, S.quarantine
+    with arch.engine.connect() as conn:
+        n_exp = conn.execute(sa.select(sa.func.count()).where(e.c.night == night)).scalar()
+        n_qa = conn.execute(sa.select(sa.func.count(sa.distinct(p.c.expnum))).where(
+            p.c.night == night, p.c.kind == "qa", p.c.stage == "single_epoch", p.c.state == "current")).scalar()
+        held = conn.execute(sa.select(sa.func.count()).where(q.c.night == night, q.c.released == 0,
+                                                             q.c.expnum.isnot(None), q.c.ccd.is_(None))).scalar()
+        want_ids = [r[0] for r in conn.execute(sa.select(p.c.id).where(p.c.survey == "demo", p.c.state == "current")
+                                               .order_by(p.c.id))]
+    shown = [rows.first.locator(f"td.{k}").inner_text() for k in ("exposures", "accepted", "quarantined", "failed")]
+    assert shown == [str(n_exp), str(n_qa - held), str(held), str(n_exp - n_qa)]
+    page.click("#prev")
+    page.wait_for_url(re.compile(r".*after=.*"))
+    assert page.locator("table#nights tbody tr").first.get_attribute("data-night") == max(truth["nights"])
+    assert watch.problems == []
+    ctx.close()
+
+    tok, url, seen = survey_ui.token("viewer"), f"{survey_ui.url}/cosmodm/products?survey=demo&limit=5", []
+    while url:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {tok}"})) as r:
+            seen += [x["id"] for x in json.loads(r.read())]
+            assert r.headers["X-Total-Count"] == str(len(want_ids))
+            nxt = re.search(r'<([^>]+)>; rel="next"', r.headers.get("Link") or "")
+        url = nxt[1] if nxt else None
+    assert seen == want_ids and len(want_ids) > 5

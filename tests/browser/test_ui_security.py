@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 PAGES = ["/cosmodm/", "/cosmodm/api/nights", "/cosmodm/tiles", "/cosmodm/api/tiles", "/cosmodm/search?q=1001001",
          "/cosmodm/static/cosmodm.js", "/cosmodm/download/1", "/cosmodm/product/1", "/cosmodm/api/product/1",
-         "/cosmodm/lineage/1", "/cosmodm/products"]
+         "/cosmodm/lineage/1", "/cosmodm/products", "/cosmodm/api/products", "/cosmodm/api/ping"]
 
 
 def request(url: str, path: str, *, token: str | None = None, cookie: str | None = None, method: str = "GET",

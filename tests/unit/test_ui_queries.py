@@ -256,3 +256,80 @@ def test_campaign_items_and_nights_page_by_keyset(seeded):
     assert first["page"] == 1 and first["prev_after"] is None
     if second is not None:
         assert second["rows"][0]["night"] < first["rows"][0]["night"] and second["prev_after"] == second["rows"][0]["night"]
+
+
+def test_products_list_pages_by_keyset(seeded):
+    """Next pages walk every current product once, in id order; a previous page is the rows before, as the DB has them."""
+    import sqlalchemy as sa
+
+    from cosmodm_ops.archive import schema as S
+    from cosmodm_ops.ui.paging import products_page
+
+    arch, _ = seeded
+    p = S.products
+    with arch.engine.connect() as conn:
+        want = [r[0] for r in conn.execute(sa.select(p.c.id).where(p.c.survey == "demo", p.c.state == "current")
+                                           .order_by(p.c.id))]
+        seen, pages, after = [], [], None
+        while True:
+            d = products_page(conn, survey="demo", after=after, per_page=7)
+            seen += [x["id"] for x in d["rows"]]
+            pages.append(d["page"])
+            if d["next_after"] is None:
+                break
+            after = d["next_after"]
+        back = products_page(conn, survey="demo", before=d["prev_before"], per_page=7)
+        images = products_page(conn, kind="image", per_page=1000)
+        with pytest.raises(ValueError, match="unknown tag"):
+            products_page(conn, path="x")
+    assert len(want) > 14 and seen == want and d["total"] == len(want)
+    assert pages == list(range(1, len(pages) + 1)) and d["pages"] == len(pages)
+    start = len(seen) - len(d["rows"]) - 7
+    assert [x["id"] for x in back["rows"]] == want[start:start + 7] and back["page"] == len(pages) - 1
+    assert {x["kind"] for x in images["rows"]} == {"image"} and images["next_after"] is None
+    assert images["total"] == len(arch.find(kind="image"))
+
+
+def test_nights_second_page_matches_the_database(tmp_path):
+    """Five nights, two per page: the second page holds the 3rd and 4th newest nights with their counts."""
+    import sqlalchemy as sa
+
+    from cosmodm_ops.archive import schema as S
+
+    arch = Archive(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "archive")
+    arch.init()
+    nights = [f"2026-03-0{d}" for d in range(1, 6)]
+    exps, prods, quar = [], [], []
+    for k, night in enumerate(nights):
+        for j in range(k + 2):  # a different count each night
+            expnum = 100 * k + j
+            exps.append({"survey": "s", "camera": "decam", "night": night, "expnum": expnum, "band": "g",
+                         "created_at": "2026-03-10"})
+            if j:  # the first exposure of each night was never processed
+                prods.append({"key": f"q{expnum}", "revision": 1, "survey": "s", "camera": "decam",
+                              "stage": "single_epoch", "version": "v1", "kind": "qa", "night": night, "expnum": expnum,
+                              "path": f"q/{expnum}.json", "sha256": f"{expnum:064x}", "size": 1, "state": "current",
+                              "created_at": "2026-03-10"})
+            if j == 1 and k % 2:
+                quar.append({"survey": "s", "night": night, "expnum": expnum, "reasons": '["QA seeing"]',
+                             "released": 0, "created_at": "2026-03-10"})
+    with arch.engine.begin() as conn:
+        for table, rows in ((S.exposures, exps), (S.products, prods), (S.quarantine, quar)):
+            conn.execute(sa.insert(table), rows)
+    with arch.read_engine.connect() as conn:
+        first = Q.nights(conn, survey="s", per_page=2)
+        second = Q.nights(conn, survey="s", per_page=2, before=first["next_before"])
+        back = Q.nights(conn, survey="s", per_page=2, after=second["prev_after"])
+        e, p, q = S.exposures, S.products, S.quarantine
+        n_exp = dict(conn.execute(sa.select(e.c.night, sa.func.count()).group_by(e.c.night)).all())
+        n_qa = dict(conn.execute(sa.select(p.c.night, sa.func.count()).where(p.c.kind == "qa").group_by(p.c.night)).all())
+        n_held = dict(conn.execute(sa.select(q.c.night, sa.func.count()).where(q.c.released == 0)
+                                   .group_by(q.c.night)).all())
+    assert first["total"] == 5 and first["pages"] == 3 and first["next_before"] == "2026-03-04"
+    assert [r["night"] for r in second["rows"]] == ["2026-03-03", "2026-03-02"] and second["page"] == 2
+    for r in second["rows"]:
+        held = n_held.get(r["night"], 0)
+        assert (r["exposures"], r["accepted"], r["quarantined"], r["failed"]) == (
+            n_exp[r["night"]], n_qa[r["night"]] - held, held, n_exp[r["night"]] - n_qa[r["night"]])
+    assert second["next_before"] == "2026-03-02" and second["prev_after"] == "2026-03-03"
+    assert [r["night"] for r in back["rows"]] == [r["night"] for r in first["rows"]] and back["prev_after"] is None
