@@ -45,7 +45,7 @@ import numpy as np
 
 from cosmodm_ops.clusters.finder import Candidate, ClusterResult, FinderConfig, Footprint
 
-__all__ = ["ChainConfig", "WarpFile", "chain_config", "find_warps", "join_catalogues", "run_chain"]
+__all__ = ["ChainConfig", "WarpFile", "chain_config", "find_in_tables", "find_warps", "join_catalogues", "run_chain"]
 
 log = logging.getLogger(__name__)
 BANDS = ("g", "r", "i", "z", "y")
@@ -198,7 +198,7 @@ def _run(candidate: Candidate, warps: Path, cfg: ChainConfig, work: Path, result
     cats, qa = band_catalogues(coadds, bands, cfg, tile, work)
     result["products"].update({f"catalog_{b}": str(p) for b, p in cats["paths"].items()})
     result["products"].update(qa)
-    finder_result = _find(candidate, cats["tables"], cfg, result)
+    finder_result = find_in_tables(candidate, cats["tables"], cfg, result)
     result["timings"]["catalogue_finder_cpu_s"] = round(_cpu() - cpu1, 3)
     _pictures(finder_result, coadds, bands, tile, candidate, work, result)
     if cfg.keep_coadds:
@@ -277,8 +277,11 @@ def join_catalogues(tables: Mapping[str, np.ndarray], ref_band: str = "i") -> np
     return join_dual_image(tables, ref_band, position=("ALPHAWIN_J2000", "DELTAWIN_J2000"), flags=True)
 
 
-def _find(candidate: Candidate, tables: Mapping[str, np.ndarray], cfg: ChainConfig,
-          result: dict[str, Any]) -> ClusterResult:
+def find_in_tables(candidate: Candidate, tables: Mapping[str, np.ndarray], cfg: ChainConfig,
+                   result: dict[str, Any]) -> ClusterResult:
+    """The finder step of the chain on the dual-image catalogues ``tables`` (band -> LDAC_OBJECTS table):
+    join, galaxies by SPREAD_MODEL, :func:`~cosmodm_ops.clusters.finder.run`; ``result`` (the result.json
+    dict) gets the finder's figures. Also what ``bench clusters --rescore`` runs on saved catalogues."""
     from cosmodm_ops.clusters.catalog import footprint_of
     from cosmodm_ops.clusters.finder import run, select_galaxies, usable_colours
 
