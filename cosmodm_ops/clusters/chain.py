@@ -45,7 +45,7 @@ import numpy as np
 
 from cosmodm_ops.clusters.finder import Candidate, ClusterResult, FinderConfig, Footprint
 
-__all__ = ["ChainConfig", "WarpFile", "chain_config", "find_in_tables", "find_warps", "join_catalogues", "run_chain"]
+__all__ = ["ChainConfig", "WarpFile", "chain_config", "decode_warp", "find_in_tables", "find_warps", "join_catalogues", "run_chain"]
 
 log = logging.getLogger(__name__)
 BANDS = ("g", "r", "i", "z", "y")
@@ -217,25 +217,35 @@ def _clean(work: Path) -> None:
             p.unlink()
 
 
+def decode_warp(path: Path, folder: Path) -> tuple[Path, Path, float]:
+    """A PS1 warp decoded (:func:`cosmodm_ops.cameras.gpc1.read_warp`) into plain FITS in ``folder``:
+    linear image and inverse-variance weight with the warp's WCS; returns their paths and its zeropoint."""
+    from astropy.io import fits as afits
+
+    from cosmodm_ops.cameras.gpc1 import read_warp
+
+    warp = read_warp(path)
+    hdr = afits.Header({k: warp.header[k] for k in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2",
+                                                    "CD1_1", "CD1_2", "CD2_1", "CD2_2") if k in warp.header})
+    stem = folder / path.name[: -len(".fits")]
+    img, wt = Path(f"{stem}.lin.fits"), Path(f"{stem}.weight.fits")
+    afits.PrimaryHDU(warp.image, hdr).writeto(img, overwrite=True)
+    afits.PrimaryHDU(warp.weight, hdr).writeto(wt, overwrite=True)
+    return img, wt, warp.magzero
+
+
 def _coadd_band(band: str, warps: Sequence[WarpFile], tile: Any, work: Path) -> tuple[Path, Path]:
     """Decode the band's warps to linear counts + weight and SWarp them onto the tile (plain FITS)."""
     from astropy.io import fits as afits
 
-    from cosmodm_ops.cameras.gpc1 import read_warp
     from cosmodm_ops.coadd.swarp import SwarpInput, flux_scales, run_swarp
 
     dec_dir = work / "warps"
     dec_dir.mkdir(exist_ok=True)
     inputs = []
     for w in warps:
-        warp = read_warp(w.path)
-        hdr = afits.Header({k: warp.header[k] for k in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2",
-                                                        "CD1_1", "CD1_2", "CD2_1", "CD2_2") if k in warp.header})
-        stem = dec_dir / w.path.name[: -len(".fits")]
-        img, wt = Path(f"{stem}.lin.fits"), Path(f"{stem}.weight.fits")
-        afits.PrimaryHDU(warp.image, hdr).writeto(img, overwrite=True)
-        afits.PrimaryHDU(warp.weight, hdr).writeto(wt, overwrite=True)
-        inputs.append(SwarpInput(img, wt, float(flux_scales([warp.magzero])[0])))
+        img, wt, magzero = decode_warp(w.path, dec_dir)
+        inputs.append(SwarpInput(img, wt, float(flux_scales([magzero])[0])))
     res = run_swarp(tile, inputs, work / f"{band}.coadd.fits", work / f"{band}.coadd.weight.fits",
                     workdir=work / f"swarp-{band}", nthreads=1)
     for i in inputs:

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["clusters_bench", "clusters_image"]
+__all__ = ["QA_BAND", "clusters_bench", "clusters_image", "simulate_warps"]
+
+#: Band of the repeatability QA (the finder's magnitude band).
+QA_BAND = "i"
 
 
 def clusters_bench(n_clusters: int | None = None, n_null: int | None = None, seed: int | None = None,
@@ -52,12 +55,20 @@ def clusters_bench(n_clusters: int | None = None, n_null: int | None = None, see
     return clusters_image(n_clusters, n_null, seed, out, limit=limit, jobs=jobs or 1, tile_deg=tile_deg or 0.4)
 
 
+def simulate_warps(c: dict, index: int, seed: int, warps: Path, bands: list[str] | None = None) -> None:
+    """Write candidate ``c``'s patch of warps (index ``index`` of the list): seeded, so a second call writes
+    the same pixels (``bands``: only these)."""
+    from cosmodm_ops.sim.clusters import ClusterSpec
+    from cosmodm_ops.sim.clusterwarps import write_patch
+
+    specs = [ClusterSpec(c["name"], c["ra"], c["dec"], c["z"], c["richness"])] if c["richness"] else []
+    write_patch(warps, c["name"], c["ra"], c["dec"], specs, seed=seed, projection_cell=1000 + index, bands=bands)
+
+
 def _one(args: tuple[dict, int, int, str, dict]) -> dict:
     """Simulate one candidate's warps, run the chain, delete the warps; the result dict (+ sim CPU)."""
     from cosmodm_ops.clusters.chain import run_chain
     from cosmodm_ops.clusters.finder import Candidate
-    from cosmodm_ops.sim.clusters import ClusterSpec
-    from cosmodm_ops.sim.clusterwarps import write_patch
 
     c, index, seed, folder, overrides = args
     target = Path(folder) / "targets" / c["name"]
@@ -65,10 +76,15 @@ def _one(args: tuple[dict, int, int, str, dict]) -> dict:
         return json.loads((target / "result.json").read_text())
     warps = Path(folder) / "warps" / c["name"]
     t0 = time.process_time()
-    specs = [ClusterSpec(c["name"], c["ra"], c["dec"], c["z"], c["richness"])] if c["richness"] else []
-    write_patch(warps, c["name"], c["ra"], c["dec"], specs, seed=seed, projection_cell=1000 + index)
+    simulate_warps(c, index, seed, warps)
     sim_cpu = time.process_time() - t0
     result = run_chain(Candidate(c["name"], c["cand_ra"], c["cand_dec"], 3.0), target, warps, overrides)
+    if overrides.get("qa_plots") and result.get("status") == "ok":  # the seed's repeatability QA, from the warps
+        from cosmodm_ops.clusters.repeatability import qa_repeatability
+
+        png = target / "qa_repeatability.png"
+        result["qa_repeatability"] = qa_repeatability(warps, QA_BAND, png, f"{c['name']}: repeatability, band {QA_BAND}")
+        result["products"]["qa_repeatability"] = str(png)
     shutil.rmtree(warps)
     result["sim_cpu_s"] = round(sim_cpu, 3)
     (target / "result.json").write_text(json.dumps(result, indent=1))

@@ -102,6 +102,9 @@ def rescore(out: str, n_clusters: int = 48, n_null: int = 16, seed: int = 1, rep
     figures["level"] = (f"image, rescored: the current finder on the saved catalogues of {len(results)} of "
                         f"{len(truth)} candidates under {folder}")
     qa = qa_candidate(truth, order)
+    if qa is not None and qa in saved:
+        rep = _repeatability(report, truth[qa], qa, seed, folder / "targets")
+        figures["qa_repeatability"] = {k: rep.get(k) for k in ("band", "warp_pairs", "n_stars", "rms_over_expected")}
     figures["report"] = str(write_report(report, folder / "targets", ran, results, figures,
                                          truth[qa]["name"] if qa is not None else None))
     (report / "bench_clusters_rescore.json").write_text(json.dumps(figures, indent=1))
@@ -114,3 +117,26 @@ def _saved_richness_ratio(truth: list[dict], results: list[dict]) -> float:
     r = [(res["saved"]["richness"] or 0.0) / t["richness"] for t, res in zip(truth, results, strict=True)
          if t["richness"] >= 20 and res["saved"].get("detected")]
     return float(np.median(r)) if r else float("nan")
+
+
+def _repeatability(report: Path, c: dict, index: int, seed: int, targets: Path) -> dict[str, Any] | None:
+    """The QA candidate's repeatability: the saved one if its run made it, else its warps of the QA band
+    simulated again (seeded: the same pixels the chain had) into the report folder, measured, deleted."""
+    import shutil
+
+    from cosmodm_ops.clusters.imagebench import QA_BAND, simulate_warps
+    from cosmodm_ops.clusters.repeatability import qa_repeatability
+
+    saved = json.loads((targets / c["name"] / "result.json").read_text()).get("qa_repeatability")
+    done = report / f"{c['name']}_qa_repeatability.json"
+    if saved or done.is_file():
+        return saved or json.loads(done.read_text())
+    warps = report / f"qa-warps-{c['name']}"
+    try:
+        simulate_warps(c, index, seed, warps, [QA_BAND])
+        rep = qa_repeatability(warps, QA_BAND, report / f"{c['name']}_qa_repeatability.png",
+                               f"{c['name']}: repeatability, band {QA_BAND} (warps simulated again)")
+    finally:
+        shutil.rmtree(warps, ignore_errors=True)
+    done.write_text(json.dumps(rep, indent=1))
+    return rep
