@@ -3,7 +3,8 @@
 :func:`as_result` reads a candidate's ``result.json`` dict as the finder's result for
 :func:`cosmodm_ops.clusters.bench.metrics`; :func:`write_report` writes ``report.html`` (figures,
 photo-z against truth, the QA plots of one candidate, the candidates' table); :func:`target_product`
-finds a saved product in the candidate's own folder (a run folder may have been copied).
+finds a saved product in the candidate's own folder (a run folder may have been copied);
+:func:`simulate_warps` writes a candidate's patch of warps (the run's, and the QA's again).
 """
 
 from __future__ import annotations
@@ -16,7 +17,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_result", "mean", "qa_candidate", "target_product", "write_report"]
+__all__ = ["QA_BAND", "as_result", "mean", "qa_candidate", "simulate_warps", "target_product", "write_report"]
+
+#: Band of the repeatability QA (the finder's magnitude band).
+QA_BAND = "i"
+
+
+def simulate_warps(c: dict, index: int, seed: int, warps: Path, bands: list[str] | None = None) -> None:
+    """Write candidate ``c``'s patch of warps (index ``index`` of the list): seeded, so a second call writes
+    the same pixels (``bands``: only these)."""
+    from cosmodm_ops.sim.clusters import ClusterSpec
+    from cosmodm_ops.sim.clusterwarps import write_patch
+
+    specs = [ClusterSpec(c["name"], c["ra"], c["dec"], c["z"], c["richness"])] if c["richness"] else []
+    write_patch(warps, c["name"], c["ra"], c["dec"], specs, seed=seed, projection_cell=1000 + index, bands=bands)
 
 
 def target_product(target: Path, result: dict[str, Any], key: str) -> Path | None:

@@ -26,10 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["QA_BAND", "clusters_bench", "clusters_image", "simulate_warps"]
-
-#: Band of the repeatability QA (the finder's magnitude band).
-QA_BAND = "i"
+__all__ = ["clusters_bench", "clusters_image"]
 
 
 def clusters_bench(n_clusters: int | None = None, n_null: int | None = None, seed: int | None = None,
@@ -55,18 +52,9 @@ def clusters_bench(n_clusters: int | None = None, n_null: int | None = None, see
     return clusters_image(n_clusters, n_null, seed, out, limit=limit, jobs=jobs or 1, tile_deg=tile_deg or 0.4)
 
 
-def simulate_warps(c: dict, index: int, seed: int, warps: Path, bands: list[str] | None = None) -> None:
-    """Write candidate ``c``'s patch of warps (index ``index`` of the list): seeded, so a second call writes
-    the same pixels (``bands``: only these)."""
-    from cosmodm_ops.sim.clusters import ClusterSpec
-    from cosmodm_ops.sim.clusterwarps import write_patch
-
-    specs = [ClusterSpec(c["name"], c["ra"], c["dec"], c["z"], c["richness"])] if c["richness"] else []
-    write_patch(warps, c["name"], c["ra"], c["dec"], specs, seed=seed, projection_cell=1000 + index, bands=bands)
-
-
 def _one(args: tuple[dict, int, int, str, dict]) -> dict:
     """Simulate one candidate's warps, run the chain, delete the warps; the result dict (+ sim CPU)."""
+    from cosmodm_ops.clusters.benchreport import QA_BAND, simulate_warps
     from cosmodm_ops.clusters.chain import run_chain
     from cosmodm_ops.clusters.finder import Candidate
 

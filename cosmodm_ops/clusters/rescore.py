@@ -124,7 +124,7 @@ def _repeatability(report: Path, c: dict, index: int, seed: int, targets: Path) 
     simulated again (seeded: the same pixels the chain had) into the report folder, measured, deleted."""
     import shutil
 
-    from cosmodm_ops.clusters.imagebench import QA_BAND, simulate_warps
+    from cosmodm_ops.clusters.benchreport import QA_BAND, simulate_warps
     from cosmodm_ops.clusters.repeatability import qa_repeatability
 
     saved = json.loads((targets / c["name"] / "result.json").read_text()).get("qa_repeatability")
