@@ -3,10 +3,13 @@
 ``run(candidate, galaxies, footprint, config) -> ClusterResult`` is pure (arrays in, a result out).
 For every redshift of a grid it counts the galaxies whose colours match the red sequence at that z:
 
-- colour kernel ``k = 2**(n/2) exp(-chi2/2)`` with ``chi2`` summed over the n usable colours of the
-  galaxy (MAG_DETMODEL colours, both magnitudes with error < ``max_colour_err``), each against the
-  model colour at (z, m_i - m*_i) with variance ``sigma_meas**2 + sigma_int**2``; the factor makes
-  ``E[k] = 1`` for a true member, so a sum of kernels is a member count;
+- colour kernel ``k = N(w)**n exp(-chi2 / (2 w**2))`` with ``chi2`` summed over the n usable colours of
+  the galaxy (MAG_DETMODEL colours, both magnitudes with error < ``max_colour_err``), each against the
+  model colour at (z, m_i - m*_i) with variance ``sigma_meas**2 + sigma_int**2`` (the galaxy's own
+  MAGERR_DETMODEL of both bands and the red sequence's intrinsic scatter: the same rule at the catalogue
+  level, whose simulated errors are what its noise is, and at the image level, SExtractor's); the kernel
+  is ``w = colour_width`` times wider than that scatter and ``N(w) = sqrt(1 + w**2) / w`` makes ``E[k] = 1``
+  for a true member, so a sum of kernels is a member count;
 - magnitude window ``m*_i(z) - 3 < m_i < min(m*_i(z) + 1.75, mag_limit)`` on MAG_AUTO;
 - radial weight: an NFW-shaped filter (c = 4) inside ``R_ap`` = ``aperture_mpc`` at z, normalised to
   mean 1 over the disc (:func:`cosmodm_ops.clusters.profile.filter_weight`);
@@ -57,6 +60,11 @@ class FinderConfig:
     """Completeness limit of the catalogue in i (MAG_AUTO); None: no limit below m* + 1.75."""
     max_colour_err: float = 0.5
     """A colour is used for a galaxy only when both magnitudes have MAGERR_DETMODEL below this."""
+    colour_width: float = 1.5
+    """Width of the colour kernel in units of the expected colour scatter of a member, ``sqrt(sigma_int**2 +
+    err_a**2 + err_b**2)`` (errors: the catalogue's MAGERR_DETMODEL). 1 is the matched filter; wider makes a
+    member's expected kernel (normalised to 1 for a member that follows the model) much less sensitive to
+    colour offsets and to errors a catalogue understates, at some cost in contrast against the background."""
     spread_threshold: float = 0.005
     spread_nsigma: float = 5.0 / 3.0
     """Galaxies: ``spread_model + spread_nsigma x spreaderr_model > spread_threshold`` (DES Y1 'modest')."""
@@ -179,8 +187,14 @@ def _kernel(gal: np.ndarray, colours: list[str], z: np.ndarray, config: FinderCo
         diff = (ma - mb)[:, None] - model.colour(name, z)[None, :] - _slope(name) * dm
         chi2 += np.where(ok[:, None], diff**2 / var[:, None], 0.0)
         ncol[:, 0] += ok
-    k = 2.0 ** (ncol / 2.0) * np.exp(-0.5 * chi2)
+    k = kernel_norm(config.colour_width) ** ncol * np.exp(-0.5 * chi2 / config.colour_width**2)
     return np.where((ncol > 0) & (dm > config.bright_dm) & (m_i < mlim), k, 0.0)
+
+
+def kernel_norm(width: float) -> float:
+    """Per-colour factor that makes ``E[k] = 1`` for a member whose colour scatters as expected (sigma): the
+    kernel ``exp(-d**2 / (2 width**2 sigma**2))`` averages ``width / sqrt(1 + width**2)`` over d ~ N(0, sigma)."""
+    return math.sqrt(1.0 + width**2) / width
 
 
 def _slope(name: str) -> float:
@@ -351,7 +365,7 @@ def _one_pass(cand: Candidate, ra0: float, dec0: float, galaxies: np.ndarray, fo
         detected=bool(sig[j] >= config.min_significance), unused_colours=missing, z_grid=z,
         richness_curve=lam, significance_curve=sig)
     bcg_r = 0.5 * r_ap[j] if bcg_radius_arcmin is None else bcg_radius_arcmin / 60.0
-    _members_and_bcg(result, galaxies, near, dist, k[:, j], r_ap[j], bcg_r, len(colours))
+    _members_and_bcg(result, galaxies, near, dist, k[:, j], r_ap[j], bcg_r, len(colours), config.colour_width)
     return result
 
 
@@ -369,9 +383,10 @@ def _chi2_95(n: int) -> float:
 
 
 def _members_and_bcg(result: ClusterResult, galaxies: np.ndarray, near: np.ndarray, dist: np.ndarray,
-                     k: np.ndarray, r_ap: float, bcg_r: float, ncol: int) -> None:
-    """Members at z_phot: inside R_ap with a kernel above exp(-chi2_95 / 2) x 2**(n/2); BCG: the brightest within bcg_r."""
-    thresh = 2.0 ** (ncol / 2.0) * math.exp(-0.5 * _chi2_95(ncol))
+                     k: np.ndarray, r_ap: float, bcg_r: float, ncol: int, width: float = 1.0) -> None:
+    """Members at z_phot: inside R_ap with a colour chi2 below its 95% quantile (the kernel above its value
+    there); BCG: the brightest of them within bcg_r."""
+    thresh = kernel_norm(width) ** ncol * math.exp(-0.5 * _chi2_95(ncol) / width**2)
     inside = dist[near] < r_ap
     mem = near[inside & (k > thresh)]
     result.member_index = mem

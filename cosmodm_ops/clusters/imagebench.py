@@ -71,8 +71,12 @@ def _one(args: tuple[dict, int, int, str, dict]) -> dict:
         from cosmodm_ops.clusters.repeatability import qa_repeatability
 
         png = target / "qa_repeatability.png"
-        result["qa_repeatability"] = qa_repeatability(warps, QA_BAND, png, f"{c['name']}: repeatability, band {QA_BAND}")
-        result["products"]["qa_repeatability"] = str(png)
+        try:
+            result["qa_repeatability"] = qa_repeatability(warps, QA_BAND, png,
+                                                          f"{c['name']}: repeatability, band {QA_BAND}")
+            result["products"]["qa_repeatability"] = str(png)
+        except Exception as err:  # noqa: BLE001 - a QA plot that fails must not lose the candidate's result
+            result["qa_repeatability"] = {"error": f"{type(err).__name__}: {err}"}
     shutil.rmtree(warps)
     result["sim_cpu_s"] = round(sim_cpu, 3)
     (target / "result.json").write_text(json.dumps(result, indent=1))

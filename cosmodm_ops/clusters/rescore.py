@@ -129,7 +129,7 @@ def _repeatability(report: Path, c: dict, index: int, seed: int, targets: Path) 
 
     saved = json.loads((targets / c["name"] / "result.json").read_text()).get("qa_repeatability")
     done = report / f"{c['name']}_qa_repeatability.json"
-    if saved or done.is_file():
+    if (saved and "error" not in saved) or done.is_file():
         return saved or json.loads(done.read_text())
     warps = report / f"qa-warps-{c['name']}"
     try:
