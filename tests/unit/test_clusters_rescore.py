@@ -86,9 +86,9 @@ def test_rescore_measures_the_saved_candidates_against_truth(run_folder: Path, t
     # richness-48 one at z = 0.05 stays not found (no_coverage kept)
     assert fig["completeness_rich20"] == 0.5 and fig["n_detected"] == 1 and fig["purity"] == 1.0
     assert abs(fig["bias_dz"]) < 0.03 and fig["outlier_fraction"] == 0.0
-    # one cluster's richness scatters at the catalogue level too (here the second pass recentres on a bright red
-    # galaxy 1.4' from the centre: 66 of 150; 87 at the true centre): a bound, not a measurement
-    assert 0.3 < fig["richness_ratio_median"] < 1.4
+    # one cluster's richness scatters at the catalogue level too (98 of 150 here, 102 at the true centre; 66 when
+    # the second pass took the brightest member-like galaxy, 1.4' off, as its centre): a bound, not a measurement
+    assert 0.5 < fig["richness_ratio_median"] < 1.4
     assert fig["max_null_significance"] < 5.0
     assert math.isnan(fig["saved_richness_ratio_median"])  # the saved results said 'not detected'
     # core-s from the saved chain timings (mean over the candidates that have them); the rescoring's own beside
