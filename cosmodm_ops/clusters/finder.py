@@ -315,8 +315,9 @@ def run(cand: Candidate, galaxies: np.ndarray, footprint: Footprint, config: Fin
         model: RedSequenceModel | None = None) -> ClusterResult:
     """Find the red-sequence peak of one candidate among ``galaxies`` (already selected by spread_model).
 
-    With a prior radius, a second pass is centred on the BCG found within that radius of the
-    candidate (SZ positions are uncertain by arcminutes; the red sequence is not).
+    With a prior radius, a second pass is centred on each of the ``bcg_candidates`` brightest member-like
+    galaxies within that radius of the candidate and the most significant is kept (SZ positions are
+    uncertain by arcminutes; the red sequence is not; a bright satellite can outshine the BCG).
 
     Parameters
     ----------
