@@ -69,7 +69,7 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("cluster follow-up vs truth on >= 50 simulated candidates (default image level: PS1-like warps -> "
          "coadds -> catalogues -> finder; --level catalogue: the finder alone): photo-z scatter, outliers, "
          "completeness, purity, CPU per candidate"),
-        ("sigma_dz", "outlier_fraction", "completeness_rich20", "purity", "core_s_per_candidate"),
+        ("sigma_dz", "outlier_fraction", "completeness_rich20", "purity", "core_s_per_candidate", "n_candidates"),
     ),
     "scale": (
         "bench.bench_scale:scale",
@@ -130,6 +130,10 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                      "seeded random order (a fair sample)"}),
         ("--jobs", {"type": int, "default": 1, "help": "image level: worker processes (at most 2)"}),
         ("--tile-deg", {"type": float, "default": 0.4, "help": "image level: side of the target tile (deg)"}),
+        ("--rescore", {"action": "store_true", "help": "image level: no chain; the current finder on the saved "
+                       "catalogues of the candidates under --out that have a result.json (about 1 core-s each)"}),
+        ("--report-dir", {"default": None, "metavar": "DIR", "help": "--rescore: report.html and the JSON here "
+                          "(default --out; another folder for a run that is not yours)"}),
     ],
 }
 

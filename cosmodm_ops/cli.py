@@ -36,6 +36,7 @@ _BAD_INPUT_ERRORS: tuple[tuple[str, str], ...] = (
     ("cosmodm_ops.single_epoch.inputs", "BadInputError"),
     ("cosmodm_ops.fits", "FitsError"),
     ("cosmodm_ops.archive.errors", "ArchiveInputError"),
+    ("cosmodm_ops.clusters.rescore", "RescoreInputError"),
 )
 
 #: Command groups: (module, group name). A module missing here is simply not offered.

@@ -45,7 +45,7 @@ import numpy as np
 
 from cosmodm_ops.clusters.finder import Candidate, ClusterResult, FinderConfig, Footprint
 
-__all__ = ["ChainConfig", "WarpFile", "chain_config", "find_warps", "join_catalogues", "run_chain"]
+__all__ = ["ChainConfig", "WarpFile", "chain_config", "decode_warp", "find_in_tables", "find_warps", "join_catalogues", "run_chain"]
 
 log = logging.getLogger(__name__)
 BANDS = ("g", "r", "i", "z", "y")
@@ -198,7 +198,7 @@ def _run(candidate: Candidate, warps: Path, cfg: ChainConfig, work: Path, result
     cats, qa = band_catalogues(coadds, bands, cfg, tile, work)
     result["products"].update({f"catalog_{b}": str(p) for b, p in cats["paths"].items()})
     result["products"].update(qa)
-    finder_result = _find(candidate, cats["tables"], cfg, result)
+    finder_result = find_in_tables(candidate, cats["tables"], cfg, result)
     result["timings"]["catalogue_finder_cpu_s"] = round(_cpu() - cpu1, 3)
     _pictures(finder_result, coadds, bands, tile, candidate, work, result)
     if cfg.keep_coadds:
@@ -217,25 +217,35 @@ def _clean(work: Path) -> None:
             p.unlink()
 
 
+def decode_warp(path: Path, folder: Path) -> tuple[Path, Path, float]:
+    """A PS1 warp decoded (:func:`cosmodm_ops.cameras.gpc1.read_warp`) into plain FITS in ``folder``:
+    linear image and inverse-variance weight with the warp's WCS; returns their paths and its zeropoint."""
+    from astropy.io import fits as afits
+
+    from cosmodm_ops.cameras.gpc1 import read_warp
+
+    warp = read_warp(path)
+    hdr = afits.Header({k: warp.header[k] for k in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2",
+                                                    "CD1_1", "CD1_2", "CD2_1", "CD2_2") if k in warp.header})
+    stem = folder / path.name[: -len(".fits")]
+    img, wt = Path(f"{stem}.lin.fits"), Path(f"{stem}.weight.fits")
+    afits.PrimaryHDU(warp.image, hdr).writeto(img, overwrite=True)
+    afits.PrimaryHDU(warp.weight, hdr).writeto(wt, overwrite=True)
+    return img, wt, warp.magzero
+
+
 def _coadd_band(band: str, warps: Sequence[WarpFile], tile: Any, work: Path) -> tuple[Path, Path]:
     """Decode the band's warps to linear counts + weight and SWarp them onto the tile (plain FITS)."""
     from astropy.io import fits as afits
 
-    from cosmodm_ops.cameras.gpc1 import read_warp
     from cosmodm_ops.coadd.swarp import SwarpInput, flux_scales, run_swarp
 
     dec_dir = work / "warps"
     dec_dir.mkdir(exist_ok=True)
     inputs = []
     for w in warps:
-        warp = read_warp(w.path)
-        hdr = afits.Header({k: warp.header[k] for k in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2",
-                                                        "CD1_1", "CD1_2", "CD2_1", "CD2_2") if k in warp.header})
-        stem = dec_dir / w.path.name[: -len(".fits")]
-        img, wt = Path(f"{stem}.lin.fits"), Path(f"{stem}.weight.fits")
-        afits.PrimaryHDU(warp.image, hdr).writeto(img, overwrite=True)
-        afits.PrimaryHDU(warp.weight, hdr).writeto(wt, overwrite=True)
-        inputs.append(SwarpInput(img, wt, float(flux_scales([warp.magzero])[0])))
+        img, wt, magzero = decode_warp(w.path, dec_dir)
+        inputs.append(SwarpInput(img, wt, float(flux_scales([magzero])[0])))
     res = run_swarp(tile, inputs, work / f"{band}.coadd.fits", work / f"{band}.coadd.weight.fits",
                     workdir=work / f"swarp-{band}", nthreads=1)
     for i in inputs:
@@ -277,8 +287,11 @@ def join_catalogues(tables: Mapping[str, np.ndarray], ref_band: str = "i") -> np
     return join_dual_image(tables, ref_band, position=("ALPHAWIN_J2000", "DELTAWIN_J2000"), flags=True)
 
 
-def _find(candidate: Candidate, tables: Mapping[str, np.ndarray], cfg: ChainConfig,
-          result: dict[str, Any]) -> ClusterResult:
+def find_in_tables(candidate: Candidate, tables: Mapping[str, np.ndarray], cfg: ChainConfig,
+                   result: dict[str, Any]) -> ClusterResult:
+    """The finder step of the chain on the dual-image catalogues ``tables`` (band -> LDAC_OBJECTS table):
+    join, galaxies by SPREAD_MODEL, :func:`~cosmodm_ops.clusters.finder.run`; ``result`` (the result.json
+    dict) gets the finder's figures. Also what ``bench clusters --rescore`` runs on saved catalogues."""
     from cosmodm_ops.clusters.catalog import footprint_of
     from cosmodm_ops.clusters.finder import run, select_galaxies, usable_colours
 

@@ -3,10 +3,13 @@
 ``run(candidate, galaxies, footprint, config) -> ClusterResult`` is pure (arrays in, a result out).
 For every redshift of a grid it counts the galaxies whose colours match the red sequence at that z:
 
-- colour kernel ``k = 2**(n/2) exp(-chi2/2)`` with ``chi2`` summed over the n usable colours of the
-  galaxy (MAG_DETMODEL colours, both magnitudes with error < ``max_colour_err``), each against the
-  model colour at (z, m_i - m*_i) with variance ``sigma_meas**2 + sigma_int**2``; the factor makes
-  ``E[k] = 1`` for a true member, so a sum of kernels is a member count;
+- colour kernel ``k = N(w)**n exp(-chi2 / (2 w**2))`` with ``chi2`` summed over the n usable colours of
+  the galaxy (MAG_DETMODEL colours, both magnitudes with error < ``max_colour_err``), each against the
+  model colour at (z, m_i - m*_i) with variance ``sigma_meas**2 + sigma_int**2`` (the galaxy's own
+  MAGERR_DETMODEL of both bands and the red sequence's intrinsic scatter: the same rule at the catalogue
+  level, whose simulated errors are what its noise is, and at the image level, SExtractor's); the kernel
+  is ``w = colour_width`` times wider than that scatter and ``N(w) = sqrt(1 + w**2) / w`` makes ``E[k] = 1``
+  for a true member, so a sum of kernels is a member count;
 - magnitude window ``m*_i(z) - 3 < m_i < min(m*_i(z) + 1.75, mag_limit)`` on MAG_AUTO;
 - radial weight: an NFW-shaped filter (c = 4) inside ``R_ap`` = ``aperture_mpc`` at z, normalised to
   mean 1 over the disc (:func:`cosmodm_ops.clusters.profile.filter_weight`);
@@ -57,6 +60,11 @@ class FinderConfig:
     """Completeness limit of the catalogue in i (MAG_AUTO); None: no limit below m* + 1.75."""
     max_colour_err: float = 0.5
     """A colour is used for a galaxy only when both magnitudes have MAGERR_DETMODEL below this."""
+    colour_width: float = 1.5
+    """Width of the colour kernel in units of the expected colour scatter of a member, ``sqrt(sigma_int**2 +
+    err_a**2 + err_b**2)`` (errors: the catalogue's MAGERR_DETMODEL). 1 is the matched filter; wider makes a
+    member's expected kernel (normalised to 1 for a member that follows the model) much less sensitive to
+    colour offsets and to errors a catalogue understates, at some cost in contrast against the background."""
     spread_threshold: float = 0.005
     spread_nsigma: float = 5.0 / 3.0
     """Galaxies: ``spread_model + spread_nsigma x spreaderr_model > spread_threshold`` (DES Y1 'modest')."""
@@ -71,6 +79,9 @@ class FinderConfig:
     """At most this many background galaxies (a seeded random subset; enough for a 1% density)."""
     min_significance: float = 5.0
     """Candidates at or above this significance are detected (then a person confirms)."""
+    bcg_candidates: int = 3
+    """With a prior radius, the second pass is centred on each of this many brightest member-like galaxies
+    within it and keeps the most significant (a bright satellite can outshine the BCG; 1: the brightest)."""
     n_boot: int = 25
     seed: int = 0
 
@@ -137,6 +148,8 @@ class ClusterResult:
     significance_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))
     member_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Rows of the galaxy table that are members at z_phot (inside R_ap, in the colour window)."""
+    bcg_candidates: list[tuple[float, float]] = field(default_factory=list)
+    """(ra, dec) of the brightest member-like galaxies within the BCG search radius, brightest first."""
 
 
 def usable_colours(columns: set[str] | list[str]) -> tuple[list[str], list[str]]:
@@ -179,8 +192,20 @@ def _kernel(gal: np.ndarray, colours: list[str], z: np.ndarray, config: FinderCo
         diff = (ma - mb)[:, None] - model.colour(name, z)[None, :] - _slope(name) * dm
         chi2 += np.where(ok[:, None], diff**2 / var[:, None], 0.0)
         ncol[:, 0] += ok
-    k = 2.0 ** (ncol / 2.0) * np.exp(-0.5 * chi2)
+    k = kernel_norm(config.colour_width) ** ncol * np.exp(-0.5 * chi2 / config.colour_width**2)
     return np.where((ncol > 0) & (dm > config.bright_dm) & (m_i < mlim), k, 0.0)
+
+
+def kernel_norm(width: float) -> float:
+    """Per-colour factor that makes ``E[k] = 1`` for a member whose colour scatters as expected (sigma): the
+    kernel ``exp(-d**2 / (2 width**2 sigma**2))`` averages ``width / sqrt(1 + width**2)`` over d ~ N(0, sigma)."""
+    return math.sqrt(1.0 + width**2) / width
+
+
+def member_threshold(ncol: int, width: float) -> float:
+    """Kernel value of a galaxy whose colour chi2 (n colours, against the expected scatter) is at its 95% quantile:
+    above it a galaxy looks like a member. The same chi2 cut whatever the kernel's width."""
+    return kernel_norm(width) ** ncol * math.exp(-0.5 * _chi2_95(max(ncol, 1)) / width**2)
 
 
 def _slope(name: str) -> float:
@@ -222,7 +247,8 @@ def _inside(fp: Footprint, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 def _background(gal: np.ndarray, dist: np.ndarray, cand: Candidate, r_ap: np.ndarray, colours: list[str],
                 z: np.ndarray, footprint: Footprint, config: FinderConfig, model: RedSequenceModel,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Background densities (deg^-2, shape (nz,)) of the kernel, of its square, and of galaxies with k > 0.05."""
+    """Background densities (deg^-2, shape (nz,)) of the kernel, of its square, and of member-like galaxies
+    (kernel above :func:`member_threshold`)."""
     r_in = config.background_exclusion * r_ap
     if config.background_exclusion_max_deg is not None:
         r_in = np.minimum(r_in, config.background_exclusion_max_deg)
@@ -241,7 +267,7 @@ def _background(gal: np.ndarray, dist: np.ndarray, cand: Candidate, r_ap: np.nda
         sel &= d < r_out[None, :]
         outer_area = _disc_integrals(cand, footprint, r_out, rng)[0]
     area = np.maximum(outer_area - _disc_integrals(cand, footprint, r_in, rng)[0], 1e-6)
-    n_gal = ((k > 0.05) & sel).sum(0) / frac / area
+    n_gal = ((k > member_threshold(len(colours), config.colour_width)) & sel).sum(0) / frac / area
     return (k * sel).sum(0) / frac / area, (k**2 * sel).sum(0) / frac / area, n_gal
 
 
@@ -256,19 +282,19 @@ def _peak(z: np.ndarray, curve: np.ndarray) -> float:
 
 
 def _curves(w: np.ndarray, k: np.ndarray, bkg: tuple[np.ndarray, np.ndarray, np.ndarray],
-            disc: np.ndarray, z: np.ndarray, config: FinderConfig, model: RedSequenceModel, r_ap_mpc: float
-            ) -> tuple[np.ndarray, np.ndarray]:
+            disc: np.ndarray, z: np.ndarray, config: FinderConfig, model: RedSequenceModel, r_ap_mpc: float,
+            ncol: int) -> tuple[np.ndarray, np.ndarray]:
     """Richness and significance against z, from weights w and kernels k of the aperture's galaxies.
 
     ``bkg``: the background densities of :func:`_background`; ``disc``: the aperture's integrals of
-    (1, w, w**2) from :func:`_disc_integrals`.
+    (1, w, w**2) from :func:`_disc_integrals`; ``ncol``: the colours there are.
     """
     (bkg, bkg2, bkgn), (_area, iw, iw2) = bkg, disc
     excess = (w * k).sum(0) - bkg * iw
     # Poisson noise of the background's expectation plus one interloper at the filter's peak: where
     # the background is nearly empty (low z, bright m*) one galaxy is not a cluster (per-galaxy
-    # k**2 from the background; where it holds no galaxy at all, from the aperture's)
-    contrib = k > 0.05
+    # k**2 of the member-like background galaxies; where there is none, of the aperture's)
+    contrib = k > member_threshold(ncol, config.colour_width)
     k2_ap = (k**2 * contrib).sum(0) / np.maximum(contrib.sum(0), 1)
     k2_one = np.where(bkgn > 0, bkg2 / np.maximum(bkgn, 1e-9), k2_ap)
     one_more = k2_one * float(filter_weight(np.zeros(1))[0]) ** 2
@@ -289,8 +315,9 @@ def run(cand: Candidate, galaxies: np.ndarray, footprint: Footprint, config: Fin
         model: RedSequenceModel | None = None) -> ClusterResult:
     """Find the red-sequence peak of one candidate among ``galaxies`` (already selected by spread_model).
 
-    With a prior radius, a second pass is centred on the BCG found within that radius of the
-    candidate (SZ positions are uncertain by arcminutes; the red sequence is not).
+    With a prior radius, a second pass is centred on each of the ``bcg_candidates`` brightest member-like
+    galaxies within that radius of the candidate and the most significant is kept (SZ positions are
+    uncertain by arcminutes; the red sequence is not; a bright satellite can outshine the BCG).
 
     Parameters
     ----------
@@ -312,12 +339,14 @@ def run(cand: Candidate, galaxies: np.ndarray, footprint: Footprint, config: Fin
         return base
     result = _one_pass(cand, cand.ra, cand.dec, galaxies, footprint, colours, missing, config, model,
                        cand.radius_arcmin)
-    if cand.radius_arcmin and math.isfinite(result.bcg_ra):
-        second = _one_pass(cand, result.bcg_ra, result.bcg_dec, galaxies, footprint, colours, missing, config,
-                           model, None, exclude_centre=True)
-        second.bcg_ra, second.bcg_dec = result.bcg_ra, result.bcg_dec
-        result = second
-    return result
+    best = None
+    for ra0, dec0 in result.bcg_candidates if cand.radius_arcmin else []:
+        second = _one_pass(cand, ra0, dec0, galaxies, footprint, colours, missing, config, model, None,
+                           exclude_centre=True)
+        second.bcg_ra, second.bcg_dec = ra0, dec0
+        if best is None or second.significance > best.significance:
+            best = second
+    return best or result
 
 
 def _one_pass(cand: Candidate, ra0: float, dec0: float, galaxies: np.ndarray, footprint: Footprint,
@@ -339,7 +368,7 @@ def _one_pass(cand: Candidate, ra0: float, dec0: float, galaxies: np.ndarray, fo
     near = np.flatnonzero((dist < r_ap.max()) & ~(exclude_centre & (dist < 1e-7)))
     w = filter_weight(dist[near][:, None] / r_ap[None, :])
     k = _kernel(galaxies[near], colours, z, config, model)
-    lam, sig = _curves(w, k, (bkg, bkg2, bkgn), disc, z, config, model, config.aperture_mpc)
+    lam, sig = _curves(w, k, (bkg, bkg2, bkgn), disc, z, config, model, config.aperture_mpc, len(colours))
     lam = lam + (1.0 if exclude_centre else 0.0)
     z_phot = _peak(z, lam)
     counts = rng.multinomial(len(near), np.full(len(near), 1.0 / max(len(near), 1)), size=config.n_boot)
@@ -351,7 +380,8 @@ def _one_pass(cand: Candidate, ra0: float, dec0: float, galaxies: np.ndarray, fo
         detected=bool(sig[j] >= config.min_significance), unused_colours=missing, z_grid=z,
         richness_curve=lam, significance_curve=sig)
     bcg_r = 0.5 * r_ap[j] if bcg_radius_arcmin is None else bcg_radius_arcmin / 60.0
-    _members_and_bcg(result, galaxies, near, dist, k[:, j], r_ap[j], bcg_r, len(colours))
+    _members_and_bcg(result, galaxies, near, dist, k[:, j], r_ap[j], bcg_r, len(colours), config.colour_width,
+                     config.bcg_candidates)
     return result
 
 
@@ -369,13 +399,15 @@ def _chi2_95(n: int) -> float:
 
 
 def _members_and_bcg(result: ClusterResult, galaxies: np.ndarray, near: np.ndarray, dist: np.ndarray,
-                     k: np.ndarray, r_ap: float, bcg_r: float, ncol: int) -> None:
-    """Members at z_phot: inside R_ap with a kernel above exp(-chi2_95 / 2) x 2**(n/2); BCG: the brightest within bcg_r."""
-    thresh = 2.0 ** (ncol / 2.0) * math.exp(-0.5 * _chi2_95(ncol))
+                     k: np.ndarray, r_ap: float, bcg_r: float, ncol: int, width: float = 1.0, n_bcg: int = 1) -> None:
+    """Members at z_phot: inside R_ap with a colour chi2 below its 95% quantile (the kernel above its value
+    there); BCG candidates: the ``n_bcg`` brightest of them within bcg_r (the BCG: the first)."""
+    thresh = member_threshold(ncol, width)
     inside = dist[near] < r_ap
     mem = near[inside & (k > thresh)]
     result.member_index = mem
     core = near[(dist[near] < bcg_r) & (k > thresh)]
     if len(core):
-        b = core[int(np.argmin(galaxies["mag_auto_i"][core]))]
-        result.bcg_ra, result.bcg_dec = float(galaxies["ra"][b]), float(galaxies["dec"][b])
+        ranked = core[np.argsort(galaxies["mag_auto_i"][core], kind="stable")]
+        result.bcg_candidates = [(float(galaxies["ra"][b]), float(galaxies["dec"][b])) for b in ranked[:n_bcg]]
+        result.bcg_ra, result.bcg_dec = result.bcg_candidates[0]
