@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -38,8 +39,8 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ import numpy as np
 from cosmodm_ops.common import utc_now
 from cosmodm_ops.config import Config
 from cosmodm_ops.fits import StagingFullError
+from cosmodm_ops.single_epoch.inputs import BadInputError
+from cosmodm_ops.single_epoch.rawcalib import check_calib_file
+from cosmodm_ops.single_epoch.rawcamera import camera_ccds
 
 __all__ = ["CachedCalib", "CalibCache", "cache_folder", "load_calib", "source_identity", "stage_calibrations"]
 
@@ -81,6 +85,8 @@ class CachedCalib:
         stale or corrupt: moved aside to the quarantine and built again).
     bytes_read : int
         Bytes of the source file this job read (0 on a hit).
+    shapes : dict
+        EXTNAME -> shape of the job's arrays.
     """
 
     role: str
@@ -90,6 +96,7 @@ class CachedCalib:
     sha256: str
     status: str
     bytes_read: int
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def source_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -158,8 +165,12 @@ class CalibCache:
         self.max_bytes = int(max_gb * 1e9)
         self.max_fraction = max_fraction
 
-    def get(self, role: str, source: str | os.PathLike[str], extnames: Iterable[str]) -> CachedCalib:
+    def get(self, role: str, source: str | os.PathLike[str], extnames: Iterable[str],
+            check: Callable[[], None] | None = None) -> CachedCalib:
         """The entry of ``source`` holding the arrays of ``extnames``: checked, built or completed.
+
+        ``check`` (the source file's check, raising ``BadInputError``) runs before an entry is built or
+        completed, never on a hit: a warm cache reads nothing of the source.
 
         Raises
         ------
@@ -182,15 +193,19 @@ class CalibCache:
                 if problem:
                     self._quarantine(entry, problem)
                     meta, status = None, "rebuilt"
+            missing = need if meta is None else [e for e in need if e not in meta["hdus"]]
+            if missing and check is not None:
+                check()
             if meta is None:
                 meta, nread = self._build(entry, role, ident, need)
                 status = "built" if status == "hit" else status
-            elif missing := [e for e in need if e not in meta["hdus"]]:
+            elif missing:
                 nread = self._extend(entry, meta, role, ident, missing)
                 status = "extended"
             (entry / ".used").touch()
         return CachedCalib(role=role, source=str(source), folder=str(entry), key=key, sha256=meta["sha256"],
-                           status=status, bytes_read=nread)
+                           status=status, bytes_read=nread,
+                           shapes={e: tuple(meta["hdus"][e]["shape"]) for e in need})
 
     def _reserve(self, nbytes: int) -> None:
         st = os.statvfs(self.folder)
@@ -325,11 +340,16 @@ def _write_arrays(folder: Path, meta: dict[str, Any], f: Any, role: str, extname
     for ext in extnames:
         if ext not in names:
             msg = f"{meta['source']['path']} HDU {ext!r}: key 'EXTNAME' not found: the {role} file has no HDU for it"
-            raise OSError(msg)
+            raise BadInputError(msg)
         hdu = f[names[ext]]
         off = hdu.get_offsets()
         nread += int(off["data_end"] - off["header_start"])
-        arr = _plain(hdu.read(), role)
+        try:
+            arr = _plain(hdu.read(), role)
+        except (OSError, ValueError) as err:
+            msg = (f"{meta['source']['path']} HDU {names[ext]} ({ext}): cannot read the {role} pixels (corrupt?): "
+                   f"{err}; transfer the file again from its source")
+            raise BadInputError(msg) from err
         reserve(arr.nbytes)
         tmp = folder / f".{ext}.npy.part"
         with open(tmp, "wb") as out:
@@ -397,12 +417,23 @@ def stage_calibrations(cfg: Config, calib_inputs: list[tuple[str, str]], extname
     cache = CalibCache(cache_folder(cfg), max_age_days=se.calib_cache_max_age_days, max_gb=se.calib_cache_max_gb,
                        max_fraction=cfg.site.ramdisk.max_fraction)
     need = sorted(set(extnames))
+    ccds = camera_ccds(cfg.camera)
+    shape = (cfg.camera.ccd_ny, cfg.camera.ccd_nx)
     out: dict[str, CachedCalib] = {}
     for role, path in calib_inputs:
+        check = functools.partial(check_calib_file, Path(path), role, ccds, shape)
         try:
-            out[role] = cache.get(role, path, need)
+            entry = cache.get(role, path, need, check=check)
         except StagingFullError as err:
             log.warning("%s; %s is read without the cache", err, path)
+            check()
+            continue
+        bad = {e: s for e, s in entry.shapes.items() if s != shape}
+        if bad:
+            msg = (f"{path}: the calibration cache holds HDUs of shape {bad} (keys 'NAXIS2','NAXIS1'), expected the "
+                   f"trimmed shape {shape} of camera {cfg.camera.name}: use the calibration made for this camera")
+            raise BadInputError(msg)
+        out[role] = entry
     try:
         cache.evict(keep={c.key for c in out.values()})
     except OSError as err:  # eviction is housekeeping: never the job's failure

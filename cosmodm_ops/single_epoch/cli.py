@@ -10,6 +10,14 @@ Already-detrended input (DECam Community Pipeline InstCal triples, or our own pr
 
 Writes ``DIR/manifest.json`` and ``DIR/qa.json``. Exit codes: 0 done; 3 done with some
 CCDs failed (see qa.json); 65 bad input (do not retry); 75 transient (retry).
+
+The node's calibration cache (``single_epoch.calib_cache``), built by the first raw job on a node, or ahead
+of the night's jobs by its own job::
+
+    cosmodm single-epoch stage-calib --calib DIR --band B --camera C [--site SITE]
+
+prints one JSON line (the cache folder and, per calibration file, its entry, what was done and the source
+bytes read); exit codes as above.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["cmd_run", "register"]
+__all__ = ["cmd_run", "cmd_stage_calib", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,48 @@ def register(sub: Any) -> None:
                           "job's own RAM-disk folder, else the site's ramdisk.path)")
     run.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     run.set_defaults(func=cmd_run)
+    stage = gsub.add_parser("stage-calib", help="stage a calibration folder into the node's calibration cache")
+    stage.add_argument("--calib", required=True, help="calibration folder")
+    stage.add_argument("--band", required=True, help="band of the flats to stage")
+    stage.add_argument("--camera", required=True, help="camera config (its CCDs; single_epoch.only_ccds limits them)")
+    stage.add_argument("--survey", default=None, help="survey config (default: the camera's)")
+    stage.add_argument("--site", default="local", help="site config (ramdisk path and limits)")
+    stage.set_defaults(func=cmd_stage_calib)
+
+
+def cmd_stage_calib(args: argparse.Namespace) -> int:
+    """Build or check the cache entries of a calibration folder's files for one band."""
+    import json
+
+    from cosmodm_ops.cli import EXIT_BAD_INPUT, EXIT_TRANSIENT
+    from cosmodm_ops.config import ConfigError, load_config
+    from cosmodm_ops.single_epoch.calibcache import cache_folder, stage_calibrations
+    from cosmodm_ops.single_epoch.inputs import DEFAULT_SURVEY, BadInputError
+    from cosmodm_ops.single_epoch.rawcalib import find_calib_files
+    from cosmodm_ops.single_epoch.rawcamera import camera_ccds
+
+    try:
+        try:
+            cfg = load_config(args.survey or DEFAULT_SURVEY.get(args.camera, "des"), camera=args.camera,
+                              site=args.site)
+        except ConfigError as err:
+            raise BadInputError(str(err)) from err
+        only = cfg.single_epoch.only_ccds
+        names = [n.upper() for n, num in camera_ccds(cfg.camera) if only is None or num in only]
+        files = [(role, str(p)) for role, p in find_calib_files(args.calib, args.band).items() if p is not None]
+        if not cfg.single_epoch.calib_cache:
+            raise BadInputError("single_epoch.calib_cache is false: there is no cache to stage into")
+        cached = stage_calibrations(cfg, files, names)
+    except BadInputError as err:
+        print(f"cosmodm single-epoch stage-calib: bad input: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"cosmodm single-epoch stage-calib: transient failure (retry may succeed): {err}", file=sys.stderr)
+        return EXIT_TRANSIENT
+    print(json.dumps({"folder": str(cache_folder(cfg)), "ccds": len(names),
+                      "entries": {c.role: {"key": c.key, "status": c.status, "source_bytes_read": c.bytes_read}
+                                  for c in cached.values()}}))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

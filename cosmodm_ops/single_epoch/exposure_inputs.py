@@ -103,7 +103,9 @@ def read_exposure_inputs(cfg: Config, refcat: str | os.PathLike[str], *, detrend
     elif raw is not None:
         from cosmodm_ops.single_epoch.rawplan import raw_exposure_plan
 
-        hdus, info, primary, calib_inputs = raw_exposure_plan(raw, calib, cfg)
+        # with the node's calibration cache on, the cache checks the calibration files when it builds
+        hdus, info, primary, calib_inputs = raw_exposure_plan(raw, calib, cfg,
+                                                              check_calib=not cfg.single_epoch.calib_cache)
         inputs = [("raw", raw), *calib_inputs]
         kind, source = "raw", raw
     else:

@@ -16,6 +16,7 @@ import pytest
 from cosmodm_ops.fits import file_sha256
 from cosmodm_ops.single_epoch import raw as R
 from cosmodm_ops.single_epoch.calibcache import CalibCache, load_calib, stage_calibrations
+from cosmodm_ops.single_epoch.inputs import BadInputError
 from tests.unit.raw_factory import make_exposure, spec_for
 
 EXTS = ["N1", "N2", "S1", "S2"]
@@ -141,4 +142,14 @@ def test_a_build_that_would_fill_the_ram_disk_falls_back_to_the_file(tmp_path: P
     cfg = exp.cfg.model_copy(update={"single_epoch": se, "site": site})
     assert stage_calibrations(cfg, _calib_inputs(exp), EXTS) == {}
     assert "read without the cache" in caplog.text
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.is_dir()] == []
+
+
+def test_a_calibration_of_the_wrong_shape_is_bad_input_before_any_build(tmp_path: Path):
+    exp = make_exposure(tmp_path / "exp", seed=2)
+    se = exp.cfg.single_epoch.model_copy(update={"calib_cache_path": str(tmp_path / "c")})
+    cam = exp.cfg.camera.model_copy(update={"ccd_nx": 64})
+    cfg = exp.cfg.model_copy(update={"single_epoch": se, "camera": cam})
+    with pytest.raises(BadInputError, match=r"bias.fits HDU 1 \(S1\).*expected the trimmed shape \(160, 64\)"):
+        stage_calibrations(cfg, _calib_inputs(exp), EXTS)
     assert [p.name for p in (tmp_path / "c").iterdir() if p.is_dir()] == []
