@@ -45,8 +45,8 @@ import numpy as np
 from astropy.io import fits as afits
 
 from cosmodm_ops.config import CameraConfig
-from cosmodm_ops.single_epoch.detrend import pixel_area_grid, relative_pixel_area
 from cosmodm_ops.single_epoch.calibcache import load_calib
+from cosmodm_ops.single_epoch.detrend import pixel_area_grid, relative_pixel_area
 from cosmodm_ops.single_epoch.inputs import ccd_header
 from cosmodm_ops.single_epoch.rawcalib import CALIB_FILES, find_calib_files, read_calib_hdu
 from cosmodm_ops.single_epoch.rawcamera import (
