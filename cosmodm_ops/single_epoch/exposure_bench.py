@@ -204,7 +204,8 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         only = _first_ccds(raw, n_run) if n_run < n_cam else None
         used = {n_run, min(previous_ccds, n_cam) if previous_ccds else n_run, *_io_sizes(io_ccds, n_cam)}
         # the node's calibration cache: staged by a job of its own (measured), warm for every job below
-        staging = staging_cost(raw, night, base, camera, ram, sorted(used), n_cam, _first_ccds)
+        staging = staging_cost(raw, night, base, camera, ram, sorted(used), n_cam, _first_ccds,
+                               trace=bool(_io_sizes(io_ccds, n_cam)))
         ours = _job(raw, night, base / "se", jobs, ram, _with(None, only, ram))
         results = {**contract, **_figures(ours["manifest"], base / "se", camera=camera, jobs=jobs,
                                            code=ours["code"], wall=ours["wall"], cpu_total=ours["cpu"])}

@@ -64,9 +64,9 @@ def _stage_job(raw: Path, night: Path, camera: str, ram: Path, ccds: list[int] |
 
 
 def staging_cost(raw: Path, night: Path, base: Path, camera: str, ram: Path, sizes: list[int], n_cam: int,
-                 first_ccds: Any) -> dict[str, Any]:
-    """CPU (line through the two sizes of ``sizes``, at ``n_cam``) and shared-disk bytes (traced, at the
-    largest size) of staging the calibrations; leaves the cache warm for the largest size."""
+                 first_ccds: Any, trace: bool = True) -> dict[str, Any]:
+    """CPU (line through the two sizes of ``sizes``, at ``n_cam``) and, with ``trace``, shared-disk bytes
+    (traced, at the largest size) of staging the calibrations; leaves the cache warm for the largest size."""
     from cosmodm_ops.single_epoch.iotrace import count_strace
 
     lo, hi = min(sizes), max(sizes)
@@ -77,13 +77,16 @@ def staging_cost(raw: Path, night: Path, base: Path, camera: str, ram: Path, siz
     else:
         per_ccd = (cpu[hi] - cpu[lo]) / (hi - lo)
         fixed = max(0.0, cpu[lo] - lo * per_ccd)
+    out: dict[str, Any] = {"calib_stage_cpu_s": round(fixed + n_cam * per_ccd, 2),
+                           "calib_stage_cpu_per_ccd_s": round(per_ccd, 3),
+                           "calib_stage_cpu_runs_s": {str(n): round(v, 2) for n, v in cpu.items()}}
+    if not trace:  # no I/O comparison in this run: the staging is not traced (nor run a third time)
+        return out
     log = base / "strace_stage.log"
     _stage_job(raw, night, camera, ram, first_ccds(raw, hi) if hi < n_cam else None, trace=log)
     c = count_strace(log, (base, night))
     log.unlink()
-    return {"calib_stage_cpu_s": round(fixed + n_cam * per_ccd, 2), "calib_stage_cpu_per_ccd_s": round(per_ccd, 3),
-            "calib_stage_cpu_runs_s": {str(n): round(v, 2) for n, v in cpu.items()},
-            "calib_stage_read": c.read, "calib_stage_written": c.written, "calib_stage_io_ccds": hi,
+    return {**out, "calib_stage_read": c.read, "calib_stage_written": c.written, "calib_stage_io_ccds": hi,
             "calib_stage_method": f"cosmodm single-epoch stage-calib on a fresh cache: CPU on {lo} and {hi} CCDs "
                                   f"extrapolated to {n_cam}; bytes (strace) on {hi} CCDs: each calibration file is "
                                   "read whole, once, whatever the CCDs"}
@@ -97,8 +100,9 @@ def amortize(results: dict[str, Any], per_night: int) -> dict[str, Any]:
     if stage_cpu is None:
         return out
     warm_min = results["core_minutes"]
-    out["amortization"] = (f"calibration staging ({stage_cpu:.0f} s CPU, {results['calib_stage_read'] / 1e9:.3f} GB "
-                           f"read) once per node-night, divided by {per_night} exposures per node-night")
+    read = f", {results['calib_stage_read'] / 1e9:.3f} GB read" if "calib_stage_read" in results else ""
+    out["amortization"] = (f"calibration staging ({stage_cpu:.0f} s CPU{read}) once per node-night, divided by "
+                           f"{per_night} exposures per node-night")
     out.update(core_minutes_warm=warm_min, core_minutes_cold=round(warm_min + stage_cpu / 60.0, 3),
                core_minutes=round(warm_min + stage_cpu / 60.0 / per_night, 3))
     total_s = warm_min * 60.0
@@ -109,7 +113,7 @@ def amortize(results: dict[str, Any], per_night: int) -> dict[str, Any]:
     if results.get("previous_core_minutes") is not None:
         out["previous_core_minutes_warm"] = results["previous_core_minutes"]
         out["previous_core_minutes"] = round(results["previous_core_minutes"] + stage_cpu / 60.0 / per_night, 3)
-    if results.get("io_ours_read") is not None:
+    if results.get("io_ours_read") is not None and "calib_stage_read" in results:
         o_r, o_w = results["io_ours_read"], results["io_ours_written"]
         n_rw = results["io_naive_read"] + results["io_naive_written"]
         s_r, s_w = results["calib_stage_read"], results["calib_stage_written"]
