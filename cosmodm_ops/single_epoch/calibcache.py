@@ -280,6 +280,12 @@ class CalibCache:
             if self._remove(p):
                 removed.append(p.name)
                 total -= size
+        for lock in self.folder.glob("*.lock"):  # of entries never built (bad input) or removed
+            entry = self.folder / lock.name[: -len(".lock")]
+            if not entry.exists() and now - lock.stat().st_mtime > self.max_age_s:
+                with _locked(lock, blocking=False) as got:
+                    if got:
+                        lock.unlink()
         qdir = self.folder / "quarantine"
         for p in qdir.iterdir() if qdir.is_dir() else []:
             if now - p.stat().st_mtime > self.max_age_s:

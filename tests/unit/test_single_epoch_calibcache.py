@@ -153,3 +153,16 @@ def test_a_calibration_of_the_wrong_shape_is_bad_input_before_any_build(tmp_path
     with pytest.raises(BadInputError, match=r"bias.fits HDU 1 \(S1\).*expected the trimmed shape \(160, 64\)"):
         stage_calibrations(cfg, _calib_inputs(exp), EXTS)
     assert [p.name for p in (tmp_path / "c").iterdir() if p.is_dir()] == []
+
+
+def test_eviction_removes_old_lock_files_of_entries_never_built(tmp_path: Path):
+    cache = CalibCache(tmp_path / "cache", max_age_days=1.0)
+    (tmp_path / "cache").mkdir()
+    lock = tmp_path / "cache" / "bias.fits-0123.lock"
+    lock.touch()
+    cache.evict()
+    assert lock.exists()  # recent: a job may be about to build
+    old = time.time() - 3 * 86400
+    os.utime(lock, (old, old))
+    cache.evict()
+    assert not lock.exists()
