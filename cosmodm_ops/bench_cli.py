@@ -47,7 +47,9 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "share vs the Astromatic tools, bytes written vs a naive run"),
         ("wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min", "core_min_ratio_vs_desdm",
          "own_share", "bytes_output", "bytes_naive", "bytes_ratio", "n_ccds_ok", "core_minutes",
-         "density_ratio_to_real", "io_ratio_read_write", "io_ratio_written", "previous_core_minutes"),
+         "density_ratio_to_real", "io_ratio_read_write", "io_ratio_written", "previous_core_minutes",
+         "core_minutes_warm", "core_minutes_cold", "io_ratio_read_write_warm", "io_ratio_read_write_cold",
+         "exposures_per_node_night", "amortization"),
     ),
     "campaign": (
         "bench.bench_campaign:campaign",
@@ -117,6 +119,9 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                              "(default 4; 0: skip)"}),
         ("--io-ccds", {"default": "2,4", "help": "CCDs of the strace-counted I/O runs, comma-separated: two sizes "
                        "are extrapolated to the exposure along a line (default 2,4; 0: skip)"}),
+        ("--exposures-per-node-night", {"type": int, "default": 10, "help": "exposures a node runs per night with "
+                                        "the same calibrations: the calibration cache's staging is divided among "
+                                        "them (default 10, conservative)"}),
     ],
     "clusters": [
         ("--n-clusters", {"type": int, "default": 48, "help": "injected clusters (default 48)"}),

@@ -293,6 +293,25 @@ class SingleEpochConfig(_Strict):
     compress_products: bool = Field(
         default=True, description="RICE-compress image, weight and mask products (false: the naive benchmark run).",
     )
+    calib_cache: bool = Field(
+        default=True,
+        description="Per-node calibration cache (raw path): each calibration file is staged once per node, "
+                    "decompressed to plain arrays every later job memory-maps (single_epoch/calibcache.py). "
+                    "false: every job copies the calibration files into its RAM-disk folder and decompresses them.",
+    )
+    calib_cache_path: str | None = Field(
+        default=None,
+        description="Folder of the calibration cache, node-local (a RAM disk); null: <site.ramdisk.path>/calib-cache "
+                    "(not the job's own RAM-disk folder, which a batch job removes on exit).",
+    )
+    calib_cache_max_age_days: float = Field(
+        default=2.0, gt=0, description="Cache entries of other calibration files unused for longer are removed.",
+    )
+    calib_cache_max_gb: float = Field(
+        default=12.0, gt=0,
+        description="Size cap of the calibration cache (GB; a DECam bias + bpm + one band's flat and star flat "
+                    "is 6.4 GB): the least recently used entries of other files go first.",
+    )
     psfvar_degrees: int = Field(default=2, ge=0, description="PSFEx PSFVAR_DEGREES.")
     scamp_distort_degrees: int = Field(default=3, ge=1, description="SCAMP DISTORT_DEGREES.")
     star_snr_min: float = Field(default=50.0, gt=0, description="S/N cut for QA stars.")

@@ -54,6 +54,12 @@ from typing import TYPE_CHECKING, Any
 from astropy.io import fits as afits
 
 from cosmodm_ops.astromatic.tools import run_measured
+from cosmodm_ops.single_epoch.exposure_staging import (
+    EXPOSURES_PER_NODE_NIGHT,
+    amortize,
+    bench_cache_dir,
+    staging_cost,
+)
 
 if TYPE_CHECKING:
     from cosmodm_ops.manifest import Manifest
@@ -93,8 +99,9 @@ def uncompressed_bytes(path: str | os.PathLike[str]) -> int:
 
 #: The configuration before issue 18, for the same-run comparison.
 PREVIOUS_CONFIG = {"single_epoch": {"psf_size": 35, "pass1_detect_thresh": None}}
-#: The naive job's configuration: products uncompressed (its work folder is on the shared disk too).
-NAIVE_CONFIG = {"single_epoch": {"compress_products": False}}
+#: The naive job's configuration: products uncompressed, no calibration cache (its work folder is on the
+#: shared disk too, so it copies the calibration files there and every worker decompresses its HDUs).
+NAIVE_CONFIG = {"single_epoch": {"compress_products": False, "calib_cache": False}}
 CORE_MIN_TARGET = 15.0
 OWN_SHARE_TARGET_18 = 0.05
 
@@ -124,12 +131,13 @@ def _first_ccds(raw: Path, n: int) -> list[int]:
         return [int(h.header.get("CCDNUM", i + 1)) for i, h in enumerate(hdul[1:n + 1])]
 
 
-def _with(overrides: dict | None, only: list[int] | None) -> dict | None:
-    """``overrides`` plus ``single_epoch.only_ccds`` (None when there is nothing to override)."""
-    if only is None:
-        return overrides
+def _with(overrides: dict | None, only: list[int] | None, ram: Path) -> dict:
+    """``overrides`` plus ``single_epoch.only_ccds`` and the benchmark's calibration cache folder."""
     out = json.loads(json.dumps(overrides or {}))
-    out.setdefault("single_epoch", {})["only_ccds"] = only
+    se = out.setdefault("single_epoch", {})
+    se.setdefault("calib_cache_path", str(bench_cache_dir(ram)))
+    if only is not None:
+        se["only_ccds"] = only
     return out
 
 
@@ -152,7 +160,7 @@ def _job(raw: Path, night: Path, out: Path, jobs: int, workdir: Path, overrides:
 
 def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed: int = 1,
              workdir: str | None = None, density: str = "real", ccds: int = 0, previous_ccds: int = 4,
-             io_ccds: str | int = "2,4") -> dict[str, Any]:
+             io_ccds: str | int = "2,4", exposures_per_node_night: int = EXPOSURES_PER_NODE_NIGHT) -> dict[str, Any]:
     """Run the benchmark; returns a dict of figures (seconds, core-minutes, bytes, ratios).
 
     Parameters
@@ -175,11 +183,15 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         CCDs of the previous-configuration comparison (0: skip).
     io_ccds : str
         CCDs of the traced I/O runs, comma-separated (two sizes: extrapolated along the line; 0: skip).
+    exposures_per_node_night : int
+        Exposures among which a node-night's calibration staging is divided
+        (:mod:`~cosmodm_ops.single_epoch.exposure_staging`).
     """
     from cosmodm_ops.config import load_config
     from cosmodm_ops.single_epoch.exposure_density import accuracies, detections, sky_density
 
-    contract = dict.fromkeys(("previous_core_minutes", "io_ratio_read_write", "io_ratio_written"))  # None: skipped
+    contract = dict.fromkeys(("previous_core_minutes", "io_ratio_read_write", "io_ratio_written",  # None: skipped
+                              "io_ratio_read_write_warm", "io_ratio_read_write_cold"))
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench_exposure."))
     base.mkdir(parents=True, exist_ok=True)
     ram = Path(workdir or os.environ.get("COSMODM_RAMDISK") or "/dev/shm/cosmodm")
@@ -190,7 +202,11 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         n_cam = _n_ccds(raw)
         n_run = ccds if 0 < ccds < n_cam else n_cam
         only = _first_ccds(raw, n_run) if n_run < n_cam else None
-        ours = _job(raw, night, base / "se", jobs, ram, _with(None, only))
+        used = {n_run, min(previous_ccds, n_cam) if previous_ccds else n_run, *_io_sizes(io_ccds, n_cam)}
+        # the node's calibration cache: staged by a job of its own (measured), warm for every job below
+        staging = staging_cost(raw, night, base, camera, ram, sorted(used), n_cam, _first_ccds,
+                               trace=bool(_io_sizes(io_ccds, n_cam)))
+        ours = _job(raw, night, base / "se", jobs, ram, _with(None, only, ram))
         results = {**contract, **_figures(ours["manifest"], base / "se", camera=camera, jobs=jobs,
                                            code=ours["code"], wall=ours["wall"], cpu_total=ours["cpu"])}
         core_min, own_share = _scaled(ours, n_cam / n_run)
@@ -208,16 +224,23 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
             results.update(_previous(raw, night, base, jobs, ram, n_prev, n_cam, ours if n_prev == n_run else None))
             results.update(linear_fit(n_cam, n_run, ours["cpu"], results["previous_ccds"],
                                       results["ours_same_ccds_cpu_s"], results["previous_cpu_s"]))
-        sizes = sorted({min(int(n), n_cam) for n in str(io_ccds).split(",") if int(n) > 0}) if io_ccds else []
+        sizes = _io_sizes(io_ccds, n_cam)
         if sizes:
             results.update(_io(raw, night, base, jobs, ram, sizes, n_cam))
+        results.update(staging)
+        results.update(amortize(results, exposures_per_node_night))
         if keep:  # every figure (--json prints only the contract's keys)
             results["kept"] = str(base)
             (base / "bench_exposure.json").write_text(json.dumps(results, indent=1, default=str))
         return results
     finally:
+        shutil.rmtree(bench_cache_dir(ram), ignore_errors=True)
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _io_sizes(io_ccds: str | int, n_cam: int) -> list[int]:
+    return sorted({min(int(n), n_cam) for n in str(io_ccds).split(",") if int(n) > 0}) if io_ccds else []
 
 
 #: Own-code stages done once per exposure whatever the number of CCDs processed (not scaled).
@@ -269,8 +292,8 @@ def _previous(raw: Path, night: Path, base: Path, jobs: int, ram: Path, n: int, 
               ours: dict[str, Any] | None = None) -> dict[str, Any]:
     """The previous configuration and ours (``ours``, or a new run) on the same first ``n`` CCDs: CPU and ratio."""
     only = _first_ccds(raw, n) if n < n_cam else None
-    prev = _job(raw, night, base / "se_previous", jobs, ram, _with(PREVIOUS_CONFIG, only))
-    now = ours or _job(raw, night, base / "se_same_ccds", jobs, ram, _with(None, only))
+    prev = _job(raw, night, base / "se_previous", jobs, ram, _with(PREVIOUS_CONFIG, only, ram))
+    now = ours or _job(raw, night, base / "se_same_ccds", jobs, ram, _with(None, only, ram))
     ratio = prev["cpu"] / now["cpu"]
     return {"previous_ccds": n, "previous_cpu_s": round(prev["cpu"], 2), "ours_same_ccds_cpu_s": round(now["cpu"], 2),
             "previous_cpu_sextractor_s": prev["manifest"].cpu["sextractor_s"],
@@ -293,7 +316,7 @@ def _io(raw: Path, night: Path, base: Path, jobs: int, ram: Path, sizes: list[in
         only = _first_ccds(raw, n) if n < n_cam else None
         for name, work, over in (("ours", ram, None), ("naive", base / "naive_work", NAIVE_CONFIG)):
             log = base / f"strace_{name}.log"
-            _job(raw, night, base / f"se_io_{name}", jobs, work, _with(over, only), trace=log)
+            _job(raw, night, base / f"se_io_{name}", jobs, work, _with(over, only, ram), trace=log)
             c = count_strace(log, (base, night))  # the night may be a link to a shared folder
             log.unlink()
             runs[name].append((n, c.read, c.written))
@@ -401,7 +424,14 @@ def format_table(results: dict[str, Any]) -> str:
         "density_ratio_to_real": "simulated / real DES-wide objects to S/N 5",
         "io_ratio_read_write": f"naive / ours, bytes read + written (strace), target >= {BYTES_RATIO_TARGET:.0f}x",
         "io_ratio_written": "naive / ours, bytes written (strace)",
+        "core_minutes_warm": "calibration cache warm (a node's steady state)",
+        "core_minutes_cold": "first exposure of a node-night (the whole calibration staging on it)",
+        "io_ratio_read_write_warm": "cache warm, no staging",
+        "io_ratio_read_write_cold": "first exposure of a node-night (cache cold)",
     }
+    if results.get("amortization"):  # the assumption beside the amortized figures
+        for key in ("core_minutes", "own_share", "io_ratio_read_write", "previous_core_minutes"):
+            anchors[key] = f"{anchors.get(key, '')} [amortized: {results['amortization']}]".strip()
     if "density_ratio_to_real" in results:  # beside every timing
         for key in ("core_min", "core_minutes", "previous_core_minutes", "wall_s", "cpu_total_s"):
             anchors[key] = f"{anchors.get(key, '')} [density x{results['density_ratio_to_real']} real]".strip()

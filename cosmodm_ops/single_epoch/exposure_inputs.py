@@ -34,8 +34,8 @@ from cosmodm_ops.single_epoch.inputs import (
     read_refcat,
 )
 
-__all__ = ["MAX_REF_GAP_DEG", "MIN_PSF_STARS", "ExposureInputs", "StagedInputs", "ccd_specs", "check_overlap",
-           "raw_hdus_needed", "read_exposure_inputs", "stage_inputs"]
+__all__ = ["MAX_REF_GAP_DEG", "MIN_PSF_STARS", "ExposureInputs", "StagedInputs", "calib_extnames", "ccd_specs",
+           "check_overlap", "raw_hdus_needed", "read_exposure_inputs", "stage_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ def read_exposure_inputs(cfg: Config, refcat: str | os.PathLike[str], *, detrend
     elif raw is not None:
         from cosmodm_ops.single_epoch.rawplan import raw_exposure_plan
 
-        hdus, info, primary, calib_inputs = raw_exposure_plan(raw, calib, cfg)
+        # with the node's calibration cache on, the cache checks the calibration files when it builds
+        hdus, info, primary, calib_inputs = raw_exposure_plan(raw, calib, cfg,
+                                                              check_calib=not cfg.single_epoch.calib_cache)
         inputs = [("raw", raw), *calib_inputs]
         kind, source = "raw", raw
     else:
@@ -155,9 +157,10 @@ class StagedInputs:
     sha256: dict[str, str]
 
 
-def stage_inputs(stg: cfits.Staging, inputs: list[tuple[str, str]], keep: set[str] | None = None
-                 ) -> StagedInputs:
-    """Copy the inputs (not the reference catalog) into the RAM-disk folder, each read once and hashed.
+def stage_inputs(stg: cfits.Staging, inputs: list[tuple[str, str]], keep: set[str] | None = None,
+                 skip: Container[str] = ()) -> StagedInputs:
+    """Copy the inputs (not the reference catalog, nor the roles in ``skip``: the calibration files the
+    node's cache holds) into the RAM-disk folder, each read once and hashed.
 
     Tile-compressed (``.fz``) inputs are decompressed on the way (SExtractor cannot read them): the
     file is read once into memory (hashed), and only the image HDUs named in ``keep`` (upper-case
@@ -166,7 +169,7 @@ def stage_inputs(stg: cfits.Staging, inputs: list[tuple[str, str]], keep: set[st
     paths: dict[str, str] = {}
     digests: dict[str, str] = {}
     for role, path in inputs:
-        if role == "refcat":
+        if role == "refcat" or role in skip:
             continue
         name = Path(path).name
         size = Path(path).stat().st_size
@@ -222,6 +225,17 @@ def _decompress_hashed(src: str, dst: Path, keep: set[str] | None) -> str:
     return h.hexdigest()
 
 
+def calib_extnames(cfg: Config, xin: ExposureInputs) -> list[str]:
+    """EXTNAMEs (upper case) of the CCDs whose calibration arrays the job reads (``single_epoch.only_ccds``
+    or every CCD of the exposure)."""
+    only = cfg.single_epoch.only_ccds
+    if only is None:
+        return sorted({ext.upper() for _, ext in xin.hdus})
+    from cosmodm_ops.single_epoch.rawcamera import camera_ccds
+
+    return sorted(name.upper() for name, num in camera_ccds(cfg.camera) if num in set(only))
+
+
 def raw_hdus_needed(cfg: Config, kind: str) -> set[str] | None:
     """EXTNAMEs (upper case) of the raw CCDs a job on part of an exposure (``single_epoch.only_ccds``) reads:
     its CCDs and the CCDs whose crosstalk reaches them. None: every CCD (the whole exposure, or not raw)."""
@@ -237,7 +251,7 @@ def raw_hdus_needed(cfg: Config, kind: str) -> set[str] | None:
 
 
 def _base_spec(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Path, outdir: Path,
-               calib: str | None) -> dict[str, Any]:
+               calib: str | None, cached: dict[str, str]) -> dict[str, Any]:
     """The keys every CCD's work order shares (config values, paths, the reference catalog as .npz)."""
     se, info, ref = cfg.single_epoch, xin.info, xin.ref
     prim_text = afits.Header([c for c in xin.primary.cards if c.keyword not in ("", "COMMENT")]).tostring(sep="\n")
@@ -256,9 +270,12 @@ def _base_spec(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: P
     if xin.kind == "detrended":
         spec.update(image=staged["image"], weight=staged["weight"], mask=staged["mask"])
     else:
-        # the calibration files were staged with the raw file: workers read the RAM-disk copies
+        # the calibration files are in the node's cache (``cached``: role -> entry folder), else they were
+        # staged with the raw file: workers read the RAM-disk copies; the products name the source files
+        sources = {role: path for role, path in xin.inputs if role not in ("raw", "refcat")}
         spec.update(raw=staged["raw"], calib=calib, camera=cfg.camera.model_dump(mode="json"),
-                    calib_files={role: staged[role] for role, _ in xin.inputs if role in staged and role != "raw"})
+                    calib_files={role: staged.get(role, path) for role, path in sources.items()},
+                    calib_cache=dict(cached), calib_names={role: Path(path).name for role, path in sources.items()})
     refnpz = work / "refcat.npz"
     np.savez(refnpz, **{k: v for k, v in ref.items() if isinstance(v, np.ndarray)})
     spec["refcat_npz"] = str(refnpz)
@@ -277,15 +294,18 @@ def _preview_binning(cfg: Config) -> int | None:
 
 
 def ccd_specs(cfg: Config, xin: ExposureInputs, staged: dict[str, str], work: Path, outdir: Path,
-              calib: str | None, done: Container[int]) -> tuple[list[dict[str, Any]], list[int]]:
+              calib: str | None, done: Container[int], cached: dict[str, str] | None = None
+              ) -> tuple[list[dict[str, Any]], list[int]]:
     """The work orders of the CCDs to process, and the CCDs (in file order) left out because ``done``.
 
     Parameters
     ----------
     done : container of int
         CCDNUMs an earlier run finished (their products are carried over).
+    cached : dict, optional
+        Calibration role -> its entry folder in the node's cache (those files were not staged).
     """
-    base = _base_spec(cfg, xin, staged, work, outdir, calib)
+    base = _base_spec(cfg, xin, staged, work, outdir, calib, cached or {})
     detrended = xin.kind == "detrended"
     only = set(cfg.single_epoch.only_ccds) if cfg.single_epoch.only_ccds is not None else None
     specs: list[dict[str, Any]] = []

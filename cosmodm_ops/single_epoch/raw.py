@@ -45,6 +45,7 @@ import numpy as np
 from astropy.io import fits as afits
 
 from cosmodm_ops.config import CameraConfig
+from cosmodm_ops.single_epoch.calibcache import load_calib
 from cosmodm_ops.single_epoch.detrend import pixel_area_grid, relative_pixel_area
 from cosmodm_ops.single_epoch.inputs import ccd_header
 from cosmodm_ops.single_epoch.rawcalib import CALIB_FILES, find_calib_files, read_calib_hdu
@@ -138,7 +139,9 @@ def ingest_and_detrend(spec: dict[str, Any]) -> dict[str, Any]:
     spec : dict
         From the runner: ``raw`` (staged, decompressed raw file), ``hdu``, ``extname``, ``ccd`` (CCDNUM),
         ``band``, ``camera`` (CameraConfig as a dict), ``calib`` (folder) and optionally ``calib_files``
-        (role -> staged path), ``primary_header`` (text).
+        (role -> staged path), ``calib_cache`` (role -> entry folder of the node's calibration cache: read
+        instead of the file), ``calib_names`` (role -> the source file's name, for the header),
+        ``primary_header`` (text).
 
     Returns
     -------
@@ -161,10 +164,17 @@ def ingest_and_detrend(spec: dict[str, Any]) -> dict[str, Any]:
     hdr = afits.getheader(spec["raw"], spec["hdu"])
     ccd, used = _raw_ccd(spec["raw"], raw, hdr, sec, camera, ccdnum)
     area, area_note = _pixel_area(hdr, (camera.ccd_ny, camera.ccd_nx))
-    starflat = read_calib_hdu(files.get("starflat"), extname, np.float32)
-    bpm = read_calib_hdu(files.get("bpm"), extname, None)
-    calib = RawCalib(bias=read_calib_hdu(files["bias"], extname, np.float32),
-                     flat=read_calib_hdu(files["flat"], extname, np.float32), starflat=starflat,
+    cached = spec.get("calib_cache") or {}
+
+    def calib_array(role: str, dtype: Any) -> np.ndarray | None:
+        # the node's cache: memory-mapped plain arrays; else the (staged) file's HDU, decompressed here
+        if role in cached:
+            return load_calib(cached[role], extname)
+        return read_calib_hdu(files.get(role), extname, dtype)
+
+    starflat = calib_array("starflat", np.float32)
+    bpm = calib_array("bpm", None)
+    calib = RawCalib(bias=calib_array("bias", np.float32), flat=calib_array("flat", np.float32), starflat=starflat,
                      bpm=None if bpm is None else bpm != 0, pixel_area=area)
     del bpm
     res = detrend_raw_ccd(ccd, calib)
@@ -235,16 +245,18 @@ def _detrended_header(spec: dict[str, Any], hdr: Any, res: RawDetrendResult, *, 
     header["DETPOS"] = (extname, "CCD name")
     for side, amp in enumerate(sides):
         header[f"ORIGGN{amp}"] = (ccd_gain[side], f"[e-/ADU] gain of amplifier {amp} (applied)")
-    header["BIASFIL"] = Path(files["bias"]).name
-    header["FLATFIL"] = Path(files["flat"]).name
-    header["BPMFIL"] = Path(files["bpm"]).name if files.get("bpm") else "none"
+    names = {role: Path(path).name for role, path in files.items() if path}
+    names.update(spec.get("calib_names") or {})  # the source files' names (the runner's are staged or cached)
+    header["BIASFIL"] = names["bias"]
+    header["FLATFIL"] = names["flat"]
+    header["BPMFIL"] = names.get("bpm", "none")
     if not has_starflat:
         header["STARFIL"] = ("none", "no star flat for this band: not applied")
         log.warning("%s: no starflat_%s file: the zeropoint-flatness correction is not applied (CCD %s)",
                     spec.get("calib"), band, extname)
         res.history.append(f"cosmodm detrend: no star flat for band {band}: zeropoint flatness not corrected")
     else:
-        header["STARFIL"] = Path(files["starflat"]).name
+        header["STARFIL"] = names["starflat"]
     if used:
         res.history.append("cosmodm detrend: cross-CCD crosstalk " + ", ".join(used))
     header["HISTORY"] = f"cosmodm ingest: raw {Path(spec['raw']).name}[{spec['hdu']}] {extname}"

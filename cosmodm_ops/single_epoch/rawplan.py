@@ -31,7 +31,8 @@ RAW_CCD_KEYS = ("CCDNUM", "GAINA", "GAINB", "RDNOISEA", "RDNOISEB", "SATURATA", 
                 "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")
 
 
-def raw_exposure_plan(raw: str | os.PathLike[str], calib: str | os.PathLike[str] | None, cfg: Config
+def raw_exposure_plan(raw: str | os.PathLike[str], calib: str | os.PathLike[str] | None, cfg: Config,
+                      check_calib: bool = True
                       ) -> tuple[list[tuple[int, str]], ExposureInfo, afits.Header, list[tuple[str, str]]]:
     """Validate a raw exposure and its calibration folder; the work plan of the exposure.
 
@@ -43,6 +44,10 @@ def raw_exposure_plan(raw: str | os.PathLike[str], calib: str | os.PathLike[str]
         Calibration folder (``bias.fits``, ``flat_<band>.fits``, ``bpm.fits``, optional ``starflat_<band>.fits``).
     cfg : Config
         The configuration; ``cfg.camera`` gives the raw layout.
+    check_calib : bool
+        Check every calibration HDU (:func:`~cosmodm_ops.single_epoch.rawcalib.check_calib_file`). False
+        when the node's calibration cache checks them, once, when it builds an entry (a warm cache then reads
+        nothing of the calibration files).
 
     Returns
     -------
@@ -83,7 +88,8 @@ def raw_exposure_plan(raw: str | os.PathLike[str], calib: str | os.PathLike[str]
             log.info("%s: no %s file for band %s: the zeropoint-flatness correction is skipped", calib, role,
                      info.band)
             continue
-        check_calib_file(cpath, role, ccds, (camera.ccd_ny, camera.ccd_nx))
+        if check_calib:
+            check_calib_file(cpath, role, ccds, (camera.ccd_ny, camera.ccd_nx))
         calib_inputs.append((role, str(cpath)))
     return hdus, info, primary, calib_inputs
 

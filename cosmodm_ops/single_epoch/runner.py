@@ -1,7 +1,8 @@
 """The single-epoch exposure runner: one batch job, one exposure.
 
 ``run_exposure(...)`` reads as the list of stages, each a function of its own module:
-read and check the inputs and stage them into the RAM disk
+read and check the inputs, find the calibration files in the node's cache (built there by the
+node's first job: :mod:`~cosmodm_ops.single_epoch.calibcache`) and stage the other inputs into the RAM disk
 (:mod:`~cosmodm_ops.single_epoch.exposure_inputs`), phase A per CCD in ``jobs`` worker
 processes (:func:`~cosmodm_ops.single_epoch.ccd.prepare_ccd`), SCAMP once over the
 exposure against the reference stars of its footprint
@@ -44,10 +45,12 @@ from cosmodm_ops.manifest import write_manifest
 from cosmodm_ops.qa.thumbnail_products import exposure_thumbnail
 from cosmodm_ops.single_epoch.accounting import StageClock, cpu_block, merge_records, tree_cpu
 from cosmodm_ops.single_epoch.astrometry import MIN_SCAMP_REF_STARS, solve_exposure
+from cosmodm_ops.single_epoch.calibcache import CachedCalib, cache_folder, stage_calibrations
 from cosmodm_ops.single_epoch.ccd import finish_ccd, prepare_ccd
 from cosmodm_ops.single_epoch.exposure_inputs import (
     MIN_PSF_STARS,
     ExposureInputs,
+    calib_extnames,
     ccd_specs,
     raw_hdus_needed,
     read_exposure_inputs,
@@ -185,9 +188,12 @@ def run_exposure(
     with cfits.Staging(job=f"se{info.expnum}", root=root, max_fraction=cfg.site.ramdisk.max_fraction) as stg:
         work = stg.path
         assert work is not None
+        with clock.stage("calib_cache"):  # the node's calibration cache (raw path): checked, built or completed
+            cached = _cached_calibrations(cfg, xin)
         with clock.stage("stage"):
-            staged = stage_inputs(stg, xin.inputs, keep=raw_hdus_needed(cfg, xin.kind))
-        specs, skipped = ccd_specs(cfg, xin, staged.paths, work, outdir, calib, done=carried_products)
+            staged = stage_inputs(stg, xin.inputs, keep=raw_hdus_needed(cfg, xin.kind), skip=cached)
+        specs, skipped = ccd_specs(cfg, xin, staged.paths, work, outdir, calib, done=carried_products,
+                                   cached={role: c.folder for role, c in cached.items()})
         for ccd in skipped:
             out.carried(ccd, carried_products[ccd])
 
@@ -206,8 +212,29 @@ def run_exposure(
 
     # manifest
     _write_manifest(acc, cfg=cfg, xin=xin, out=out, outdir=outdir, chash=chash, ramdisk_bytes=ramdisk_bytes,
-                    digests=staged.sha256)
+                    digests={**staged.sha256, **{role: c.sha256 for role, c in cached.items()}},
+                    calib_cache=_cache_record(cfg, xin, cached))
     return 3 if out.n_failed else 0
+
+
+def _cached_calibrations(cfg: Config, xin: ExposureInputs) -> dict[str, CachedCalib]:
+    """The calibration files' entries in the node's cache (empty: detrended input, or the cache is off)."""
+    if xin.kind != "raw":
+        return {}
+    calib_inputs = [(role, path) for role, path in xin.inputs if role not in ("raw", "refcat")]
+    return stage_calibrations(cfg, calib_inputs, calib_extnames(cfg, xin))
+
+
+def _cache_record(cfg: Config, xin: ExposureInputs, cached: dict[str, CachedCalib]) -> dict[str, Any] | None:
+    """The manifest's ``calib_cache``: folder and, per calibration role, the entry, what this job did with it
+    (hit, built, extended, rebuilt; ``off`` when read without the cache) and the source bytes it read."""
+    if xin.kind != "raw":
+        return None
+    roles = [role for role, _ in xin.inputs if role not in ("raw", "refcat")]
+    entries = {role: ({"key": cached[role].key, "status": cached[role].status,
+                       "source_bytes_read": cached[role].bytes_read} if role in cached else {"status": "off"})
+               for role in roles}
+    return {"enabled": cfg.single_epoch.calib_cache, "folder": str(cache_folder(cfg)), "entries": entries}
 
 
 def _ccd_phases(acc: _Accounts, workers: _Workers, specs: list[dict[str, Any]], work: Path, xin: ExposureInputs,
@@ -240,7 +267,8 @@ def _add_exposure_products(out: CcdOutcomes, qa_path: Path, outdir: Path, cfg: C
 
 
 def _write_manifest(acc: _Accounts, *, cfg: Config, xin: ExposureInputs, out: CcdOutcomes, outdir: Path,
-                    chash: str, ramdisk_bytes: int, digests: dict[str, str]) -> None:
+                    chash: str, ramdisk_bytes: int, digests: dict[str, str], calib_cache: dict[str, Any] | None
+                    ) -> None:
     """Checksums of the inputs, the timings and CPU block, ``outdir/manifest.json``."""
     with acc.clock.stage("checksums"):
         manifest_inputs = input_records(xin.inputs, digests)
@@ -255,4 +283,6 @@ def _write_manifest(acc: _Accounts, *, cfg: Config, xin: ExposureInputs, out: Cc
     manifest = build_manifest(cfg=cfg, info=xin.info, out=out, inputs=manifest_inputs, versions=versions,
                               chash=chash, start_iso=acc.start_iso, timings=timings, ramdisk_bytes=ramdisk_bytes,
                               cpu=cpu)
+    if calib_cache is not None:
+        manifest.calib_cache = calib_cache  # type: ignore[attr-defined]  # an extra key of the manifest
     write_manifest(manifest, outdir / "manifest.json")

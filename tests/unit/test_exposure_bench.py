@@ -78,3 +78,20 @@ def test_star_galaxy_completeness_in_two_snr_bins(tmp_path):
     assert res == {"star_completeness_snr20": 0.5, "galaxy_completeness_snr20": 1.0, "n_matched_snr20": 4,
                    "star_completeness_snr10_20": 1.0, "galaxy_completeness_snr10_20": 0.0,
                    "n_matched_snr10_20": 3}
+
+
+def test_amortize_divides_the_calibration_staging_among_the_exposures_of_a_node_night():
+    from cosmodm_ops.single_epoch.exposure_staging import amortize
+
+    warm = {"core_minutes": 20.0, "own_share": 0.25, "previous_core_minutes": 30.0, "calib_stage_cpu_s": 60.0,
+            "calib_stage_read": 800, "calib_stage_written": 0, "io_ours_read": 400, "io_ours_written": 600,
+            "io_naive_read": 40_000, "io_naive_written": 20_000, "io_ratio_read_write": 60.0}
+    out = amortize(warm, 10)
+    assert out["core_minutes_warm"] == 20.0 and out["core_minutes_cold"] == 21.0 and out["core_minutes"] == 20.1
+    assert out["previous_core_minutes"] == 30.1 and out["previous_core_minutes_warm"] == 30.0
+    assert out["own_share"] == round((300 + 6) / (1200 + 6), 4) and out["own_share_cold"] == round(360 / 1260, 4)
+    assert out["io_ratio_read_write_warm"] == 60.0
+    assert out["io_ratio_read_write"] == round(60_000 / (1000 + 80), 2)
+    assert out["io_ratio_read_write_cold"] == round(60_000 / 1800, 2)
+    assert out["io_ratio_written"] == round(20_000 / 600, 2) and out["io_ours_read_amortized"] == 480
+    assert "divided by 10 exposures per node-night" in out["amortization"]
