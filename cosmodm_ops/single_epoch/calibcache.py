@@ -20,7 +20,8 @@ uint8, 1 = bad) and ``meta.json`` (the source file's identity and sha256, each a
   concurrent job waits and then finds it built. An entry is built in ``<cache>/.tmp-<key>.*`` and renamed
   into place, so a killed build leaves no half entry. A job on part of an exposure adds only its CCDs'
   arrays; a later job adds what it needs (reading those HDUs from the source).
-* **Eviction**: entries of other keys not used for ``calib_cache_max_age_days`` are removed, then the
+* **Eviction**: entries whose source file is gone or changed (their key can never be asked for again) are
+  removed at once, entries of other keys not used for ``calib_cache_max_age_days`` too, then the
   least recently used ones while the cache holds more than ``calib_cache_max_gb``; quarantined entries
   go after the same age. A build that would fill the RAM disk beyond ``site.ramdisk.max_fraction`` is
   not made (the job reads that file as without a cache).
@@ -254,7 +255,8 @@ class CalibCache:
         os.rename(entry, dst)
 
     def evict(self, keep: Iterable[str] = ()) -> list[str]:
-        """Remove entries of keys not in ``keep`` unused for ``max_age_days``, then the least recently used
+        """Remove entries whose source file is gone or changed (orphans) and entries of keys not in ``keep``
+        unused for ``max_age_days``, then the least recently used
         while the cache is over ``max_gb``; quarantined entries and dead builds past their age. The removed
         folders' names."""
         keep = set(keep)
@@ -274,7 +276,8 @@ class CalibCache:
         entries.sort()
         total = sum(_size(p) for _, p in entries)
         for last, p in entries:
-            if p.name in keep or (now - last <= self.max_age_s and total <= self.max_bytes):
+            orphan = p.name not in keep and _orphaned(p)
+            if not orphan and (p.name in keep or (now - last <= self.max_age_s and total <= self.max_bytes)):
                 continue
             size = _size(p)
             if self._remove(p):
@@ -365,6 +368,18 @@ def _write_arrays(folder: Path, meta: dict[str, Any], f: Any, role: str, extname
         meta["hdus"][ext] = {"bytes": dst.stat().st_size, "crc32": _crc(arr), "dtype": arr.dtype.str,
                              "shape": list(arr.shape)}
     return nread
+
+
+def _orphaned(entry: Path) -> bool:
+    """True when the entry's source file is gone or changed: its key can never be asked for again."""
+    meta = _read_meta(entry)
+    source = meta.get("source") if meta else None
+    if not isinstance(source, dict) or "path" not in source:
+        return False  # a build in progress or a broken entry: the age rule and _problem deal with it
+    try:
+        return source_identity(source["path"]) != source
+    except OSError:
+        return True
 
 
 def _read_meta(entry: Path) -> dict[str, Any] | None:

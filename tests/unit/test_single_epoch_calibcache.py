@@ -125,6 +125,22 @@ def test_eviction_removes_old_entries_of_other_keys_and_keeps_a_size_cap(tmp_pat
     assert capped.get("starflat", str(exp.calib / "starflat_g.fits"), EXTS).status == "hit"
 
 
+def test_eviction_removes_entries_whose_source_is_gone_or_changed_at_once(tmp_path: Path):
+    exp = make_exposure(tmp_path / "exp", seed=2)
+    cache = CalibCache(tmp_path / "cache")  # 2 days, 12 GB: no age or size rule applies
+    bias = exp.calib / "bias.fits"
+    a = cache.get("bias", str(bias), EXTS)
+    b = cache.get("flat", str(exp.calib / "flat_g.fits"), EXTS)
+    c = cache.get("starflat", str(exp.calib / "starflat_g.fits"), EXTS)
+    assert cache.evict() == []  # every source as it was
+    st = bias.stat()
+    os.utime(bias, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten: its old key can never be hit
+    (exp.calib / "flat_g.fits").unlink()  # a test's temp folder, or a retired calibration
+    assert sorted(cache.evict()) == sorted([a.key, b.key])
+    assert not Path(a.folder).exists() and not Path(b.folder).exists() and Path(c.folder).exists()
+    assert cache.get("starflat", str(exp.calib / "starflat_g.fits"), EXTS).status == "hit"
+
+
 def test_cache_off_stages_nothing(tmp_path: Path):
     exp = make_exposure(tmp_path / "exp", seed=2)
     se = exp.cfg.single_epoch.model_copy(update={"calib_cache": False, "calib_cache_path": str(tmp_path / "c")})
