@@ -49,7 +49,8 @@ BENCHMARKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
          "own_share", "bytes_output", "bytes_naive", "bytes_ratio", "n_ccds_ok", "core_minutes",
          "density_ratio_to_real", "io_ratio_read_write", "io_ratio_written", "previous_core_minutes",
          "core_minutes_warm", "core_minutes_cold", "io_ratio_read_write_warm", "io_ratio_read_write_cold",
-         "exposures_per_node_night", "amortization"),
+         "exposures_per_node_night", "amortization", "tools_core_minutes", "format_floor_s_per_ccd",
+         "own_share_floor"),
     ),
     "campaign": (
         "bench.bench_campaign:campaign",

@@ -188,6 +188,7 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         (:mod:`~cosmodm_ops.single_epoch.exposure_staging`).
     """
     from cosmodm_ops.config import load_config
+    from cosmodm_ops.single_epoch.exposure_anchors import format_anchors
     from cosmodm_ops.single_epoch.exposure_density import accuracies, detections, sky_density
 
     contract = dict.fromkeys(("previous_core_minutes", "io_ratio_read_write", "io_ratio_written",  # None: skipped
@@ -227,6 +228,7 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
         sizes = _io_sizes(io_ccds, n_cam)
         if sizes:
             results.update(_io(raw, night, base, jobs, ram, sizes, n_cam))
+        results.update(format_anchors(base / "se", raw, n_cam, results))
         results.update(staging)
         results.update(amortize(results, exposures_per_node_night))
         if keep:  # every figure (--json prints only the contract's keys)
@@ -428,6 +430,9 @@ def format_table(results: dict[str, Any]) -> str:
         "core_minutes_cold": "first exposure of a node-night (the whole calibration staging on it)",
         "io_ratio_read_write_warm": "cache warm, no staging",
         "io_ratio_read_write_cold": "first exposure of a node-night (cache cold)",
+        "tools_core_minutes": f"SExtractor + PSFEx + SCAMP alone, scaled (the floor under the {CORE_MIN_TARGET:.0f} target)",
+        "format_floor_s_per_ccd": "fpack of one CCD's products + funpack of a raw CCD (the prescribed formats)",
+        "own_share_floor": f"the format floor / CPU per CCD (the floor under the {OWN_SHARE_TARGET_18:.0%} target)",
     }
     if results.get("amortization"):  # the assumption beside the amortized figures
         for key in ("core_minutes", "own_share", "io_ratio_read_write", "previous_core_minutes"):

@@ -46,11 +46,11 @@ def test_bench_tile_prints_every_stage(monkeypatch: pytest.MonkeyPatch, capsys: 
 
 
 def fake_exposure(camera: str, jobs: int, keep: str | None, seed: int, workdir: str | None, density: str,
-                  ccds: int, previous_ccds: int, io_ccds: int) -> dict:
+                  ccds: int, previous_ccds: int, io_ccds: int, exposures_per_node_night: int) -> dict:
     keys = bench_cli.BENCHMARKS["exposure"][2]
     return {**dict.fromkeys(keys, 1.0), "camera": camera, "jobs": jobs, "keep": keep, "seed": seed,
             "workdir": workdir, "density": density, "ccds": ccds, "previous_ccds": previous_ccds,
-            "io_ccds": io_ccds}
+            "io_ccds": io_ccds, "exposures_per_node_night": exposures_per_node_night}
 
 
 def test_bench_exposure_passes_its_options_and_prints_the_contract_keys(
@@ -65,7 +65,10 @@ def test_bench_exposure_passes_its_options_and_prints_the_contract_keys(
     assert set(line) == {"wall_s", "cpu_total_s", "cpu_own_s", "cpu_astromatic_s", "core_min",
                          "core_min_ratio_vs_desdm", "own_share", "bytes_output", "bytes_naive", "bytes_ratio",
                          "n_ccds_ok", "core_minutes", "density_ratio_to_real", "io_ratio_read_write",
-                         "io_ratio_written", "previous_core_minutes"}
+                         "io_ratio_written", "previous_core_minutes", "core_minutes_warm", "core_minutes_cold",
+                         "io_ratio_read_write_warm", "io_ratio_read_write_cold", "exposures_per_node_night",
+                         "amortization", "tools_core_minutes", "format_floor_s_per_ccd", "own_share_floor"}
+    assert line["exposures_per_node_night"] == 10  # the option's default reaches the benchmark
     assert main(["bench", "exposure", "--camera", "decam-mini", "--jobs", "3"]) == 0
     out = capsys.readouterr().out
     assert "decam-mini" in out and "seed" in out  # the table shows every figure

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cosmodm_ops import fits as cfits
 from cosmodm_ops.single_epoch.exposure_bench import uncompressed_bytes
@@ -95,3 +97,24 @@ def test_amortize_divides_the_calibration_staging_among_the_exposures_of_a_node_
     assert out["io_ratio_read_write_cold"] == round(60_000 / 1800, 2)
     assert out["io_ratio_written"] == round(20_000 / 600, 2) and out["io_ours_read_amortized"] == 480
     assert "divided by 10 exposures per node-night" in out["amortization"]
+
+
+@pytest.mark.skipif(not (shutil.which("fpack") and shutil.which("funpack")), reason="fpack/funpack not installed")
+def test_format_anchors_measure_fpack_on_the_products_and_scale_the_tools(tmp_path: Path):
+    from cosmodm_ops.single_epoch.exposure_anchors import format_anchors
+
+    rng = np.random.default_rng(3)
+    sky = rng.normal(100.0, 5.0, (256, 256)).astype(np.float32)
+    cfits.write_image(tmp_path / "x_ccd01_image.fits.fz", sky, None, extname="SCI")
+    cfits.write_image(tmp_path / "x_ccd01_weight.fits.fz", np.full_like(sky, 0.04), None, extname="WGT", qlevel=1)
+    cfits.write_image(tmp_path / "x_ccd01_mask.fits.fz", (sky > 110).astype(np.int32), None, extname="MSK")
+    raw = cfits.write_images(tmp_path / "raw.fits.fz", [(f"C{i}", sky.astype(np.int16), None) for i in range(3)])
+    res = {"n_ccds": 4, "cpu_astromatic_s": 84.0, "cpu_per_ccd_s": 27.5}
+    out = format_anchors(tmp_path, raw, 62, res)
+    assert out["tools_core_minutes"] == round(84.0 / 4 * 62 / 60, 2)
+    assert out["fpack_products_cpu_s_per_ccd"] > 0 and out["funpack_raw_cpu_s_per_ccd"] >= 0
+    floor = out["fpack_products_cpu_s_per_ccd"] + out["funpack_raw_cpu_s_per_ccd"]
+    assert out["format_floor_s_per_ccd"] == pytest.approx(floor, abs=0.002)
+    assert out["own_share_floor"] == pytest.approx(out["format_floor_s_per_ccd"] / 27.5, abs=1e-4)
+    assert not list(tmp_path.glob("anchor.*"))  # its temp files are gone
+    assert format_anchors(tmp_path / "none", raw, 62, res) == {}  # no products: no floor, no error
