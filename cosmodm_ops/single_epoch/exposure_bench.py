@@ -225,8 +225,7 @@ def exposure(camera: str = "decam", jobs: int = 2, keep: str | None = None, seed
             results.update(_previous(raw, night, base, jobs, ram, n_prev, n_cam, ours if n_prev == n_run else None))
             results.update(linear_fit(n_cam, n_run, ours["cpu"], results["previous_ccds"],
                                       results["ours_same_ccds_cpu_s"], results["previous_cpu_s"]))
-        sizes = _io_sizes(io_ccds, n_cam)
-        if sizes:
+        if sizes := _io_sizes(io_ccds, n_cam):
             results.update(_io(raw, night, base, jobs, ram, sizes, n_cam))
         results.update(format_anchors(base / "se", raw, n_cam, results))
         results.update(staging)
