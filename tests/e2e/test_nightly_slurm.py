@@ -206,5 +206,11 @@ def test_nightly_ingest_on_ssh_slurm_and_postgres(night_run):
     folders = {p.parent for p in (r["work"] / "input").rglob("*") if p.is_file()}
     assert len(folders) + 1 <= r["logins"] <= len(folders) + 3 * 3, (r["logins"], len(folders))
 
-    # the RAM-disk areas were made under the per-test path and removed by the jobs
-    assert not any(r["ram"].iterdir()), sorted(p.name for p in r["ram"].iterdir())
+    # the RAM-disk areas were made under the per-test path and removed by the jobs; what stays is the node's
+    # calibration cache (single_epoch/calibcache.py): whole entries of this night's calibration files only
+    assert sorted(p.name for p in r["ram"].iterdir()) == ["calib-cache"]
+    entries = [p for p in (r["ram"] / "calib-cache").iterdir() if p.is_dir() and p.name != "quarantine"]
+    assert entries and not [p.name for p in entries if p.name.startswith(".tmp-")]
+    for entry in entries:
+        source = json.loads((entry / "meta.json").read_text())["source"]["path"]
+        assert Path(source).parent.name == "calib" and Path(source).name.endswith(".fits"), source
