@@ -14,7 +14,6 @@ are honest; above 1 at the bright end, an error floor (flat-field, PSF, zeropoin
 from __future__ import annotations
 
 import itertools
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,15 +78,15 @@ def warp_catalogue(path: Path, work: Path, seeing_arcsec: float = 1.2, detect_th
 
 
 def _match(a: np.ndarray, b: np.ndarray, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest neighbours of a's rows in b within the radius (tangent plane at a's mean position)."""
+    """Nearest neighbours of a's rows in b within the radius (on the sphere, as every match of the project)."""
     from scipy.spatial import cKDTree
+
+    from cosmodm_ops.sky import chord, unit_vectors
 
     if len(a) == 0 or len(b) == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    c = math.cos(math.radians(float(np.mean(a["DELTAWIN_J2000"]))))
-    xa = np.column_stack([a["ALPHAWIN_J2000"] * c, a["DELTAWIN_J2000"]])
-    xb = np.column_stack([b["ALPHAWIN_J2000"] * c, b["DELTAWIN_J2000"]])
-    d, j = cKDTree(xb).query(xa, distance_upper_bound=radius_arcsec / 3600.0)
+    d, j = cKDTree(unit_vectors(b["ALPHAWIN_J2000"], b["DELTAWIN_J2000"])).query(
+        unit_vectors(a["ALPHAWIN_J2000"], a["DELTAWIN_J2000"]), distance_upper_bound=chord(radius_arcsec))
     ok = np.isfinite(d)
     return np.flatnonzero(ok), j[ok]
 
