@@ -14,7 +14,6 @@ tools' own CPU (SExtractor, PSFEx, SCAMP) they give two floors of the run:
 
 from __future__ import annotations
 
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -27,16 +26,15 @@ __all__ = ["format_anchors"]
 FPACK_ARGS = {"image": ["-q", "4"], "weight": ["-q", "1"], "mask": []}
 
 
-def _child_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+def _timed(argv: list[str], cwd: str) -> float:
+    """CPU seconds of one tool run (``astromatic.run_measured``: the child's own rusage); it must succeed."""
+    from cosmodm_ops.astromatic.tools import run_measured
 
-
-def _timed(argv: list[str]) -> float:
-    """CPU seconds of one tool run (it must succeed)."""
-    before = _child_cpu()
-    subprocess.run(argv, check=True, capture_output=True)
-    return _child_cpu() - before
+    code, stderr, cpu_s, _ = run_measured(argv, cwd=cwd, timeout=600.0)
+    if code != 0:
+        msg = f"{argv[0]} exited {code}: {stderr[-500:]}"
+        raise RuntimeError(msg)
+    return cpu_s
 
 
 def format_anchors(products: Path, raw: Path, n_cam: int, results: dict[str, Any]) -> dict[str, Any]:
@@ -52,8 +50,8 @@ def format_anchors(products: Path, raw: Path, n_cam: int, results: dict[str, Any
         for kind, args in FPACK_ARGS.items():
             plain = Path(tmp) / f"{kind}.fits"
             subprocess.run([funpack, "-O", str(plain), str(found[kind][0])], check=True, capture_output=True)
-            compress += _timed([fpack, *args, "-O", str(plain) + ".fz", str(plain)])
-        unpack = _timed([funpack, "-O", str(Path(tmp) / "raw.fits"), str(raw)]) / n_cam
+            compress += _timed([fpack, *args, "-O", str(plain) + ".fz", str(plain)], tmp)
+        unpack = _timed([funpack, "-O", str(Path(tmp) / "raw.fits"), str(raw)], tmp) / n_cam
     floor = compress + unpack
     n_run = max(int(results.get("n_ccds") or 1), 1)
     tools = float(results.get("cpu_astromatic_s") or 0.0)
