@@ -27,6 +27,7 @@ from cosmodm_ops.airflow import webapp_downloads as dl
 from cosmodm_ops.airflow.webapp_support import HERE, dag_run_states, focal_plane_of, pixel_scales, templates
 from cosmodm_ops.ui import queries as Q
 from cosmodm_ops.ui import svg
+from cosmodm_ops.ui import tiles as T
 
 __all__ = ["app", "require_user"]
 
@@ -189,19 +190,19 @@ def tiles_page(request: Request, survey: str | None = Query(None, pattern=_NAME)
     base = request.scope.get("root_path", "").rstrip("/")
     sky = svg.sky_map_svg(data["tiles"], data["bands"], link_prefix=f"{base}/tile/{data['survey']}/")
     codes = Counter(t["status"] for t in data["tiles"])  # few distinct status strings
-    counts = {b: dict.fromkeys(Q.TILE_STATES, 0) for b in data["bands"]}
+    counts = {b: dict.fromkeys(T.TILE_STATES, 0) for b in data["bands"]}
     for code, n in codes.items():
         for b, c in zip(data["bands"], code, strict=True):
-            counts[b][Q.TILE_CODES[c]] += n
+            counts[b][T.TILE_CODES[c]] += n
     return page(request, "tiles.html", sky_svg=sky, colours=svg.STATUS_COLOURS, counts=counts,
-                states=Q.TILE_STATES, **data)
+                states=T.TILE_STATES, **data)
 
 
 def _tiles_data(survey: str | None) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
         all_surveys = Q.surveys(conn)
         survey = survey or (all_surveys[0] if all_surveys else "demo")
-        return {**Q.tiles_status(conn, survey=survey), "survey": survey, "surveys": all_surveys}
+        return {**T.tiles_status(conn, survey=survey), "survey": survey, "surveys": all_surveys}
 
 
 @app.get("/api/tiles", response_model=None)
@@ -220,7 +221,7 @@ def tile_page(request: Request, survey: str = P(..., pattern=_NAME),
 
 def _tile_data(survey: str, name: str) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
-        d = Q.tile_detail(conn, survey=survey, name=name)
+        d = T.tile_detail(conn, survey=survey, name=name)
     if d is None:
         raise HTTPException(404, f"no tile {name} in survey {survey}")
     return d
@@ -259,6 +260,7 @@ def product_json(product_id: int, depth: int = Query(2, ge=1, le=10)) -> Respons
 
 
 _AFTER, _BEFORE = Query(None, ge=0), Query(None, ge=0)  # keyset pages: the page after / before this id
+_PER_PAGE = Query(200, ge=1, le=1000)
 
 
 def _product_tags(survey: str | None = Query(None, pattern=_NAME), night: str | None = Query(None, pattern=_NIGHT),
@@ -407,30 +409,34 @@ def cone_json(ra: float = Query(..., ge=0, lt=360), dec: float = Query(..., ge=-
 
 # ---------------------------------------------------------------------------------------------- Airflow links
 @app.get("/runs/{dag_id}/{run_id}")
-def dag_run_view(request: Request, dag_id: str, run_id: str) -> Response:
-    """The ``dag_run`` external view: a nightly run opens its night; other runs list their products."""
+def dag_run_view(request: Request, dag_id: str, run_id: str, after: int | None = _AFTER,
+                 before: int | None = _BEFORE, per_page: int = _PER_PAGE) -> Response:
+    """The ``dag_run`` external view: a nightly run opens its night; other runs list their products (paged)."""
     base = request.scope.get("root_path", "").rstrip("/")
     with archive().read_engine.connect() as conn:
         found = Q.night_for_run(conn, dag_id=dag_id, run_id=run_id)
         if found and found[1]:
             return RedirectResponse(f"{base}/night/{found[0]}/{found[1]}", status_code=303)
-        rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id)
-    return page(request, "run.html", dag_id=dag_id, run_id=run_id, task_id=None, rows=rows)
+        d = Q.run_products(conn, dag_id=dag_id, run_id=run_id, after=after, before=before, per_page=per_page)
+    return page(request, "run.html", dag_id=dag_id, run_id=run_id, task_id=None, **d)
 
 
 @app.get("/ti/{dag_id}/{run_id}/{task_id}", response_class=HTMLResponse)
 def task_instance_view(request: Request, dag_id: str, run_id: str, task_id: str,
-                       map_index: int = Query(-1)) -> HTMLResponse:
-    """The ``task_instance`` external view: the products the task registered.
+                       map_index: int = Query(-1), after: int | None = _AFTER,
+                       before: int | None = _BEFORE, per_page: int = _PER_PAGE) -> HTMLResponse:
+    """The ``task_instance`` external view: the products the task registered, newest first, paged.
 
     Mapped instances share their task id in the archive's run records, so ``map_index`` does not
     narrow the list.
     """
     with archive().read_engine.connect() as conn:
-        rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id, task_id=task_id)
-        if not rows:  # a task that registers nothing (e.g. discovery): the run's products
-            rows = Q.run_products(conn, dag_id=dag_id, run_id=run_id)
-    return page(request, "run.html", dag_id=dag_id, run_id=run_id, task_id=task_id, rows=rows)
+        d = Q.run_products(conn, dag_id=dag_id, run_id=run_id, task_id=task_id, after=after, before=before,
+                           per_page=per_page)
+        if not d["total"]:  # a task that registers nothing (e.g. discovery): the run's products
+            task_id = None
+            d = Q.run_products(conn, dag_id=dag_id, run_id=run_id, after=after, before=before, per_page=per_page)
+    return page(request, "run.html", dag_id=dag_id, run_id=run_id, task_id=task_id, **d)
 
 
 # ---------------------------------------------------------------------------------------------- files

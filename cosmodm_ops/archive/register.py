@@ -265,6 +265,20 @@ def _add_lineage(conn: Connection, manifest: Manifest, items: Sequence[Item], st
             index_elements=["product_id", "input_sha256", "role"]), edges)
 
 
+def _note_night_runs(conn: Connection, items: Sequence[Item], stored: Sequence[StoredProduct]) -> None:
+    """The (survey, night, DAG run) of the manifest's single-epoch QA products into ``night_runs`` (the nights
+    page's runs); a product registered again keeps the run that first filed it, as its row does."""
+    ids = [st.id for it, st in zip(items, stored, strict=True)
+           if it.tags.stage is Stage.SINGLE_EPOCH and it.tags.kind is ProductKind.QA and it.tags.night]
+    if not ids:
+        return
+    p, r, nr = S.products, S.runs, S.night_runs
+    sel = (sa.select(p.c.survey, p.c.night, r.c.dag_id, r.c.run_id).join(r, r.c.id == p.c.run_id)
+           .where(p.c.id.in_(ids), r.c.dag_id.isnot(None), r.c.run_id.isnot(None)).distinct())
+    conn.execute(insert_stmt(conn, nr).from_select(["survey", "night", "dag_id", "run_id"], sel)
+                 .on_conflict_do_nothing())
+
+
 def register_manifest(db: Database, root: Path, path: str | os.PathLike[str],
                       run_info: dict[str, Any] | None = None) -> list[int]:
     """Check a manifest (:func:`check_manifest`), then file everything in one transaction; the product ids."""
@@ -276,6 +290,7 @@ def register_manifest(db: Database, root: Path, path: str | os.PathLike[str],
         stored = store_items(conn, root, items, run_id)
         _index_products(conn, items, stored)
         _add_lineage(conn, checked.manifest, items, stored, run_id)
+        _note_night_runs(conn, items, stored)
         if checked.qa_checks:
             qa.insert_qa(conn, checked.qa_checks, run_id=run_id, tags=_job_tags(checked.manifest, items))
         for it, st in zip(items, stored, strict=True):

@@ -16,6 +16,9 @@ runs          processing runs: DAG, run, task, try, batch job id, site, host, ti
               exit code, software versions, config hash, bytes read and written
 qa_results    QA checks: name, value, threshold, verdict (per exposure or CCD)
 quarantine    quarantine records with reasons (a product, an exposure, a CCD or a tile)
+night_runs    which DAG runs registered single-epoch QA of a night (survey, night, dag_id, run_id): one row
+              per night and Airflow run, kept by registration in the same transaction (the nights page reads
+              it instead of joining every exposure's job row to ``runs``)
 objects       catalog objects, indexed by exposure (expnum, ccd), tile (tile, band), product and sky
               position (nested HEALPix index ``hpx``; ``ra``/``dec`` kept for the exact distance cut, not
               indexed: a B-tree on (ra, dec) cannot answer a cone and costs 15% of the load rate)
@@ -233,6 +236,13 @@ objects = Table(
     Column("flags", Integer),
     Index(None, "hpx"),
     Index(None, "product_id"),
+)
+night_runs = Table(
+    "night_runs", metadata,
+    Column("survey", String(64), primary_key=True),
+    Column("night", String(10), primary_key=True),
+    Column("dag_id", String(250), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
 )
 # partial indexes: a single-epoch object has no tile, a coadd object no exposure; each load pays for one
 Index("ix_objects_expnum_ccd", objects.c.expnum, objects.c.ccd,

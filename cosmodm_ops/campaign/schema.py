@@ -92,3 +92,5 @@ campaign_item = Table(
     Index(None, "item_key", "state"),
     Index(None, "campaign_id", "state"),
 )
+# a campaign's items page by keyset on the id, and its pager's count (migration 0007_night_runs)
+Index("ix_campaign_item_campaign_id_id", campaign_item.c.campaign_id, campaign_item.c.id)

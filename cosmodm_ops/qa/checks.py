@@ -13,7 +13,12 @@ from typing import Any
 
 from cosmodm_ops.config.schema import QAConfig
 
-__all__ = ["ccd_checks", "check", "exposure_checks", "exposure_summary", "psf_fwhm_spread", "psf_uniformity_check"]
+__all__ = ["EXPOSURE_INFO", "ccd_checks", "check", "exposure_checks", "exposure_info", "exposure_summary",
+           "psf_fwhm_spread", "psf_uniformity_check"]
+
+#: exposure-level medians over the CCDs recorded as informational checks (the survey pages read these, not
+#: every CCD's rows: a 62-CCD exposure has 20x the rows of its one summary)
+EXPOSURE_INFO = ("zeropoint_1s", "sky_e", "sky_noise_e")
 
 
 def check(name: str, value: float | None, threshold: float, *, upper: bool = True,
@@ -79,6 +84,8 @@ def exposure_summary(ccd_values: Sequence[Mapping[str, Any]], *, nominal_zp_1s: 
         "zeropoint_nominal_1s": nominal_zp_1s,
         "zeropoint_deficit_mag": (nominal_zp_1s - zp) if (zp is not None and nominal_zp_1s is not None) else None,
         "masked_fraction": _median([v.get("masked_fraction") for v in ccd_values]),
+        "sky_e": _median([v.get("sky_e") for v in ccd_values]),
+        "sky_noise_e": _median([v.get("sky_noise_e") for v in ccd_values]),
         "good_ccd_fraction": (len(ccd_values) / n_ccds_total) if n_ccds_total else 0.0,
     }
 
@@ -96,6 +103,18 @@ def exposure_checks(summary: Mapping[str, Any], qa: QAConfig, *, zp_reason: str 
         check("masked_fraction", summary.get("masked_fraction"), qa.max_masked_fraction),
         check("good_ccd_fraction", summary.get("good_ccd_fraction"), qa.min_good_ccd_fraction, upper=False),
     ]
+
+
+def exposure_info(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The exposure's median zeropoint, sky and sky noise as informational checks (threshold None, verdict
+    ``info``; ``skip`` when no CCD measured it): archived as exposure-level QA rows beside the gates."""
+    out = []
+    for name in EXPOSURE_INFO:
+        v = summary.get(name)
+        ok = v is not None and math.isfinite(v)
+        out.append({"name": name, "value": float(v) if ok else None, "threshold": None,
+                    "verdict": "info" if ok else "skip"})
+    return out
 
 
 def psf_fwhm_spread(fwhm: Sequence[float]) -> float | None:

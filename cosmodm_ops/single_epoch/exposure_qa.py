@@ -14,7 +14,7 @@ from typing import Any
 from cosmodm_ops.common import jsonable as _jsonable
 from cosmodm_ops.common import write_json
 from cosmodm_ops.config import Config
-from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_summary
+from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_info, exposure_summary
 from cosmodm_ops.single_epoch.inputs import ExposureInfo
 
 __all__ = ["qa_document", "write_qa_json"]
@@ -69,7 +69,7 @@ def qa_document(ccds: list[int], values: Mapping[int, dict[str, Any]], carried: 
                    astrometry="input WCS kept" if astrom_reason else "SCAMP", astrometry_reason=astrom_reason)
     checks = exposure_checks(summary, cfg.qa, zp_reason=zp_reason, astrom_reason=astrom_reason)
     summary["verdict"] = "fail" if any(c["verdict"] == "fail" for c in checks) else "pass"
-    return {"exposure": _jsonable(summary), "ccds": qa_ccds, "checks": checks}
+    return {"exposure": _jsonable(summary), "ccds": qa_ccds, "checks": checks + exposure_info(summary)}
 
 
 def write_qa_json(outdir: str | os.PathLike[str], doc: dict[str, Any]) -> Path:

@@ -93,6 +93,9 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
                     qa.append({"run_id": rid, "survey": "bench", "expnum": expnum, "ccd": c, "scope": f"ccd{c}",
                                "check_name": name, "value": v + rng.normal(0, 0.01), "threshold": None, "verdict": "info",
                                "created_at": NOW})
+            for name, v in (("zeropoint_1s", 26.5), ("sky_e", 1000.0), ("sky_noise_e", 32.0)):  # the CCDs' medians
+                qa.append({"run_id": rid, "survey": "bench", "expnum": expnum, "ccd": None, "scope": "exposure",
+                           "check_name": name, "value": v, "threshold": None, "verdict": "info", "created_at": NOW})
             for name, v, t in (("seeing_arcsec", 1.1, 1.8), ("zeropoint_deficit_mag", 0.1, 0.5),
                                ("astrom_rms_mas", 30.0, 100.0), ("n_stars", 300.0, 100.0)):
                 value = v + abs(rng.normal(0, 0.2 * v))
@@ -136,6 +139,8 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
         _chunks(conn, S.lineage, lin)
         _chunks(conn, S.qa_results, qa)
         _chunks(conn, S.quarantine, quar)
+        _chunks(conn, S.night_runs, [{"survey": "bench", "night": n, "dag_id": "nightly_ingest", "run_id": f"manual__{n}"}
+                                     for n in sorted({x["night"] for x in exps})])  # as registration keeps it
         if arch.is_postgres:
             import sqlalchemy as sa
 

@@ -50,7 +50,7 @@ def campaigns(conn: Connection, *, after: int | None = None, before: int | None 
     q = sa.select(c.c.id, c.c.name, c.c.survey, c.c.stage, c.c.state, c.c.site, c.c.target_version,
                   c.c.core_hours_estimated, c.c.created_at, c.c.updated_at, c.c.note, c.c.source)
     rows = [dict(x) for x in conn.execute(keyset(q, c.c.id, after=after, before=before, per_page=per_page,
-                                                  desc=True)).mappings()]
+                                                  desc=True)).mappings().all()]
     rows.sort(key=lambda r: -r["id"])
     progress = _progress_of(conn, rows)
     return {"rows": [{**r, **progress[r["id"]]} for r in rows], "total": int(total), "per_page": per_page,
@@ -71,12 +71,12 @@ def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, aft
     cond = [i.c.campaign_id == cid] + ([i.c.state.in_(states)] if states else [])
     n = conn.execute(sa.select(sa.func.count()).select_from(i).where(*cond)).scalar() or 0
     items = [dict(x) for x in conn.execute(keyset(sa.select(i).where(*cond), i.c.id, after=after, before=before,
-                                                   per_page=per_page, desc=False)).mappings()]
+                                                   per_page=per_page, desc=False)).mappings().all()]
     items.sort(key=lambda x: x["id"])
     failures = [dict(x) for x in conn.execute(sa.select(i.c.item_key, i.c.exit_code, i.c.attempts, i.c.diagnostics,
                                                         i.c.job_id)
                                               .where(i.c.campaign_id == cid, i.c.state == "failed")
-                                              .order_by(i.c.id).limit(20)).mappings()]
+                                              .order_by(i.c.id).limit(20)).mappings().all()]
     for f in failures:
         f["log_tail"] = "\n".join((f["diagnostics"] or "").splitlines()[-15:])
     return {"campaign": {**dict(row), **summary}, "items": items, "n_items": int(n), "state": state,

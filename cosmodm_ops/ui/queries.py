@@ -9,9 +9,6 @@ Definitions the pages use
 accepted     an exposure with a current single-epoch ``qa`` product and no active quarantine
 quarantined  an exposure covered by an active exposure-level quarantine record
 failed       an exposure with neither (its processing failed, or has not run yet)
-tile status  per band: ``failed`` (an active quarantine on the tile+band or its coadd), ``stale``
-             (the coadd was made from a product that has since been superseded), ``done`` (coadd and
-             catalog), ``partial`` (some coadd products), ``none``
 """
 
 from __future__ import annotations
@@ -23,10 +20,13 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cosmodm_ops.archive import schema as S
+from cosmodm_ops.archive.catalogs import angular_distance
+from cosmodm_ops.qa.checks import EXPOSURE_INFO
 
 __all__ = [
     "ccd_metrics",
@@ -36,20 +36,14 @@ __all__ = [
     "night_for_run",
     "nights",
     "product_detail",
+    "reasons_by_key",
     "run_products",
     "search",
     "sky_objects",
     "surveys",
-    "tile_detail",
-    "tile_states",
-    "tiles_status",
 ]
 
 p, e, q, qa, lin, r = S.products, S.exposures, S.quarantine, S.qa_results, S.lineage, S.runs
-_CCD_INFO = ("zeropoint_1s", "sky_e", "sky_noise_e", "fwhm_arcsec", "astrom_rms_mas", "n_stars")
-TILE_STATES = ("none", "partial", "done", "stale", "failed")
-#: one letter per state, as :func:`tiles_status` ships a tile's status (a letter per band)
-TILE_CODES = {s[0]: s for s in TILE_STATES}
 
 
 def _active_exposure_quarantine(survey: str) -> list[Any]:
@@ -70,6 +64,19 @@ def _distinct(conn: Connection, col: Any) -> list[Any]:
     return [x for (x,) in conn.execute(sa.select(walk.c.x).where(walk.c.x.isnot(None)))]
 
 
+def _count_nights(conn: Connection, survey: str, lo: str | None, hi: str | None, *, inclusive: bool = True) -> int:
+    """How many distinct nights of ``survey`` lie from ``lo`` (or after it) to ``hi``: a loose index scan of
+    ``(survey, night)``, one probe per night (``count(DISTINCT night)`` reads every exposure)."""
+    cond = [e.c.survey == survey] + ([e.c.night <= hi] if hi else [])
+    if lo:
+        cond0 = [*cond, e.c.night >= lo if inclusive else e.c.night > lo]
+    walk = sa.select(sa.func.min(e.c.night).label("x")).where(*(cond0 if lo else cond)).cte(
+        "nights_walk", recursive=True)
+    nxt = sa.select(sa.func.min(e.c.night)).where(*cond, e.c.night > walk.c.x).scalar_subquery()
+    walk = walk.union_all(sa.select(nxt).where(walk.c.x.isnot(None)))
+    return int(conn.execute(sa.select(sa.func.count(walk.c.x))).scalar() or 0)
+
+
 def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_to: str | None = None,
            before: str | None = None, after: str | None = None, per_page: int = 30) -> dict[str, Any]:
     """One page of nights, newest first, with exposure counts and the runs that processed them.
@@ -83,15 +90,14 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
         cond.append(e.c.night >= date_from)
     if date_to:
         cond.append(e.c.night <= date_to)
-    total = int(conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(*cond)).scalar() or 0)
+    total = _count_nights(conn, survey, date_from, date_to)
     sel = sa.select(e.c.night).where(*cond).group_by(e.c.night)
     if after and not before:
         sel = sel.where(e.c.night > after).order_by(e.c.night.asc())
     else:
         sel = (sel.where(e.c.night < before) if before else sel).order_by(e.c.night.desc())
     chosen = sorted((row[0] for row in conn.execute(sel.limit(per_page))), reverse=True)
-    newer = int(conn.execute(sa.select(sa.func.count(sa.distinct(e.c.night))).where(
-        *cond, e.c.night > chosen[0])).scalar() or 0) if chosen else 0
+    newer = _count_nights(conn, survey, chosen[0], date_to, inclusive=False) if chosen else 0
     out = {"rows": [], "total": total, "page": newer // per_page + 1, "pages": max(1, -(-total // per_page)),
            "per_page": per_page, "next_before": chosen[-1] if chosen and newer + len(chosen) < total else None,
            "prev_after": chosen[0] if chosen and newer else None}
@@ -106,20 +112,16 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
     n_done = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(*qa_cond)
                                .group_by(p.c.night)).all())
     held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey))
-    # the quarantined exposures, each with whether it has a current QA product (one index probe each)
-    has_qa = sa.exists().where(p.c.stage == "single_epoch", p.c.kind == "qa", p.c.survey == e.c.survey,
-                               p.c.night == e.c.night, p.c.state == "current", p.c.expnum == e.c.expnum)
-    rows_bad = conn.execute(sa.select(e.c.night, e.c.expnum, has_qa).where(
-        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all()
-    bad = {(n, x) for n, x, _ in rows_bad}
-    bad_done = {(n, x) for n, x, done in rows_bad if done}
+    bad = set(conn.execute(sa.select(e.c.night, e.c.expnum).where(
+        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all())
+    # which of the (few) quarantined exposures have a current QA product: index-only probes of those alone
+    bad_done = set(conn.execute(sa.select(p.c.night, p.c.expnum).where(
+        *qa_cond, p.c.expnum.in_(sorted({x for _, x in bad})))).all()) & bad if bad else set()
     runs: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for night, dag_id, run_id in conn.execute(
-            sa.select(p.c.night, r.c.dag_id, r.c.run_id).join(r, r.c.id == p.c.run_id)
-            .where(p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa")
-            .group_by(p.c.night, r.c.dag_id, r.c.run_id)):
-        if dag_id and run_id:
-            runs[night].append({"dag_id": dag_id, "run_id": run_id})
+    nr = S.night_runs  # kept by registration: a night's few DAG runs, not its every job's row
+    for night, dag_id, run_id in conn.execute(sa.select(nr.c.night, nr.c.dag_id, nr.c.run_id).where(
+            nr.c.survey == survey, nr.c.night.in_(chosen))):
+        runs[night].append({"dag_id": dag_id, "run_id": run_id})
     n_bad, n_bad_done = Counter(n for n, _ in bad), Counter(n for n, _ in bad_done)
     rows = []
     for n in chosen:
@@ -154,7 +156,8 @@ def _median(vals: list[float]) -> float | None:
     return good[n // 2] if n % 2 else 0.5 * (good[n // 2 - 1] + good[n // 2])
 
 
-def _reasons(rows: Any) -> dict[Any, list[str]]:
+def reasons_by_key(rows: Any) -> dict[Any, list[str]]:
+    """Quarantine reasons (JSON lists) of ``(key, reasons)`` rows, merged per key without repeats."""
     out: dict[Any, list[str]] = defaultdict(list)
     for key, text in rows:
         for reason in json.loads(text):
@@ -171,21 +174,9 @@ def night_exposures(conn: Connection, *, survey: str, night: str,
     [product rows of the night's QA stage]}``.
     """
     exps = [dict(x) for x in conn.execute(sa.select(e).where(e.c.survey == survey, e.c.night == night)
-                                          .order_by(e.c.expnum)).mappings()]
-    qa_rows = conn.execute(
-        sa.select(qa.c.expnum, qa.c.ccd, qa.c.check_name, qa.c.value, qa.c.threshold, qa.c.verdict)
-        .join(e, sa.and_(e.c.expnum == qa.c.expnum, e.c.survey == survey))
-        .where(e.c.night == night, sa.or_(qa.c.survey.is_(None), qa.c.survey == survey),
-               sa.or_(qa.c.ccd.is_(None), qa.c.check_name.in_(_CCD_INFO[:3])))
-        .order_by(qa.c.id)).all()
-    exp_checks: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-    ccd_vals: dict[tuple[int, str], dict[int, float]] = defaultdict(dict)  # (expnum, check) -> {ccd: value}
-    for expnum, ccd, name, value, threshold, verdict in qa_rows:  # later runs overwrite earlier ones
-        if ccd is None:
-            exp_checks[expnum][name] = {"name": name, "value": value, "threshold": threshold, "verdict": verdict}
-        elif value is not None:
-            ccd_vals[(expnum, name)][ccd] = value
-    reasons = _reasons(conn.execute(sa.select(q.c.expnum, q.c.reasons).join(e, e.c.expnum == q.c.expnum).where(
+                                          .order_by(e.c.expnum)).mappings().all()]
+    exp_checks, info = _night_qa(conn, survey, night)
+    reasons = reasons_by_key(conn.execute(sa.select(q.c.expnum, q.c.reasons).join(e, e.c.expnum == q.c.expnum).where(
         e.c.survey == survey, e.c.night == night, *_active_exposure_quarantine(survey))).all())
     prods = conn.execute(sa.select(p.c.id, p.c.expnum, p.c.kind).where(
         p.c.survey == survey, p.c.night == night, p.c.stage == "single_epoch", p.c.ccd.is_(None),
@@ -196,7 +187,7 @@ def night_exposures(conn: Connection, *, survey: str, night: str,
         n = x["expnum"]
         checks = exp_checks.get(n, {})
         seeing = (checks.get("seeing_arcsec") or {}).get("value")
-        zp, sky, noise = (_median(list(ccd_vals.get((n, k), {}).values())) for k in _CCD_INFO[:3])
+        zp, sky, noise = (info.get((n, k)) for k in EXPOSURE_INFO)
         x.update(seeing_arcsec=seeing, zeropoint_1s=zp, sky_e=sky,
                  depth_mag=depth_mag(zp, x["exptime"], seeing, noise, (pixel_scale or {}).get(x["camera"])),
                  checks=list(checks.values()),
@@ -205,8 +196,39 @@ def night_exposures(conn: Connection, *, survey: str, night: str,
         x["verdict"] = ("quarantined" if x["quarantine"] else "accepted" if n in processed else "failed")
     plots = [dict(x) for x in conn.execute(sa.select(p).where(
         p.c.survey == survey, p.c.night == night, p.c.stage == "qa", p.c.state == "current",
-        p.c.kind.in_(("report", "thumbnail"))).order_by(p.c.id)).mappings()]
+        p.c.kind.in_(("report", "thumbnail"))).order_by(p.c.id)).mappings().all()]
     return {"exposures": exps, "plots": plots}
+
+
+def _night_qa(conn: Connection, survey: str, night: str) -> tuple[dict[int, dict[str, dict[str, Any]]],
+                                                                  dict[tuple[int, str], float | None]]:
+    """A night's exposure-level QA: ``({expnum: {check: row}}, {(expnum, info name): value})``.
+
+    The median zeropoint, sky and sky noise are exposure-level ``info`` rows (``EXPOSURE_INFO``); an exposure
+    archived before they were recorded has only its CCDs' rows, and its medians are taken from those.
+    """
+    base = sa.select(qa.c.expnum, qa.c.check_name, qa.c.value, qa.c.threshold, qa.c.verdict).join(
+        e, sa.and_(e.c.expnum == qa.c.expnum, e.c.survey == survey)).where(
+        e.c.night == night, sa.or_(qa.c.survey.is_(None), qa.c.survey == survey))
+    checks: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    info: dict[tuple[int, str], float | None] = {}
+    for expnum, name, value, threshold, verdict in conn.execute(base.where(qa.c.ccd.is_(None)).order_by(qa.c.id)).all():
+        if name in EXPOSURE_INFO:  # later runs overwrite earlier ones
+            info[(expnum, name)] = value
+        else:
+            checks[expnum][name] = {"name": name, "value": value, "threshold": threshold, "verdict": verdict}
+    older = sorted({n for n in checks if any((n, k) not in info for k in EXPOSURE_INFO)})
+    if older:
+        per_ccd: dict[tuple[int, str], dict[int, float]] = defaultdict(dict)
+        for expnum, ccd, name, value in conn.execute(
+                sa.select(qa.c.expnum, qa.c.ccd, qa.c.check_name, qa.c.value).where(
+                    qa.c.expnum.in_(older), qa.c.ccd.isnot(None), qa.c.check_name.in_(EXPOSURE_INFO),
+                    sa.or_(qa.c.survey.is_(None), qa.c.survey == survey)).order_by(qa.c.id)).all():
+            if value is not None:
+                per_ccd[(expnum, name)][ccd] = value
+        for key, vals in per_ccd.items():
+            info.setdefault(key, _median(list(vals.values())))
+    return checks, info
 
 
 def exposure_detail(conn: Connection, *, survey: str, expnum: int) -> dict[str, Any] | None:
@@ -219,16 +241,16 @@ def exposure_detail(conn: Connection, *, survey: str, expnum: int) -> dict[str, 
     checks: dict[tuple[Any, str], dict[str, Any]] = {}
     for x in conn.execute(sa.select(qa).where(qa.c.expnum == expnum, sa.or_(qa.c.survey.is_(None),
                                                                              qa.c.survey == survey))
-                          .order_by(qa.c.id)).mappings():
+                          .order_by(qa.c.id)).mappings().all():
         checks[(x["ccd"], x["check_name"])] = {k: x[k] for k in ("ccd", "check_name", "value", "threshold",
                                                                   "verdict")}
     qrows = conn.execute(sa.select(q.c.ccd, q.c.reasons).where(
         q.c.expnum == expnum, q.c.released == 0, q.c.product_id.is_(None),
         sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all()
-    reasons = _reasons(qrows)
+    reasons = reasons_by_key(qrows)
     products = [dict(x) for x in conn.execute(sa.select(p).where(
         p.c.survey == survey, p.c.night == exp["night"], p.c.expnum == expnum, p.c.state == "current")
-        .order_by(p.c.stage, p.c.kind, p.c.ccd)).mappings()]
+        .order_by(p.c.stage, p.c.kind, p.c.ccd)).mappings().all()]
     images = [x["id"] for x in products if x["kind"] == "image"]
     coadds: list[dict[str, Any]] = []
     if images:
@@ -236,7 +258,7 @@ def exposure_detail(conn: Connection, *, survey: str, expnum: int) -> dict[str, 
         coadds = [dict(x) for x in conn.execute(sa.select(p.c.id, p.c.tile, p.c.band, p.c.kind, p.c.path)
                                                 .where(p.c.id.in_(sa.select(used.c.product_id)),
                                                        p.c.stage == "coadd", p.c.state == "current")
-                                                .order_by(p.c.tile, p.c.band, p.c.kind)).mappings()]
+                                                .order_by(p.c.tile, p.c.band, p.c.kind)).mappings().all()]
     return {"exposure": exp, "checks": sorted(checks.values(), key=lambda c: (c["ccd"] is not None, c["ccd"] or 0,
                                                                                c["check_name"])),
             "quarantine": reasons.get(None, []),
@@ -291,16 +313,16 @@ def product_detail(conn: Connection, product_id: int) -> dict[str, Any] | None:
         return None
     prod = dict(row)
     qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(qa.c.product_id == product_id)
-                                             .order_by(qa.c.id)).mappings()]
+                                             .order_by(qa.c.id)).mappings().all()]
     if not qa_rows and prod["expnum"] is not None:
         cond = [qa.c.expnum == prod["expnum"], qa.c.product_id.is_(None)]
         cond.append(qa.c.ccd == prod["ccd"] if prod["ccd"] is not None else qa.c.ccd.is_(None))
-        qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(*cond).order_by(qa.c.id)).mappings()]
+        qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(*cond).order_by(qa.c.id)).mappings().all()]
     elif not qa_rows and prod["tile"] is not None:
         qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(
             qa.c.tile == prod["tile"], qa.c.band == prod["band"], qa.c.product_id.is_(None)).order_by(qa.c.id))
-            .mappings()]
-    reasons = _reasons(conn.execute(sa.select(q.c.product_id, q.c.reasons).where(
+            .mappings().all()]
+    reasons = reasons_by_key(conn.execute(sa.select(q.c.product_id, q.c.reasons).where(
         q.c.product_id == product_id, q.c.released == 0)).all()).get(product_id, [])
     run = None
     if prod["run_id"] is not None:
@@ -309,107 +331,21 @@ def product_detail(conn: Connection, product_id: int) -> dict[str, Any] | None:
     return {"product": prod, "qa": qa_rows, "quarantine": reasons, "run": run}
 
 
-def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
-    """Every tile of a survey with its coadd status per band (see the module docstring).
-
-    Returns ``{"tiles": [{"name", "ra", "dec", "status"}], "bands": [...], "codes": {letter: state}}``
-    with ``status`` one letter per band of ``bands`` (``TILE_CODES``: ``n`` none, ``p`` partial, ``d``
-    done, ``s`` stale, ``f`` failed). The coadd products come as one aggregate row per tile, read
-    from the covering index of migration ``0006_ui``; the none/partial/done letters are worked out
-    once per distinct aggregate (a survey's tiles share a few), then the few stale and failed marked.
-    """
-    t = S.tiles
-    tiles = conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey).order_by(t.c.name)).all()
-    # one row per tile: its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd)
-    word = sa.case((p.c.kind == "coadd", "C"), (p.c.kind == "coadd_catalog", "K"), else_="H") + p.c.band
-    words_of = dict(conn.execute(sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
-        p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
-        p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile)).all())
-    kinds = {w: _kinds_per_band(w) for w in set(words_of.values())}
-    bands = sorted({b for per in kinds.values() for b in per if b != "det"})
-    letters = {w: "".join(("d" if "C" in per[b] and "K" in per[b] else "p") if b in per else "n" for b in bands)
-               for w, per in kinds.items()}
-    none = "n" * len(bands)
-    out = [{"name": name, "ra": ra, "dec": dec, "status": letters[words_of[name]] if name in words_of else none}
-           for name, ra, dec in tiles]
-    _mark_stale_and_failed(conn, survey, out, bands)
-    return {"tiles": out, "bands": bands, "codes": TILE_CODES}
-
-
-def _kinds_per_band(words: str | None) -> dict[str, str]:
-    per: dict[str, str] = {}
-    for w in (words or "").split(" "):
-        if len(w) > 1:
-            per[w[1:]] = per.get(w[1:], "") + w[0]
-    return per
-
-
-def _mark_stale_and_failed(conn: Connection, survey: str, tiles: list[dict[str, Any]], bands: list[str]) -> None:
-    """Set ``s`` (stale) and then ``f`` (failed) letters in place: few rows, read from the superseded side."""
-    # stale: walk from the (few) superseded products forwards, not from every coadd backwards
-    superseded = sa.select(p.c.id).where(p.c.state == "superseded")
-    made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(superseded))
-    marks: dict[str, dict[str, str]] = defaultdict(dict)
-    for tile, band in conn.execute(sa.select(p.c.tile, p.c.band).where(
-            p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()):
-        marks[tile][band] = "s"
-    failed = set(conn.execute(sa.select(q.c.tile, q.c.band).where(
-        q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all())
-    failed |= set(conn.execute(sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
-        p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current", q.c.released == 0)).all())
-    for tile, band in failed:  # a quarantine without a band covers the whole tile
-        marks[tile].update(dict.fromkeys(bands, "f") if band is None else {band: "f"})
-    if not marks:
-        return
-    col = {b: i for i, b in enumerate(bands)}
-    for row in tiles:
-        if row["name"] in marks:
-            st = list(row["status"])
-            for band, letter in marks[row["name"]].items():
-                if band in col:
-                    st[col[band]] = letter
-            row["status"] = "".join(st)
-
-
-def tile_states(tile: dict[str, Any], bands: Sequence[str]) -> dict[str, str]:
-    """A tile row of :func:`tiles_status` as ``{band: state}``."""
-    return {b: TILE_CODES[c] for b, c in zip(bands, tile["status"], strict=True)}
-
-
-def tile_detail(conn: Connection, *, survey: str, name: str) -> dict[str, Any] | None:
-    """A tile: its row, coadd products per band, QA rows, quarantines and input exposures per band."""
-    t = S.tiles
-    row = conn.execute(sa.select(t).where(t.c.survey == survey, t.c.name == name)).mappings().first()
-    if row is None:
-        return None
-    prods = [dict(x) for x in conn.execute(sa.select(p).where(
-        p.c.survey == survey, p.c.tile == name, p.c.state == "current").order_by(p.c.band, p.c.kind)).mappings()]
-    qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(qa.c.tile == name).order_by(qa.c.id)).mappings()]
-    reasons = _reasons(conn.execute(sa.select(q.c.band, q.c.reasons).where(
-        q.c.tile == name, q.c.released == 0)).all())
-    coadd_ids = [x["id"] for x in prods if x["kind"] in ("coadd", "coadd_homog")]
-    inputs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    if coadd_ids:
-        pin, pc = p.alias("pin"), p.alias("pc")
-        for band, expnum, night, n in conn.execute(
-                sa.select(pc.c.band, pin.c.expnum, pin.c.night, sa.func.count(sa.distinct(pin.c.ccd)))
-                .select_from(lin.join(pin, pin.c.id == lin.c.input_product_id).join(pc, pc.c.id == lin.c.product_id))
-                .where(lin.c.product_id.in_(coadd_ids), pin.c.kind == "image", pin.c.expnum.isnot(None))
-                .group_by(pc.c.band, pin.c.expnum, pin.c.night).order_by(pc.c.band, pin.c.expnum)):
-            inputs[band].append({"expnum": expnum, "night": night, "n_ccds": int(n)})
-    colour = [x for x in prods if x["kind"] == "pseudocolour"]
-    return {"tile": dict(row), "products": prods, "qa": qa_rows, "quarantine": dict(reasons),
-            "inputs": dict(inputs), "pseudocolour": max(colour, key=lambda x: x["id"]) if colour else None}
-
-
 def run_products(conn: Connection, *, dag_id: str, run_id: str, task_id: str | None = None,
-                 limit: int = 500) -> list[dict[str, Any]]:
-    """Products registered by a DAG run (and task, when given), newest first."""
-    cond = [r.c.dag_id == dag_id, r.c.run_id == run_id]
-    if task_id:
-        cond.append(r.c.task_id == task_id)
-    return [dict(x) for x in conn.execute(sa.select(p).join(r, r.c.id == p.c.run_id).where(*cond)
-                                          .order_by(p.c.id.desc()).limit(limit)).mappings()]
+                 after: int | None = None, before: int | None = None, per_page: int = 200) -> dict[str, Any]:
+    """One keyset page (newest first: ``after``/``before`` a product id) of the products a DAG run (and task,
+    when given) registered: ``{"rows", "total", "page", "pages", "per_page", "next_after", "prev_before"}``."""
+    from cosmodm_ops.ui.paging import keyset, pager
+
+    cond = [r.c.dag_id == dag_id, r.c.run_id == run_id] + ([r.c.task_id == task_id] if task_id else [])
+    ids = sa.select(p.c.id).join(r, r.c.id == p.c.run_id).where(*cond)
+    total = int(conn.execute(sa.select(sa.func.count()).select_from(ids.subquery())).scalar() or 0)
+    rows = [dict(x) for x in conn.execute(keyset(sa.select(p).join(r, r.c.id == p.c.run_id).where(*cond), p.c.id,
+                                                 after=after, before=before, per_page=per_page, desc=True))
+            .mappings().all()]
+    rows.sort(key=lambda x: -x["id"])
+    return {"rows": rows, "total": total, "per_page": per_page,
+            **pager(conn, ids, p.c.id, [x["id"] for x in rows], total, per_page=per_page, desc=True)}
 
 
 def night_for_run(conn: Connection, *, dag_id: str, run_id: str) -> tuple[str, str] | None:
@@ -437,19 +373,19 @@ def search(conn: Connection, text: str, *, limit: int = 100) -> dict[str, Any]:
             tags[key] = int(val) if key in ("expnum", "ccd") and val.isdigit() else val
         elif term.isdigit():
             out["exposures"] += [dict(x) for x in conn.execute(sa.select(e).where(e.c.expnum == int(term))
-                                                                .limit(limit)).mappings()]
+                                                                .limit(limit)).mappings().all()]
         elif re.fullmatch(r"[0-9a-fA-F]{64}", term):
             out["products"] += [dict(x) for x in conn.execute(sa.select(p).where(p.c.sha256 == term.lower())
-                                                               .limit(limit)).mappings()]
+                                                               .limit(limit)).mappings().all()]
         else:
             out["tiles"] += [dict(x) for x in conn.execute(sa.select(S.tiles).where(S.tiles.c.name == term)
-                                                            .limit(limit)).mappings()]
+                                                            .limit(limit)).mappings().all()]
             if not tags:
                 tags["tile"] = term
     if tags:
         cond = [p.c[k] == v for k, v in tags.items()]
         out["products"] += [dict(x) for x in conn.execute(sa.select(p).where(*cond, p.c.state == "current")
-                                                           .order_by(p.c.id).limit(limit)).mappings()]
+                                                           .order_by(p.c.id).limit(limit)).mappings().all()]
     return out
 
 
@@ -471,18 +407,11 @@ def sky_objects(conn: Connection, *, ra: float, dec: float, radius: float, surve
             cond.append(ra_cond)
         if survey:
             cond.append(table.c.survey == survey)
-        rows = []
-        for x in conn.execute(sa.select(table).where(*cond).order_by(table.c[key]).limit(20 * limit)).mappings():
-            d = _distance(ra, dec, x["ra"], x["dec"])
-            if d is not None and d <= radius:
-                rows.append({**dict(x), "dist": d})
+        rows = [dict(x) for x in conn.execute(sa.select(table).where(*cond).order_by(table.c[key])
+                                              .limit(20 * limit)).mappings().all()]
+        dist = angular_distance(np.array([x["ra"] for x in rows], dtype=float),  # None (no centre): NaN, dropped
+                                np.array([x["dec"] for x in rows], dtype=float), ra, dec)
+        rows = [{**x, "dist": float(d)} for x, d in zip(rows, dist, strict=True) if d <= radius]
         out[name] = sorted(rows, key=lambda x: x["dist"])[:limit]
     return out
 
-
-def _distance(ra1: float, dec1: float, ra2: float | None, dec2: float | None) -> float | None:
-    if ra2 is None or dec2 is None:
-        return None
-    a1, d1, a2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((a2 - a1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))

@@ -87,7 +87,7 @@ def _exposure_job(work: Path, cfg: Any, exp: dict[str, Any], raw: Path, rng: np.
                   salt: float = 0.0) -> Path:
     """A single-epoch job folder for one exposure: images, catalogs, qa.json, thumbnail, manifest."""
     from cosmodm_ops.cameras.layout import focal_plane
-    from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_summary
+    from cosmodm_ops.qa.checks import ccd_checks, exposure_checks, exposure_info, exposure_summary
     from cosmodm_ops.qa.thumbnail_products import exposure_thumbnail
 
     out = work / f"se_{exp['expnum']}_{salt:g}"
@@ -126,7 +126,7 @@ def _exposure_job(work: Path, cfg: Any, exp: dict[str, Any], raw: Path, rng: np.
     checks = exposure_checks(summary, cfg.qa)
     summary["verdict"] = "fail" if any(ch["verdict"] == "fail" for ch in checks) else "pass"
     qa_path = out / "qa.json"
-    qa_path.write_text(json.dumps({"exposure": summary, "ccds": qa_ccds, "checks": checks}))
+    qa_path.write_text(json.dumps({"exposure": summary, "ccds": qa_ccds, "checks": checks + exposure_info(summary)}))
     products.append(_product(out, qa_path, {**base, "ccd": None, "kind": "qa"}))
     thumb = exposure_thumbnail(out, products, cfg.camera, {**base, "ccd": None})
     products += [thumb] if thumb else []

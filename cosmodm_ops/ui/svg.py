@@ -102,7 +102,7 @@ def sky_map_svg(tiles: Sequence[Mapping[str, Any]], bands: Sequence[str], *, wid
                 tile_deg: float | None = None, link_prefix: str = "tile/") -> str:
     """The tiling in RA/Dec, one square per tile, coloured by its status in the first band.
 
-    ``tiles``: rows of :func:`cosmodm_ops.ui.queries.tiles_status` (``status``: one letter per band
+    ``tiles``: rows of :func:`cosmodm_ops.ui.tiles.tiles_status` (``status``: one letter per band
     of ``bands``). The projection is equirectangular about the footprint's centre with RA scaled by
     cos(Dec0) (RA increasing to the left, as on the sky); a footprint that crosses RA 0 is unwrapped.
     Each tile carries its letters in ``data-s`` (the svg lists the bands in ``data-bands``) so the

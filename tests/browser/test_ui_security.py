@@ -138,3 +138,31 @@ def test_viewer_reads_but_cannot_trigger_cancel_or_approve(survey_ui):
     admin = survey_ui.token("admin")
     for path in ("/cosmodm/", "/cosmodm/api/nights", "/cosmodm/download/1"):
         assert request(survey_ui.url, path, token=admin, method="POST", body={})[0] == 405
+
+
+def test_task_instance_view_pages_its_products(survey_ui):
+    """The task-instance view lists every product the task registered once, newest first, over its pages
+    (following the page's own "next" links), with the total as the database counts it."""
+    import re
+
+    p, r = S.products, S.runs
+    with survey_ui.archive.engine.connect() as conn:
+        dag_id, run_id, task_id, n = conn.execute(
+            sa.select(r.c.dag_id, r.c.run_id, r.c.task_id, sa.func.count()).join(p, p.c.run_id == r.c.id)
+            .where(r.c.task_id.isnot(None)).group_by(r.c.dag_id, r.c.run_id, r.c.task_id)
+            .order_by(sa.func.count().desc())).first()
+        want = [i for (i,) in conn.execute(sa.select(p.c.id).join(r, r.c.id == p.c.run_id).where(
+            r.c.dag_id == dag_id, r.c.run_id == run_id, r.c.task_id == task_id).order_by(p.c.id.desc()))]
+    assert n == len(want) > 5
+    tok = survey_ui.token("viewer")
+    base = "/cosmodm/ti/" + "/".join(urllib.parse.quote(x, safe="") for x in (dag_id, run_id, task_id))
+    path, seen, pages = f"{base}?per_page=4", [], 0
+    while path:
+        status, _, body = request(survey_ui.url, path, token=tok)
+        html = body.decode()
+        assert status == 200 and f"{len(want)} products registered" in html
+        seen += [int(x) for x in re.findall(r'<tr data-product="(\d+)"', html)]
+        nxt = re.search(r'href="(\?[^"]*after=\d+)" id="next"', html)
+        path = base + nxt.group(1).replace("&amp;", "&") if nxt else None
+        pages += 1
+    assert seen == want and pages == -(-len(want) // 4)

@@ -23,8 +23,8 @@ from cosmodm_ops.coadd.swarp import SwarpInput, run_swarp
 from cosmodm_ops.coadd.tiling import Tile, target_tile
 from cosmodm_ops.fits import file_sha256, write_image
 from cosmodm_ops.manifest import JobInfo, Manifest, ManifestInput, ManifestProduct, write_manifest
-from cosmodm_ops.ui import queries as Q
 from cosmodm_ops.ui import svg
+from cosmodm_ops.ui import tiles as T
 from tests.support import need_binary
 
 RA0, DEC0, SCALE, SIZE = 40.0, -20.0, 0.263, 0.02  # the nominal tile: 0.02 deg, 274 pixels a side
@@ -85,7 +85,7 @@ def test_swarp_coadd_places_the_tile_on_the_sky_map(tmp_path: Path):
     assert n == tile.npix
     centre = coadd_wcs.all_pix2world([[(n - 1) / 2, (n - 1) / 2]], 0)[0]
     with arch.engine.connect() as conn:
-        data = Q.tiles_status(conn, survey="sky")
+        data = T.tiles_status(conn, survey="sky")
     row = next(t for t in data["tiles"] if t["name"] == "T1")
     # the row moved from the nominal centre (~17 arcsec away) to the coadd's WCS centre
     assert _sep_arcsec(np.array([[RA0, DEC0]]), np.array([[row["ra"], row["dec"]]]))[0] > 10

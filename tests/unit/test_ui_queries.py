@@ -14,6 +14,7 @@ from cosmodm_ops.archive import Archive
 from cosmodm_ops.qa.thumbnails import bin_image, encode_png, focal_plane_preview
 from cosmodm_ops.ui import queries as Q
 from cosmodm_ops.ui import svg
+from cosmodm_ops.ui import tiles as T
 from cosmodm_ops.ui.files import FileRefused, RangeNotSatisfiable, parse_range, safe_archive_file
 from cosmodm_ops.ui.seed import seed_archive
 
@@ -55,6 +56,37 @@ def test_night_rows_verdicts_failed_checks_and_depth(seeded):
     assert [p["kind"] for p in data["plots"]] == ["report"]
 
 
+def test_night_reads_the_exposure_medians_and_falls_back_to_the_ccds(seeded):
+    """Zeropoint and sky come from the exposure-level info rows; an exposure archived before those were
+    recorded (only its CCDs' rows) gets the median of its CCDs: the same numbers either way."""
+    import sqlalchemy as sa
+
+    from cosmodm_ops.archive import schema as S
+
+    arch, truth = seeded
+    night, qa = truth["nights"][0], S.qa_results
+    with arch.engine.connect() as conn:
+        ccd_zp: dict[int, list[float]] = {}
+        for expnum, v in conn.execute(sa.select(qa.c.expnum, qa.c.value).where(
+                qa.c.ccd.isnot(None), qa.c.check_name == "zeropoint_1s")):
+            ccd_zp.setdefault(expnum, []).append(v)
+        new = {x["expnum"]: x for x in Q.night_exposures(conn, survey="demo", night=night)["exposures"]}
+        conn.rollback()
+        tx = conn.begin()
+        gone = conn.execute(sa.delete(qa).where(qa.c.ccd.is_(None), qa.c.check_name.in_(
+            ("zeropoint_1s", "sky_e", "sky_noise_e")))).rowcount
+        old = {x["expnum"]: x for x in Q.night_exposures(conn, survey="demo", night=night)["exposures"]}
+        tx.rollback()
+    measured = [n for n in new if n in ccd_zp]
+    assert gone == 3 * len(measured) and len(measured) == 4  # the 5th exposure's job left no QA
+    for n in measured:
+        assert new[n]["zeropoint_1s"] == pytest.approx(float(np.median(ccd_zp[n])), abs=1e-12)
+        assert old[n]["zeropoint_1s"] == pytest.approx(new[n]["zeropoint_1s"], abs=1e-12)
+        assert old[n]["sky_e"] == pytest.approx(new[n]["sky_e"]) and old[n]["depth_mag"] == pytest.approx(
+            new[n]["depth_mag"])
+        assert new[n]["sky_e"] > 0 and not any(c["name"] == "zeropoint_1s" for c in new[n]["checks"])
+
+
 def test_depth_formula():
     # zp 26.6, 90 s, 1" seeing at 0.263"/px, sky noise 30 e-: 26.6 + 4.886 - 2.5 log10(5 * 30 * sqrt(2.266 * 14.46))
     got = Q.depth_mag(26.6, 90.0, 1.0, 30.0, 0.263)
@@ -80,9 +112,9 @@ def test_exposure_ccd_metrics_mark_the_failed_ccd(seeded):
 def test_tile_states_match_the_seed(seeded):
     arch, truth = seeded
     with arch.engine.connect() as conn:
-        data = Q.tiles_status(conn, survey="demo")
+        data = T.tiles_status(conn, survey="demo")
     assert data["bands"] == ["g", "r"]
-    got = {t["name"]: Q.tile_states(t, data["bands"]) for t in data["tiles"]}
+    got = {t["name"]: T.tile_states(t, data["bands"]) for t in data["tiles"]}
     assert got == truth["tiles"]
     assert {s for st in got.values() for s in st.values()} >= {"none", "partial", "done", "stale", "failed"}
 
@@ -130,9 +162,9 @@ def test_tile_detail_shows_the_newest_pseudocolour(seeded):
     colour = arch.find(survey="demo", kind="pseudocolour")
     assert len(colour) == 1 and colour[0]["band"] == "gr"
     with arch.engine.connect() as conn:
-        d = Q.tile_detail(conn, survey="demo", name=colour[0]["tile"])
+        d = T.tile_detail(conn, survey="demo", name=colour[0]["tile"])
         other = next(n for n in truth["tiles"] if n != colour[0]["tile"])
-        assert Q.tile_detail(conn, survey="demo", name=other)["pseudocolour"] is None
+        assert T.tile_detail(conn, survey="demo", name=other)["pseudocolour"] is None
     assert d["pseudocolour"]["id"] == colour[0]["id"]
     assert (arch.root / d["pseudocolour"]["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -333,3 +365,63 @@ def test_nights_second_page_matches_the_database(tmp_path):
             n_exp[r["night"]], n_qa[r["night"]] - held, held, n_exp[r["night"]] - n_qa[r["night"]])
     assert second["next_before"] == "2026-03-02" and second["prev_after"] == "2026-03-03"
     assert [r["night"] for r in back["rows"]] == [r["night"] for r in first["rows"]] and back["prev_after"] is None
+
+
+def test_migration_0007_fills_night_runs_from_the_products(seeded, tmp_path):
+    """An archive made before ``night_runs`` gets the same rows from its products as registration keeps."""
+    import sqlite3
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    import cosmodm_ops.archive.db as adb
+    from cosmodm_ops.archive import schema as S
+
+    arch, truth = seeded
+    src = sqlite3.connect(arch.engine.url.database)
+    dst = sqlite3.connect(tmp_path / "copy.db")
+    src.backup(dst)
+    src.close(), dst.close()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'copy.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(adb.Path(adb.__file__).with_name("migrations")))
+    rows = sa.select(S.night_runs).order_by(*S.night_runs.c)
+    with engine.begin() as conn:
+        kept = conn.execute(rows).all()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006_ui")
+        assert "night_runs" not in sa.inspect(conn).get_table_names()
+        command.upgrade(cfg, "head")
+        filled = conn.execute(rows).all()
+    engine.dispose()
+    assert filled == kept == [("demo", n, "nightly_ingest", truth["run_ids"][n]) for n in truth["nights"]]
+
+
+def test_run_products_pages_through_every_product_of_the_run_once(seeded):
+    """The DAG-run and task-instance views page (newest first) instead of cutting the list at 500 rows."""
+    import sqlalchemy as sa
+
+    from cosmodm_ops.archive import schema as S
+
+    arch, truth = seeded
+    night = truth["nights"][0]
+    p, r = S.products, S.runs
+    with arch.engine.connect() as conn:
+        want = [i for (i,) in conn.execute(sa.select(p.c.id).join(r, r.c.id == p.c.run_id).where(
+            r.c.dag_id == "nightly_ingest", r.c.run_id == truth["run_ids"][night]).order_by(p.c.id.desc()))]
+        seen, after, pages = [], None, []
+        while True:
+            d = Q.run_products(conn, dag_id="nightly_ingest", run_id=truth["run_ids"][night], after=after, per_page=7)
+            seen += [x["id"] for x in d["rows"]]
+            pages.append(d["page"])
+            if d["next_after"] is None:
+                break
+            after = d["next_after"]
+        back = Q.run_products(conn, dag_id="nightly_ingest", run_id=truth["run_ids"][night], before=seen[7],
+                              per_page=7)
+        none = Q.run_products(conn, dag_id="nightly_ingest", run_id="no-such-run")
+    assert len(want) > 14 and seen == want and d["total"] == len(want)
+    assert pages == list(range(1, -(-len(want) // 7) + 1)) and d["pages"] == pages[-1]
+    assert [x["id"] for x in back["rows"]] == want[:7] and back["prev_before"] is None
+    assert none["rows"] == [] and none["total"] == 0
