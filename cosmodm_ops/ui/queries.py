@@ -103,29 +103,24 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
            "prev_after": chosen[0] if chosen and newer else None}
     if not chosen:
         return out
-    # aggregates per night (no per-exposure rows): exposures, processed (a current QA product), and the
-    # few quarantined ones with whether each was processed
+    # aggregates per night (no per-exposure rows): exposures, accepted (a current QA product and not
+    # quarantined), and the few quarantined ones
     n_exp = dict(conn.execute(sa.select(e.c.night, sa.func.count()).where(e.c.survey == survey, e.c.night.in_(chosen))
                               .group_by(e.c.night)).all())
-    qa_cond = [p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
-               p.c.state == "current"]
-    n_done = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(*qa_cond)
-                               .group_by(p.c.night)).all())
-    held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey))
-    bad = set(conn.execute(sa.select(e.c.night, e.c.expnum).where(
+    held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey), q.c.expnum.isnot(None))
+    n_accepted = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(
+        p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
+        p.c.state == "current", p.c.expnum.not_in(held)).group_by(p.c.night)).all())
+    n_bad = Counter(n for (n,) in conn.execute(sa.select(e.c.night).where(
         e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all())
-    # which of the (few) quarantined exposures have a current QA product: index-only probes of those alone
-    bad_done = set(conn.execute(sa.select(p.c.night, p.c.expnum).where(
-        *qa_cond, p.c.expnum.in_(sorted({x for _, x in bad})))).all()) & bad if bad else set()
     runs: dict[str, list[dict[str, str]]] = defaultdict(list)
     nr = S.night_runs  # kept by registration: a night's few DAG runs, not its every job's row
     for night, dag_id, run_id in conn.execute(sa.select(nr.c.night, nr.c.dag_id, nr.c.run_id).where(
             nr.c.survey == survey, nr.c.night.in_(chosen))):
         runs[night].append({"dag_id": dag_id, "run_id": run_id})
-    n_bad, n_bad_done = Counter(n for n, _ in bad), Counter(n for n, _ in bad_done)
     rows = []
     for n in chosen:
-        accepted = n_done.get(n, 0) - n_bad_done[n]
+        accepted = n_accepted.get(n, 0)
         total_n = n_exp.get(n, 0)
         rows.append({"night": n, "exposures": total_n, "accepted": accepted, "quarantined": n_bad[n],
                      "failed": total_n - accepted - n_bad[n], "runs": sorted(runs.get(n, []), key=lambda x: x["run_id"])})
