@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,28 +91,28 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
     if date_to:
         cond.append(e.c.night <= date_to)
     total = _count_nights(conn, survey, date_from, date_to)
-    sel = sa.select(e.c.night).where(*cond).group_by(e.c.night)
+    # the page's nights with their exposures and quarantined exposures, in one pass over (survey, night)
+    held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey), q.c.expnum.isnot(None))
+    n_held = sa.func.sum(sa.case((e.c.expnum.in_(held), 1), else_=0))
+    sel = sa.select(e.c.night, sa.func.count(), n_held).where(*cond).group_by(e.c.night)
     if after and not before:
         sel = sel.where(e.c.night > after).order_by(e.c.night.asc())
     else:
         sel = (sel.where(e.c.night < before) if before else sel).order_by(e.c.night.desc())
-    chosen = sorted((row[0] for row in conn.execute(sel.limit(per_page))), reverse=True)
+    page_rows = sorted(conn.execute(sel.limit(per_page)).all(), reverse=True)
+    chosen = [row[0] for row in page_rows]
     newer = _count_nights(conn, survey, chosen[0], date_to, inclusive=False) if chosen else 0
     out = {"rows": [], "total": total, "page": newer // per_page + 1, "pages": max(1, -(-total // per_page)),
            "per_page": per_page, "next_before": chosen[-1] if chosen and newer + len(chosen) < total else None,
            "prev_after": chosen[0] if chosen and newer else None}
     if not chosen:
         return out
-    # aggregates per night (no per-exposure rows): exposures, accepted (a current QA product and not
-    # quarantined), and the few quarantined ones
-    n_exp = dict(conn.execute(sa.select(e.c.night, sa.func.count()).where(e.c.survey == survey, e.c.night.in_(chosen))
-                              .group_by(e.c.night)).all())
-    held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey), q.c.expnum.isnot(None))
+    n_exp = {n: int(k) for n, k, _ in page_rows}
+    n_bad = {n: int(b or 0) for n, _, b in page_rows}
+    # accepted: a current QA product and not quarantined
     n_accepted = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(
         p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
         p.c.state == "current", p.c.expnum.not_in(held)).group_by(p.c.night)).all())
-    n_bad = Counter(n for (n,) in conn.execute(sa.select(e.c.night).where(
-        e.c.survey == survey, e.c.night.in_(chosen), e.c.expnum.in_(held))).all())
     runs: dict[str, list[dict[str, str]]] = defaultdict(list)
     nr = S.night_runs  # kept by registration: a night's few DAG runs, not its every job's row
     for night, dag_id, run_id in conn.execute(sa.select(nr.c.night, nr.c.dag_id, nr.c.run_id).where(
