@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.airflow",
     "tests.fixtures.ui",
     "tests.fixtures.celery",
+    "tests.fixtures.browser",
 ]
 
 

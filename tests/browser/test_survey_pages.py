@@ -10,67 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from cosmodm_ops.archive import schema as S
-from tests.fixtures.ui import OUTPUT
-from tests.support import need, need_binary
+from tests.fixtures.browser import Watch, login, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need(Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install -y chromium (make os-deps)")
-    need_binary("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "python playwright is not installed (make venv)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
-
-
-class Watch:
-    """Console errors and failed requests of a page after login (each one fails the test).
-
-    Before the login Airflow's UI asks for ``/ui/config`` and gets the 401 that sends it to the login page:
-    that is the login working, so watching starts once logged in.
-    """
-
-    def __init__(self, page) -> None:
-        self.problems: list[str] = []
-        page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}")
-                if m.type == "error" else None)
-        page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
-        # ERR_ABORTED: a request the page itself dropped by navigating away (or a download handed over)
-        page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} {r.failure}")
-                if "ERR_ABORTED" not in str(r.failure) else None)
-        page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
-
-
-def shot(page, name: str) -> None:
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=False)
-
-
-def login(page, url: str, user: str, password: str) -> None:
-    page.goto(f"{url}/")
-    page.wait_for_selector("input[name=username]", timeout=60000)
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(rf"^{re.escape(url)}/(?!auth)"), timeout=60000)
-
 
 def test_click_through_the_survey(survey_ui, browser, tmp_path):
     arch, truth = survey_ui.archive, survey_ui.truth

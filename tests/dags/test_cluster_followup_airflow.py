@@ -5,7 +5,8 @@ the form's params over the REST API; the three detections answered confirm / rej
 the HITL REST API (each answered once its step has waited >= 5 s, and again if Airflow 3.3.2's resume
 race asks again). Asserted on the archive's rows: the catalogue product's rows equal the decisions and
 who gave them, lineage edges to the input catalogue and every picture (four: the null's too), the far candidate listed as
-no_coverage in the campaign's result. A second run with a bad candidate list fails at validate and
+no_coverage in the campaign's result. Before answering, headless Chromium opens each question's Required Actions
+page in Airflow's UI and finds its inspection picture shown (downloaded through the survey pages, decoded). A second run with a bad candidate list fails at validate and
 creates no campaign.
 """
 
@@ -91,7 +92,34 @@ def followup_field(tmp_path: Path) -> dict[str, Path]:
             "config": tmp_path / "finder.yaml"}
 
 
-def test_followup_with_hitl_decisions_into_the_archive(standalone_factory, followup_field, tmp_path):
+def _picture_in_required_actions(sa_, browser, run_id: str, pending: list[dict]) -> None:
+    """Airflow's Required Actions page of each question shows its inspection picture: the markdown image,
+    fetched from the survey pages' download behind the UI's own login, decoded by Chromium (a real PNG)."""
+    import urllib.parse
+
+    from tests.fixtures.browser import Watch, login, shot
+
+    password = json.loads((sa_.home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    login(page, sa_.url, "admin", password)
+    watch = Watch(page)
+    for d in pending:
+        index, name = int(d["task_instance"]["map_index"]), d["subject"].split()[2].rstrip(":")
+        page.goto(f"{sa_.url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}/tasks/confirm/mapped/"
+                  f"{index}/required_actions")
+        img = page.locator(f'img[alt="inspection picture of {name}"]')
+        img.wait_for(timeout=60000)
+        page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle(), timeout=30000)
+        size = img.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+        assert size[0] >= 200 and size[1] >= 200, (name, size)
+        assert "/cosmodm/download/" in img.get_attribute("src")
+        shot(page, f"hitl_{name}")
+    assert not watch.problems, "\n".join(watch.problems)
+    ctx.close()
+
+
+def test_followup_with_hitl_decisions_into_the_archive(standalone_factory, followup_field, browser, tmp_path):
     from cosmodm_ops.archive import Archive
 
     env = {"COSMODM_DB": f"sqlite:///{tmp_path / 'archive' / 'cosmodm.db'}",
@@ -115,6 +143,7 @@ def test_followup_with_hitl_decisions_into_the_archive(standalone_factory, follo
     run_id = api.trigger(DAG_ID, conf)["dag_run_id"]
     bad_run = api.trigger(DAG_ID, {**conf, "candidates": str(followup_field["bad"])})["dag_run_id"]
     _wait(lambda: len(_pending(api, run_id)) == 3, 300, "three confirmation steps", log)
+    _picture_in_required_actions(sa_, browser, run_id, _pending(api, run_id))
     asked = _answer_all(api, run_id, log)
     assert sorted(asked.values()) == sorted(ANSWERS)
     state = _wait(lambda: (s := api.dag_run(DAG_ID, run_id)["state"]) in ("success", "failed") and s, 180,
