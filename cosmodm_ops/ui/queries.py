@@ -18,6 +18,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -58,23 +59,34 @@ def surveys(conn: Connection) -> list[str]:
 
 def _distinct(conn: Connection, col: Any) -> list[Any]:
     """The distinct values of an indexed column by a loose index scan (a recursive CTE: min, then the next min)."""
+    return [x for (x,) in conn.execute(_distinct_stmt(col)).all()]
+
+
+@lru_cache(maxsize=16)
+def _distinct_stmt(col: Any) -> Any:
+    """The statement of :func:`_distinct`, built once per column (a page calls it on every request)."""
     walk = sa.select(sa.func.min(col).label("x")).cte("walk", recursive=True)
     nxt = sa.select(sa.func.min(col)).where(col > walk.c.x).scalar_subquery()
     walk = walk.union_all(sa.select(nxt).where(walk.c.x.isnot(None)))
-    return [x for (x,) in conn.execute(sa.select(walk.c.x).where(walk.c.x.isnot(None)))]
+    return sa.select(walk.c.x).where(walk.c.x.isnot(None))
 
 
 def _count_nights(conn: Connection, survey: str, lo: str | None, hi: str | None, *, inclusive: bool = True) -> int:
     """How many distinct nights of ``survey`` lie from ``lo`` (or after it) to ``hi``: a loose index scan of
     ``(survey, night)``, one probe per night (``count(DISTINCT night)`` reads every exposure)."""
-    cond = [e.c.survey == survey] + ([e.c.night <= hi] if hi else [])
-    if lo:
-        cond0 = [*cond, e.c.night >= lo if inclusive else e.c.night > lo]
-    walk = sa.select(sa.func.min(e.c.night).label("x")).where(*(cond0 if lo else cond)).cte(
-        "nights_walk", recursive=True)
+    params = {"survey": survey, **({"lo": lo} if lo else {}), **({"hi": hi} if hi else {})}
+    return int(conn.execute(_count_nights_stmt(bool(lo), bool(hi), inclusive), params).scalar() or 0)
+
+
+@lru_cache(maxsize=8)
+def _count_nights_stmt(has_lo: bool, has_hi: bool, inclusive: bool) -> Any:
+    """The statement of :func:`_count_nights` for one shape of filter (bound parameters ``survey``, ``lo``, ``hi``)."""
+    cond = [e.c.survey == sa.bindparam("survey")] + ([e.c.night <= sa.bindparam("hi")] if has_hi else [])
+    first = [e.c.night >= sa.bindparam("lo") if inclusive else e.c.night > sa.bindparam("lo")] if has_lo else []
+    walk = sa.select(sa.func.min(e.c.night).label("x")).where(*cond, *first).cte("nights_walk", recursive=True)
     nxt = sa.select(sa.func.min(e.c.night)).where(*cond, e.c.night > walk.c.x).scalar_subquery()
     walk = walk.union_all(sa.select(nxt).where(walk.c.x.isnot(None)))
-    return int(conn.execute(sa.select(sa.func.count(walk.c.x))).scalar() or 0)
+    return sa.select(sa.func.count(walk.c.x))
 
 
 def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_to: str | None = None,
@@ -85,21 +97,14 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
     newer page). Returns ``{"rows": [{"night", "exposures", "accepted", "quarantined", "failed", "runs":
     [{"dag_id", "run_id"}]}], "total", "page", "pages", "per_page", "next_before", "prev_after"}``.
     """
-    cond = [e.c.survey == survey]
-    if date_from:
-        cond.append(e.c.night >= date_from)
-    if date_to:
-        cond.append(e.c.night <= date_to)
     total = _count_nights(conn, survey, date_from, date_to)
     # the page's nights with their exposures and quarantined exposures, in one pass over (survey, night)
-    held = sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey), q.c.expnum.isnot(None))
-    n_held = sa.func.sum(sa.case((e.c.expnum.in_(held), 1), else_=0))
-    sel = sa.select(e.c.night, sa.func.count(), n_held).where(*cond).group_by(e.c.night)
-    if after and not before:
-        sel = sel.where(e.c.night > after).order_by(e.c.night.asc())
-    else:
-        sel = (sel.where(e.c.night < before) if before else sel).order_by(e.c.night.desc())
-    page_rows = sorted(conn.execute(sel.limit(per_page)).all(), reverse=True)
+    older = not (after and not before)
+    key = before if older else after
+    params = {"survey": survey, "limit": per_page, **{k: v for k, v in (("lo", date_from), ("hi", date_to),
+                                                                          ("key", key)) if v}}
+    page_rows = sorted(conn.execute(_nights_page_stmt(bool(date_from), bool(date_to), bool(key), older),
+                                    params).all(), reverse=True)
     chosen = [row[0] for row in page_rows]
     newer = _count_nights(conn, survey, chosen[0], date_to, inclusive=False) if chosen else 0
     out = {"rows": [], "total": total, "page": newer // per_page + 1, "pages": max(1, -(-total // per_page)),
@@ -109,14 +114,10 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
         return out
     n_exp = {n: int(k) for n, k, _ in page_rows}
     n_bad = {n: int(b or 0) for n, _, b in page_rows}
-    # accepted: a current QA product and not quarantined
-    n_accepted = dict(conn.execute(sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(
-        p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
-        p.c.state == "current", p.c.expnum.not_in(held)).group_by(p.c.night)).all())
+    st, arg = _night_stmts(), {"survey": survey, "nights": chosen}
+    n_accepted = dict(conn.execute(st["accepted"], arg).all())
     runs: dict[str, list[dict[str, str]]] = defaultdict(list)
-    nr = S.night_runs  # kept by registration: a night's few DAG runs, not its every job's row
-    for night, dag_id, run_id in conn.execute(sa.select(nr.c.night, nr.c.dag_id, nr.c.run_id).where(
-            nr.c.survey == survey, nr.c.night.in_(chosen))):
+    for night, dag_id, run_id in conn.execute(st["runs"], arg).all():
         runs[night].append({"dag_id": dag_id, "run_id": run_id})
     rows = []
     for n in chosen:
@@ -126,6 +127,41 @@ def nights(conn: Connection, *, survey: str, date_from: str | None = None, date_
                      "failed": total_n - accepted - n_bad[n], "runs": sorted(runs.get(n, []), key=lambda x: x["run_id"])})
     out["rows"] = rows
     return out
+
+
+def _held(survey: Any) -> Any:
+    """Exposure numbers under an active exposure-level quarantine (records without one, e.g. a tile's, left out:
+    a NULL would make ``NOT IN`` empty)."""
+    return sa.select(q.c.expnum).where(*_active_exposure_quarantine(survey), q.c.expnum.isnot(None))
+
+
+@lru_cache(maxsize=16)
+def _nights_page_stmt(has_lo: bool, has_hi: bool, has_key: bool, older: bool) -> Any:
+    """One keyset page of nights with their exposure and quarantined counts, for one shape of filter (bound
+    ``survey``, ``lo``, ``hi``, ``key`` (the night the page starts past), ``limit``); built once per shape."""
+    survey = sa.bindparam("survey")
+    cond = [e.c.survey == survey]
+    cond += [e.c.night >= sa.bindparam("lo")] if has_lo else []
+    cond += [e.c.night <= sa.bindparam("hi")] if has_hi else []
+    if has_key:
+        cond.append(e.c.night < sa.bindparam("key") if older else e.c.night > sa.bindparam("key"))
+    n_held = sa.func.sum(sa.case((e.c.expnum.in_(_held(survey)), 1), else_=0))
+    return (sa.select(e.c.night, sa.func.count(), n_held).where(*cond).group_by(e.c.night)
+            .order_by(e.c.night.desc() if older else e.c.night.asc()).limit(sa.bindparam("limit")))
+
+
+@lru_cache(maxsize=1)
+def _night_stmts() -> dict[str, Any]:
+    """Per night of a page (bound ``survey`` and the expanding ``nights``): accepted exposures (a current QA
+    product, not quarantined) and the DAG runs (``night_runs``, kept by registration: a night's few runs, not
+    its every job's row)."""
+    survey, chosen, nr = sa.bindparam("survey"), sa.bindparam("nights", expanding=True), S.night_runs
+    return {
+        "accepted": sa.select(p.c.night, sa.func.count(sa.distinct(p.c.expnum))).where(
+            p.c.survey == survey, p.c.night.in_(chosen), p.c.stage == "single_epoch", p.c.kind == "qa",
+            p.c.state == "current", p.c.expnum.not_in(_held(survey))).group_by(p.c.night),
+        "runs": sa.select(nr.c.night, nr.c.dag_id, nr.c.run_id).where(nr.c.survey == survey, nr.c.night.in_(chosen)),
+    }
 
 
 def depth_mag(zeropoint_1s: float | None, exptime: float | None, fwhm_arcsec: float | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,13 +37,9 @@ def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
     from the covering index of migration ``0006_ui``; the none/partial/done letters are worked out
     once per distinct aggregate (a survey's tiles share a few), then the few stale and failed marked.
     """
-    t = S.tiles
-    tiles = conn.execute(sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey).order_by(t.c.name)).all()
-    # one row per tile: its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd)
-    word = sa.case((p.c.kind == "coadd", "C"), (p.c.kind == "coadd_catalog", "K"), else_="H") + p.c.band
-    words_of = dict(conn.execute(sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
-        p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
-        p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile)).all())
+    st, arg = _status_stmts(), {"survey": survey}
+    tiles = conn.execute(st["tiles"], arg).all()
+    words_of = dict(conn.execute(st["words"], arg).all())
     kinds = {w: _kinds_per_band(w) for w in set(words_of.values())}
     bands = sorted({b for per in kinds.values() for b in per if b != "det"})
     letters = {w: "".join(("d" if "C" in per[b] and "K" in per[b] else "p") if b in per else "n" for b in bands)
@@ -52,6 +49,30 @@ def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
            for name, ra, dec in tiles]
     _mark_stale_and_failed(conn, survey, out, bands)
     return {"tiles": out, "bands": bands, "codes": TILE_CODES}
+
+
+@lru_cache(maxsize=1)
+def _status_stmts() -> dict[str, Any]:
+    """The statements of :func:`tiles_status`, built once (bound parameter ``survey``): the tiles; one row per
+    tile with its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd) from the covering
+    index; stale coadds walked from the (few) superseded products forwards, not from every coadd backwards;
+    the quarantined tiles and coadds."""
+    t, survey = S.tiles, sa.bindparam("survey")
+    word = sa.case((p.c.kind == "coadd", "C"), (p.c.kind == "coadd_catalog", "K"), else_="H") + p.c.band
+    made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(
+        sa.select(p.c.id).where(p.c.state == "superseded")))
+    return {
+        "tiles": sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey).order_by(t.c.name),
+        "words": sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
+            p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
+            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile),
+        "stale": sa.select(p.c.tile, p.c.band).where(
+            p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct(),
+        "failed_tiles": sa.select(q.c.tile, q.c.band).where(
+            q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey)),
+        "failed_coadds": sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
+            p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current", q.c.released == 0),
+    }
 
 
 def _kinds_per_band(words: str | None) -> dict[str, str]:
@@ -64,17 +85,11 @@ def _kinds_per_band(words: str | None) -> dict[str, str]:
 
 def _mark_stale_and_failed(conn: Connection, survey: str, tiles: list[dict[str, Any]], bands: list[str]) -> None:
     """Set ``s`` (stale) and then ``f`` (failed) letters in place: few rows, read from the superseded side."""
-    # stale: walk from the (few) superseded products forwards, not from every coadd backwards
-    superseded = sa.select(p.c.id).where(p.c.state == "superseded")
-    made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(superseded))
+    st, arg = _status_stmts(), {"survey": survey}
     marks: dict[str, dict[str, str]] = defaultdict(dict)
-    for tile, band in conn.execute(sa.select(p.c.tile, p.c.band).where(
-            p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct()):
+    for tile, band in conn.execute(st["stale"], arg).all():
         marks[tile][band] = "s"
-    failed = set(conn.execute(sa.select(q.c.tile, q.c.band).where(
-        q.c.tile.isnot(None), q.c.released == 0, sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all())
-    failed |= set(conn.execute(sa.select(p.c.tile, p.c.band).join(q, q.c.product_id == p.c.id).where(
-        p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current", q.c.released == 0)).all())
+    failed = set(conn.execute(st["failed_tiles"], arg).all()) | set(conn.execute(st["failed_coadds"], arg).all())
     for tile, band in failed:  # a quarantine without a band covers the whole tile
         marks[tile].update(dict.fromkeys(bands, "f") if band is None else {band: "f"})
     if not marks:
