@@ -196,15 +196,14 @@ def select_galaxies(catalog: np.ndarray, config: FinderConfig) -> np.ndarray:
         return extended & (mag < 90)
     resolved = (mag <= config.compact_mag_min) & (
         sm > config.star_spread + config.compact_nsigma * np.hypot(se, config.star_spread_floor))
-    faint = np.flatnonzero(~extended & (mag > config.compact_mag_min) & (mag < 90))
-    kept = np.zeros(len(catalog), bool)
-    if len(faint):
-        from cosmodm_ops.clusters.starveto import chi2_quantile, has_gr, locus_chi2
+    from cosmodm_ops.clusters.starveto import chi2_quantile, has_gr, locus_chi2
 
-        sub = catalog[faint]
-        chi2, ncol = locus_chi2(sub, config.locus_width, config.locus_max_err)
-        on_locus = has_gr(sub, config.locus_max_err) & (chi2 < chi2_quantile(ncol))
-        kept[faint] = ~on_locus
+    faint = ~extended & (mag > config.compact_mag_min) & (mag < 90)
+    kept = faint.copy()
+    ask = np.flatnonzero(faint & has_gr(catalog, config.locus_max_err))  # only they can be vetoed
+    if len(ask):
+        chi2, ncol = locus_chi2(catalog[ask], config.locus_width, config.locus_max_err)
+        kept[ask] = chi2 >= chi2_quantile(ncol)
     return (extended | resolved | kept) & (mag < 90)
 
 
