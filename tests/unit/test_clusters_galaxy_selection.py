@@ -102,3 +102,40 @@ def test_members_at_z065_kept_bright_stars_not(high_z_patch) -> None:
     bright_star = star & (cat["mag_auto_i"] < 20.5)
     assert new[bright_star].mean() < 0.005
     assert new[~star].mean() > old[~star].mean()
+
+
+def test_spread_table_measured_again_from_a_saved_run(tmp_path) -> None:
+    """Round trip: a saved candidate whose catalogue is observed with SPREAD_TABLE gives SPREAD_TABLE back."""
+    import json
+
+    import fitsio
+
+    from cosmodm_ops.clusters.bench import simulate_candidates
+    from cosmodm_ops.clusters.spreadcal import match_run, spread_table
+    from cosmodm_ops.sim.catalog_obs import SPREAD_TABLE
+    from cosmodm_ops.sim.clusterwarps import WarpField, patch_box
+
+    k = 37
+    c = simulate_candidates(48, 16, 1)[k]
+    objects = make_field(*patch_box(c["ra"], c["dec"], WarpField()), [ClusterSpec(c["name"], c["ra"], c["dec"], c["z"],
+                         c["richness"])], np.random.default_rng([1, 1000 + k]))
+    cat = observe(objects, Survey(), np.random.default_rng(3))
+    target = tmp_path / "targets" / c["name"]
+    target.mkdir(parents=True)
+    ldac = np.zeros(len(cat), [("ALPHAWIN_J2000", "f8"), ("DELTAWIN_J2000", "f8"), ("FLAGS", "i2"), ("MAG_AUTO", "f4"),
+                               ("SPREAD_MODEL", "f4"), ("SPREADERR_MODEL", "f4")])
+    ldac["ALPHAWIN_J2000"], ldac["DELTAWIN_J2000"], ldac["MAG_AUTO"] = cat["ra"], cat["dec"], cat["mag_auto_i"]
+    ldac["SPREAD_MODEL"], ldac["SPREADERR_MODEL"] = cat["spread_model"], cat["spreaderr_model"]
+    fitsio.write(str(target / "catalog_i.fits"), ldac, extname="LDAC_OBJECTS")
+    (target / "result.json").write_text(json.dumps({"status": "ok", "products": {"catalog_i": "/x/catalog_i.fits"}}))
+    rows = match_run(tmp_path)
+    assert len(rows) > 0.95 * len(cat) and set(rows["cand"]) == {k}
+    table = spread_table(rows)
+    want = {round(float(r[0]), 2): r for r in SPREAD_TABLE}
+    for r in table:
+        w = want[round(float(r[0]), 2)]
+        if r[0] <= 20.0:  # bright: stars at +0.001, galaxies at ~0.95 f; errors smooth in magnitude
+            assert r[1] == pytest.approx(w[1], abs=0.1) and r[2] == pytest.approx(w[2], abs=3e-4)
+            assert r[5] == pytest.approx(w[5], rel=0.25) and r[6] == pytest.approx(w[6], rel=0.25)
+    faint = table[table[:, 0] >= 21.75]
+    assert len(faint) and (faint[:, 1] < -0.3).all()  # past i 21.5 a galaxy's SPREAD_MODEL falls with its size
