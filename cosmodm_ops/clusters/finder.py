@@ -353,7 +353,7 @@ def _curves(w: np.ndarray, k: np.ndarray, bkg: tuple[np.ndarray, np.ndarray, np.
 
 def run(cand: Candidate, galaxies: np.ndarray, footprint: Footprint, config: FinderConfig | None = None,
         model: RedSequenceModel | None = None) -> ClusterResult:
-    """Find the red-sequence peak of one candidate among ``galaxies`` (already selected by spread_model).
+    """Find the red-sequence peak of one candidate among ``galaxies`` (already selected: :func:`select_galaxies`).
 
     With a prior radius, a second pass is centred on each of the ``bcg_candidates`` brightest member-like
     galaxies within that radius of the candidate and the most significant is kept (SZ positions are
