@@ -290,8 +290,8 @@ def join_catalogues(tables: Mapping[str, np.ndarray], ref_band: str = "i") -> np
 def find_in_tables(candidate: Candidate, tables: Mapping[str, np.ndarray], cfg: ChainConfig,
                    result: dict[str, Any]) -> ClusterResult:
     """The finder step of the chain on the dual-image catalogues ``tables`` (band -> LDAC_OBJECTS table):
-    join, galaxies by SPREAD_MODEL, :func:`~cosmodm_ops.clusters.finder.run`; ``result`` (the result.json
-    dict) gets the finder's figures. Also what ``bench clusters --rescore`` runs on saved catalogues."""
+    join, galaxies (:func:`~cosmodm_ops.clusters.finder.select_galaxies`), :func:`~cosmodm_ops.clusters.finder.run`;
+    ``result`` (the result.json dict) gets the finder's figures. Also what ``bench clusters --rescore`` runs on saved catalogues."""
     from cosmodm_ops.clusters.catalog import footprint_of
     from cosmodm_ops.clusters.finder import run, select_galaxies, usable_colours
 

@@ -67,7 +67,24 @@ class FinderConfig:
     colour offsets and to errors a catalogue understates, at some cost in contrast against the background."""
     spread_threshold: float = 0.005
     spread_nsigma: float = 5.0 / 3.0
-    """Galaxies: ``spread_model + spread_nsigma x spreaderr_model > spread_threshold`` (DES Y1 'modest')."""
+    """Extended galaxies: ``spread_model + spread_nsigma x spreaderr_model > spread_threshold`` (DES Y1 'modest')."""
+    compact_galaxies: bool = True
+    """Also keep the compact galaxies 'modest' calls stars (:func:`select_galaxies`); False: 'modest' alone."""
+    star_spread: float = 0.0011
+    """SPREAD_MODEL of a bright star (image level: +0.0011 +- 0.0002 for i < 20, the PSF model's mismatch)."""
+    star_spread_floor: float = 0.0003
+    """Scatter of a bright star's SPREAD_MODEL beyond its SPREADERR_MODEL (image level, i < 20: NMAD 0.0002-0.0005)."""
+    compact_nsigma: float = 3.0
+    """Compact galaxies: ``spread_model > star_spread + compact_nsigma x hypot(spreaderr_model, star_spread_floor)``."""
+    compact_mag_min: float = 20.5
+    """Fainter than this (MAG_AUTO i), SPREAD_MODEL no longer separates compact galaxies from stars (image level:
+    a galaxy's SPREAD_MODEL falls to ~0, even below, past i ~21): such an object is kept unless its colours put it
+    on the stellar locus (:mod:`cosmodm_ops.clusters.starveto`)."""
+    locus_width: float = 0.05
+    """Width (mag) of the stellar locus added to the colour errors of the veto."""
+    locus_max_err: float = 0.15
+    """The veto uses a colour only when both MAGERR_DETMODEL are below this; it vetoes only objects whose g-r is
+    usable (in r-i and i-z alone a red-sequence galaxy at z 0.2-0.7 lies within ~0.07 mag of the M-dwarf locus)."""
     background_exclusion: float = 1.5
     """Background excludes this many aperture radii around the candidate."""
     background_exclusion_max_deg: float | None = None
@@ -162,9 +179,32 @@ def usable_colours(columns: set[str] | list[str]) -> tuple[list[str], list[str]]
 
 
 def select_galaxies(catalog: np.ndarray, config: FinderConfig) -> np.ndarray:
-    """Rows classified as galaxies by SPREAD_MODEL and detected in i (a boolean mask)."""
-    sm, se = catalog["spread_model"], catalog["spreaderr_model"]
-    return (sm + config.spread_nsigma * se > config.spread_threshold) & (catalog["mag_auto_i"] < 90)
+    """Rows detected in i that are galaxies (a boolean mask): extended by SPREAD_MODEL (DES 'modest'), or compact.
+
+    Compact (``config.compact_galaxies``): brighter than ``compact_mag_min``, SPREAD_MODEL significantly above a
+    star's (``star_spread + compact_nsigma x hypot(spreaderr_model, star_spread_floor)``, so a threshold that falls
+    with the error, i.e. with magnitude, from 0.005 to ~0.002); fainter, any object not vetoed by its colours: one
+    whose g-r is usable and whose (g-r, r-i, i-z) lies on the stellar locus within its errors (chi2 below the 99%
+    quantile, :func:`cosmodm_ops.clusters.starveto.locus_chi2`). Faint stars the veto cannot catch (no usable g)
+    are as dense in the aperture as in the background and are subtracted with it.
+    """
+    sm = np.asarray(catalog["spread_model"], float)
+    se = np.asarray(catalog["spreaderr_model"], float)
+    mag = np.asarray(catalog["mag_auto_i"], float)
+    extended = sm + config.spread_nsigma * se > config.spread_threshold
+    if not config.compact_galaxies:
+        return extended & (mag < 90)
+    resolved = (mag <= config.compact_mag_min) & (
+        sm > config.star_spread + config.compact_nsigma * np.hypot(se, config.star_spread_floor))
+    from cosmodm_ops.clusters.starveto import chi2_quantile, has_gr, locus_chi2
+
+    faint = ~extended & (mag > config.compact_mag_min) & (mag < 90)
+    kept = faint.copy()
+    ask = np.flatnonzero(faint & has_gr(catalog, config.locus_max_err))  # only they can be vetoed
+    if len(ask):
+        chi2, ncol = locus_chi2(catalog[ask], config.locus_width, config.locus_max_err)
+        kept[ask] = chi2 >= chi2_quantile(ncol)
+    return (extended | resolved | kept) & (mag < 90)
 
 
 def _offsets(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
@@ -313,7 +353,7 @@ def _curves(w: np.ndarray, k: np.ndarray, bkg: tuple[np.ndarray, np.ndarray, np.
 
 def run(cand: Candidate, galaxies: np.ndarray, footprint: Footprint, config: FinderConfig | None = None,
         model: RedSequenceModel | None = None) -> ClusterResult:
-    """Find the red-sequence peak of one candidate among ``galaxies`` (already selected by spread_model).
+    """Find the red-sequence peak of one candidate among ``galaxies`` (already selected: :func:`select_galaxies`).
 
     With a prior radius, a second pass is centred on each of the ``bcg_candidates`` brightest member-like
     galaxies within that radius of the candidate and the most significant is kept (SZ positions are
