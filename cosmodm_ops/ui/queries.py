@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from cosmodm_ops.archive import schema as S
 from cosmodm_ops.archive.catalogs import angular_distance
 from cosmodm_ops.qa.checks import EXPOSURE_INFO
+from cosmodm_ops.ui.paging import keyset, pager
 
 __all__ = [
     "ccd_metrics",
@@ -366,8 +367,6 @@ def run_products(conn: Connection, *, dag_id: str, run_id: str, task_id: str | N
                  after: int | None = None, before: int | None = None, per_page: int = 200) -> dict[str, Any]:
     """One keyset page (newest first: ``after``/``before`` a product id) of the products a DAG run (and task,
     when given) registered: ``{"rows", "total", "page", "pages", "per_page", "next_after", "prev_before"}``."""
-    from cosmodm_ops.ui.paging import keyset, pager
-
     cond = [r.c.dag_id == dag_id, r.c.run_id == run_id] + ([r.c.task_id == task_id] if task_id else [])
     ids = sa.select(p.c.id).join(r, r.c.id == p.c.run_id).where(*cond)
     total = int(conn.execute(sa.select(sa.func.count()).select_from(ids.subquery())).scalar() or 0)
