@@ -90,7 +90,9 @@ campaign_item = Table(
     Column("updated_at", String(40), nullable=False),
     UniqueConstraint("campaign_id", "item_key"),
     Index(None, "item_key", "state"),
-    Index(None, "campaign_id", "state"),
 )
 # a campaign's items page by keyset on the id, and its pager's count (migration 0007_night_runs)
 Index("ix_campaign_item_campaign_id_id", campaign_item.c.campaign_id, campaign_item.c.id)
+# a campaign's progress (items by state, core-hours, last update) read from the index alone (migration 0008)
+Index("ix_campaign_item_progress", campaign_item.c.campaign_id, campaign_item.c.state, campaign_item.c.updated_at,
+      campaign_item.c.core_h_used)
