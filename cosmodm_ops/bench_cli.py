@@ -104,6 +104,8 @@ OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("--per-client", {"type": int, "default": 10, "help": "requests per client and endpoint (default 10)"}),
         ("--backends", {"default": "sqlite,postgres", "help": "archive databases to measure (default both)"}),
         ("--workers", {"type": int, "default": 2, "help": "api-server worker processes (default 2: the cores here)"}),
+        ("--concurrency", {"type": int, "default": 1, "help": "survey requests run at once per worker "
+                           "(COSMODM_UI_CONCURRENCY; default 1)"}),
         ("--pg-db", {"default": "ui_bench", "help": "PostgreSQL database to create and drop (default ui_bench)"}),
     ],
     "exposure": [

@@ -24,7 +24,17 @@ from fastapi import Path as P
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cosmodm_ops.airflow import webapp_downloads as dl
-from cosmodm_ops.airflow.webapp_support import HERE, dag_run_states, focal_plane_of, pixel_scales, templates
+from cosmodm_ops.airflow.webapp_support import (
+    HERE,
+    RequestGate,
+    dag_run_states,
+    focal_plane_of,
+    freeze_startup_heap,
+    pixel_scales,
+    preload,
+    templates,
+)
+from cosmodm_ops.ui import find as F
 from cosmodm_ops.ui import queries as Q
 from cosmodm_ops.ui import svg
 from cosmodm_ops.ui import tiles as T
@@ -50,32 +60,10 @@ async def require_user(request: Request) -> Any:
         raise
 
 
-def _preload() -> None:
-    """Import at api-server start what the pages use (not in each worker's first request): HEALPix alone is 1.5 s CPU."""
-    import importlib
-
-    for name in ("astropy.units", "astropy_healpix", "cosmodm_ops.archive.catalogs", "cosmodm_ops.cameras.layout",
-                 "cosmodm_ops.config", "cosmodm_ops.ui.campaigns"):
-        importlib.import_module(name)
-
-
-def _freeze_startup_heap() -> None:
-    """Move the api-server's start-up objects out of the garbage collector's full passes (``gc.freeze``).
-
-    An api-server worker holds ~280k long-lived objects (Airflow, FastAPI, SQLAlchemy, astropy); every full
-    collection walked them all (150 ms here), triggered by whichever request allocated past the threshold: the
-    random 300-500 ms p95 tails of the pages that build many rows (nights, tiles). Frozen objects are never
-    freed, which start-up objects are not anyway; everything a request makes is collected as before.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
-_preload()
-_freeze_startup_heap()
+preload()
+freeze_startup_heap()
 app = FastAPI(title="CosmoDM survey pages", dependencies=[Depends(require_user)])
+app.add_middleware(RequestGate, on_first_request=freeze_startup_heap)
 _lock = threading.Lock()
 _archives: dict[tuple[str, str], Any] = {}
 
@@ -144,9 +132,8 @@ def nights_json(survey: str | None = Query(None, pattern=_NAME),
 
 def _night_data(survey: str, night: str) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
-        exps = [dict(x) for x in conn.execute(
-            Q.sa.select(Q.e.c.camera).where(Q.e.c.survey == survey, Q.e.c.night == night).distinct()).mappings()]
-        data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=pixel_scales(exps))
+        cameras = [{"camera": c} for c in Q.night_cameras(conn, survey=survey, night=night)]
+        data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=pixel_scales(cameras))
     return {**data, "survey": survey, "night": night}
 
 
@@ -391,7 +378,7 @@ def search_page(request: Request, q: str = Query("", max_length=200)) -> HTMLRes
 
 def _search_data(q: str) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
-        return Q.search(conn, q)
+        return F.search(conn, q)
 
 
 @app.get("/api/search", response_model=None)
@@ -411,7 +398,7 @@ def cone_page(request: Request, ra: float | None = Query(None, ge=0, lt=360),
 def _cone_data(ra: float, dec: float, radius: float) -> dict[str, Any]:
     arch = archive()
     with arch.read_engine.connect() as conn:
-        out = Q.sky_objects(conn, ra=ra, dec=dec, radius=radius)
+        out = F.sky_objects(conn, ra=ra, dec=dec, radius=radius)
     out["objects"] = arch.cone(ra, dec, radius, limit=500)
     return out
 

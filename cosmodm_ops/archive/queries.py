@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,18 @@ def find(db: Database, *, include_superseded: bool = False, limit: int | None = 
 
 
 def _products_by_id(conn: Connection, ids: list[int], *, current_only: bool = False) -> list[ProductRow]:
-    p = S.products
     out = []
     for part in chunks(ids):
-        q = sa.select(p).where(p.c.id.in_(part))
-        if current_only:
-            q = q.where(p.c.state == "current")
-        out += [ProductRow.from_mapping(r) for r in conn.execute(q).mappings()]
+        out += [ProductRow.from_mapping(r) for r in conn.execute(_by_id_stmt(current_only), {"ids": part}).mappings()]
     return out
+
+
+@lru_cache(maxsize=2)
+def _by_id_stmt(current_only: bool) -> Any:
+    """Products by id (expanding ``ids``), built once: the UI's lineage walks call it on every page."""
+    p = S.products
+    q = sa.select(p).where(p.c.id.in_(sa.bindparam("ids", expanding=True)))
+    return q.where(p.c.state == "current") if current_only else q
 
 
 def lineage_depth(direction: str, depth: int | None) -> int:
@@ -132,21 +137,27 @@ def _walk(conn: Connection, start: int, direction: str, depth: int) -> list[Line
     did the same in one statement, but SQLite built a Bloom filter over all of ``lineage`` for it on
     every call (a full scan, ~10 ms at 10^5 edges) however small the walk.
     """
-    lin = S.lineage
-    near, key = (lin.c.product_id, "input_id") if direction == "up" else (lin.c.input_product_id, "product_id")
-    cols = (lin.c.product_id, lin.c.input_product_id.label("input_id"), lin.c.role, lin.c.input_path,
-            lin.c.input_sha256)
+    key = "input_id" if direction == "up" else "product_id"
     seen, frontier, edges = {start}, [start], []
     for level in range(1, depth + 1):
         found = []
         for part in chunks(sorted(frontier)):
-            found += conn.execute(sa.select(*cols).where(near.in_(part))).mappings().all()
+            found += conn.execute(_walk_stmt(direction), {"ids": part}).mappings().all()
         edges += [LineageEdge.from_mapping(r, depth=level) for r in found]
         frontier = sorted({r[key] for r in found if r[key] is not None} - seen)
         seen.update(frontier)
         if not frontier:
             break
     return edges
+
+
+@lru_cache(maxsize=2)
+def _walk_stmt(direction: str) -> Any:
+    """One level of :func:`_walk` (expanding ``ids``: the frontier), built once per direction."""
+    lin = S.lineage
+    near = lin.c.product_id if direction == "up" else lin.c.input_product_id
+    return sa.select(lin.c.product_id, lin.c.input_product_id.label("input_id"), lin.c.role, lin.c.input_path,
+                     lin.c.input_sha256).where(near.in_(sa.bindparam("ids", expanding=True)))
 
 
 def stale(db: Database, root: Path, spec: int | str | None = None) -> list[StaleRow]:
@@ -160,6 +171,20 @@ def stale(db: Database, root: Path, spec: int | str | None = None) -> list[Stale
         rows = _products_by_id(conn, sorted(hits), current_only=True)
     out = [StaleRow.from_mapping(r, depth=hits[int(r.id)][0], from_id=hits[int(r.id)][1]) for r in rows]
     return sorted(out, key=lambda r: (r.depth, r.id))
+
+
+@lru_cache(maxsize=256)
+def _hpx_ranges_stmt(n: int) -> Any:
+    """Objects in ``n`` HEALPix index ranges (bound ``lo0``, ``hi0``, ...), built once per ``n`` (at most 200)."""
+    o = S.objects
+    return sa.select(o).where(sa.or_(*[o.c.hpx.between(sa.bindparam(f"lo{i}"), sa.bindparam(f"hi{i}"))
+                                       for i in range(n)]))
+
+
+@lru_cache(maxsize=1)
+def _catalog_stmt() -> Any:
+    p = S.products
+    return sa.select(p.c.id, p.c.path, p.c.state).where(p.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def counts(db: Database) -> Counts:
@@ -180,18 +205,18 @@ def cone(db: Database, ra: float, dec: float, radius: float, *, current_only: bo
         ranges = cone_ranges(float(ra), float(dec), float(radius))
     except ValueError as err:
         raise ArchiveInputError(str(err)) from err
-    o, p = S.objects, S.products
     rows: list[dict[str, Any]] = []
     with db.transaction(read=True) as conn:
         # objects by their HEALPix index first, then their catalogs' rows by id: a join let SQLite's
         # planner scan every product and probe objects by product_id
         for part in chunks(ranges, 200):
-            cond = sa.or_(*[o.c.hpx.between(lo, hi) for lo, hi in part])
-            rows += [dict(r) for r in conn.execute(sa.select(o).where(cond)).mappings()]
+            bounds = {f"{end}{i}": v for i, (lo, hi) in enumerate(part) for end, v in (("lo", lo), ("hi", hi))}
+            res = conn.execute(_hpx_ranges_stmt(len(part)), bounds)
+            names = list(res.keys())
+            rows += [dict(zip(names, r, strict=True)) for r in res.all()]
         cats: dict[int, tuple[str, str]] = {}
         for part in chunks(sorted({r["product_id"] for r in rows})):
-            cats.update((int(i), (path, state)) for i, path, state in conn.execute(
-                sa.select(p.c.id, p.c.path, p.c.state).where(p.c.id.in_(part))))
+            cats.update((int(i), (path, state)) for i, path, state in conn.execute(_catalog_stmt(), {"ids": part}))
     rows = [{**r, "path": cats[r["product_id"]][0]} for r in rows
             if r["product_id"] in cats and (not current_only or cats[r["product_id"]][1] == "current")]
     if not rows:

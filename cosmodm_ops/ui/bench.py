@@ -218,7 +218,8 @@ def _measure(url: str, tok: str, path: str, clients: int, per_client: int) -> li
         return [x for chunk in pool.map(one, range(clients)) for x in chunk]
 
 
-def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int, workers: int) -> dict[str, Any]:
+def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int, workers: int,
+             concurrency: int) -> dict[str, Any]:
     from cosmodm_ops.archive import Archive
     from cosmodm_ops.ui.server import REPO, start_api_server, token
 
@@ -230,7 +231,8 @@ def _backend(name: str, db: str, tmp: Path, clients: int, per_client: int, worke
     dags.mkdir(exist_ok=True)
     shutil.copy(REPO / "dags" / "nightly_ingest.py", dags / "nightly_ingest.py")
     server = start_api_server(tmp / f"airflow_{name}", db=db, root=str(arch.root), timeout=300,
-                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": str(workers)})
+                              env_extra={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__API__WORKERS": str(workers),
+                                         "COSMODM_UI_CONCURRENCY": str(concurrency)})
     try:
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "reserialize"], env=server.env,
                        check=True, capture_output=True, timeout=600)
@@ -284,25 +286,28 @@ def _server_cpu_s(pid: int) -> float:
 
 
 def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres", workers: int = WORKERS,
-       pg_db: str = "ui_bench") -> dict[str, Any]:
+       pg_db: str = "ui_bench", concurrency: int = 1) -> dict[str, Any]:
     """Run the benchmark; returns ``{"pages", "anchor_p95_ms", ...}`` (the first backend's) and per backend.
 
-    ``workers``: api-server worker processes; ``pg_db``: the PostgreSQL database it creates and drops.
+    ``workers``: api-server worker processes; ``pg_db``: the PostgreSQL database it creates and drops;
+    ``concurrency``: survey requests run at once per worker (``COSMODM_UI_CONCURRENCY``, the app's gate).
     """
     import re
 
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", pg_db):
         msg = f"--pg-db {pg_db!r}: use lower-case letters, digits and _ (it is created and dropped)"
         raise ValueError(msg)
-    out: dict[str, Any] = {"clients": clients, "requests_per_endpoint": clients * per_client, "workers": workers}
+    out: dict[str, Any] = {"clients": clients, "requests_per_endpoint": clients * per_client, "workers": workers,
+                           "concurrency": concurrency}
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp_s:
         tmp = Path(tmp_s)
         for name in backends.split(","):
             if name == "sqlite":
                 db = f"sqlite:///{tmp / 'bench.db'}"
-                out[name] = _backend(name, db, tmp, clients, per_client, workers)
+                out[name] = _backend(name, db, tmp, clients, per_client, workers, concurrency)
             elif name == "postgres":
-                out[name] = _with_postgres(lambda db: _backend("postgres", db, tmp, clients, per_client, workers),
+                out[name] = _with_postgres(lambda db: _backend("postgres", db, tmp, clients, per_client, workers,
+                                                                  concurrency),
                                            pg_db)
     first = out[backends.split(",")[0]]
     out["pages"], out["anchor_p95_ms"], out["floor_p95_ms"] = first["pages"], first["anchor_p95_ms"], first["floor_p95_ms"]

@@ -8,6 +8,7 @@ nights page the same way on the night (:func:`cosmodm_ops.ui.queries.nights`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,8 +22,11 @@ __all__ = ["PRODUCT_TAGS", "keyset", "pager", "products_page"]
 PRODUCT_TAGS = ("survey", "camera", "stage", "version", "kind", "night", "expnum", "ccd", "band", "tile")
 
 
-def keyset(q: Any, col: Any, *, after: int | None, before: int | None, per_page: int, desc: bool) -> Any:
-    """One page of ``q`` by ``col`` (no OFFSET): rows past ``after`` (or, walking back, before ``before``)."""
+def keyset(q: Any, col: Any, *, after: Any, before: Any, per_page: Any, desc: bool) -> Any:
+    """One page of ``q`` by ``col`` (no OFFSET): rows past ``after`` (or, walking back, before ``before``).
+
+    ``after``, ``before`` (None: not given) and ``per_page`` are values, or ``sa.bindparam`` for a statement
+    built once and executed with their values."""
     if before is not None:  # the page before: read backwards from ``before``, then restore the order
         q = q.where(col > before if desc else col < before).order_by(col.asc() if desc else col.desc())
     else:
@@ -33,14 +37,24 @@ def keyset(q: Any, col: Any, *, after: int | None, before: int | None, per_page:
 
 
 def pager(conn: Connection, base: Any, col: Any, ids: list[int], total: int, *, per_page: int,
-           desc: bool) -> dict[str, Any]:
-    """Where a keyset page sits: its number, and the ids that open the next and the previous page."""
+          desc: bool, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where a keyset page sits: its number, and the ids that open the next and the previous page.
+
+    ``params``: the values of ``base``'s bound parameters (a statement built once with ``sa.bindparam``).
+    """
     if not ids:
         return {"page": 1, "pages": max(1, -(-total // per_page)), "next_after": None, "prev_before": None}
-    ahead = conn.execute(sa.select(sa.func.count()).select_from(base.where(
-        col > ids[0] if desc else col < ids[0]).subquery())).scalar() or 0
+    ahead = conn.execute(_ahead_stmt(base, col, desc), {**(params or {}), "first": ids[0]}).scalar() or 0
     return {"page": ahead // per_page + 1, "pages": max(1, -(-total // per_page)),
             "next_after": ids[-1] if ahead + len(ids) < total else None, "prev_before": ids[0] if ahead else None}
+
+
+@lru_cache(maxsize=64)
+def _ahead_stmt(base: Any, col: Any, desc: bool) -> Any:
+    """How many rows of ``base`` come before the page's first key (bound ``first``); built once per statement
+    that its caller built once (a statement built per call only passes through)."""
+    first = sa.bindparam("first")
+    return sa.select(sa.func.count()).select_from(base.where(col > first if desc else col < first).subquery())
 
 
 def products_page(conn: Connection, *, after: int | None = None, before: int | None = None, per_page: int = 200,

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cosmodm_ops.archive import schema as S
-from cosmodm_ops.archive.catalogs import angular_distance
 from cosmodm_ops.qa.checks import EXPOSURE_INFO
 from cosmodm_ops.ui.paging import keyset, pager
 
@@ -34,14 +31,13 @@ __all__ = [
     "ccd_metrics",
     "depth_mag",
     "exposure_detail",
+    "night_cameras",
     "night_exposures",
     "night_for_run",
     "nights",
     "product_detail",
     "reasons_by_key",
     "run_products",
-    "search",
-    "sky_objects",
     "surveys",
 ]
 
@@ -205,31 +201,57 @@ def night_exposures(conn: Connection, *, survey: str, night: str,
     ``pixel_scale`` maps camera -> arcsec/pixel (for the depth). Returns ``{"exposures": [...], "plots":
     [product rows of the night's QA stage]}``.
     """
-    exps = [dict(x) for x in conn.execute(sa.select(e).where(e.c.survey == survey, e.c.night == night)
-                                          .order_by(e.c.expnum)).mappings().all()]
+    st, arg = _night_page_stmts(), {"survey": survey, "night": night}
+    exps = [dict(x) for x in conn.execute(st["exposures"], arg).mappings().all()]
     exp_checks, info = _night_qa(conn, survey, night)
-    reasons = reasons_by_key(conn.execute(sa.select(q.c.expnum, q.c.reasons).join(e, e.c.expnum == q.c.expnum).where(
-        e.c.survey == survey, e.c.night == night, *_active_exposure_quarantine(survey))).all())
-    prods = conn.execute(sa.select(p.c.id, p.c.expnum, p.c.kind).where(
-        p.c.survey == survey, p.c.night == night, p.c.stage == "single_epoch", p.c.ccd.is_(None),
-        p.c.kind.in_(("thumbnail", "qa")), p.c.state == "current")).all()
-    thumbs = {x.expnum: x.id for x in prods if x.kind == "thumbnail"}
-    processed = {x.expnum for x in prods if x.kind == "qa"}
+    reasons = reasons_by_key(conn.execute(st["reasons"], arg).all())
+    thumbs, processed = {}, set()
+    for pid, expnum, kind in conn.execute(st["products"], arg).all():
+        if kind == "thumbnail":
+            thumbs[expnum] = pid
+        else:
+            processed.add(expnum)
+    scales = pixel_scale or {}
     for x in exps:
         n = x["expnum"]
         checks = exp_checks.get(n, {})
         seeing = (checks.get("seeing_arcsec") or {}).get("value")
         zp, sky, noise = (info.get((n, k)) for k in EXPOSURE_INFO)
+        listed = list(checks.values())
         x.update(seeing_arcsec=seeing, zeropoint_1s=zp, sky_e=sky,
-                 depth_mag=depth_mag(zp, x["exptime"], seeing, noise, (pixel_scale or {}).get(x["camera"])),
-                 checks=list(checks.values()),
-                 failed_checks=[c for c in checks.values() if c["verdict"] == "fail"],
+                 depth_mag=depth_mag(zp, x["exptime"], seeing, noise, scales.get(x["camera"])),
+                 checks=listed, failed_checks=[c for c in listed if c["verdict"] == "fail"],
                  quarantine=reasons.get(n, []), thumbnail_id=thumbs.get(n))
         x["verdict"] = ("quarantined" if x["quarantine"] else "accepted" if n in processed else "failed")
-    plots = [dict(x) for x in conn.execute(sa.select(p).where(
-        p.c.survey == survey, p.c.night == night, p.c.stage == "qa", p.c.state == "current",
-        p.c.kind.in_(("report", "thumbnail"))).order_by(p.c.id)).mappings().all()]
+    plots = [dict(x) for x in conn.execute(st["plots"], arg).mappings().all()]
     return {"exposures": exps, "plots": plots}
+
+
+@lru_cache(maxsize=1)
+def _night_page_stmts() -> dict[str, Any]:
+    """The statements of the night page, built once (bound ``survey`` and ``night``): its exposures, their
+    exposure-level QA rows, active quarantine reasons, thumbnails and QA products, the night's report plots."""
+    survey, night = sa.bindparam("survey"), sa.bindparam("night")
+    return {
+        "cameras": sa.select(e.c.camera).where(e.c.survey == survey, e.c.night == night).distinct(),
+        "exposures": sa.select(e).where(e.c.survey == survey, e.c.night == night).order_by(e.c.expnum),
+        "qa": sa.select(qa.c.expnum, qa.c.check_name, qa.c.value, qa.c.threshold, qa.c.verdict).join(
+            e, sa.and_(e.c.expnum == qa.c.expnum, e.c.survey == survey)).where(
+            e.c.night == night, sa.or_(qa.c.survey.is_(None), qa.c.survey == survey), qa.c.ccd.is_(None))
+        .order_by(qa.c.id),
+        "reasons": sa.select(q.c.expnum, q.c.reasons).join(e, e.c.expnum == q.c.expnum).where(
+            e.c.survey == survey, e.c.night == night, *_active_exposure_quarantine(survey)),
+        "products": sa.select(p.c.id, p.c.expnum, p.c.kind).where(
+            p.c.survey == survey, p.c.night == night, p.c.stage == "single_epoch", p.c.ccd.is_(None),
+            p.c.kind.in_(("thumbnail", "qa")), p.c.state == "current"),
+        "plots": sa.select(p).where(p.c.survey == survey, p.c.night == night, p.c.stage == "qa",
+                                    p.c.state == "current", p.c.kind.in_(("report", "thumbnail"))).order_by(p.c.id),
+    }
+
+
+def night_cameras(conn: Connection, *, survey: str, night: str) -> list[str]:
+    """The cameras of a night's exposures (for their pixel scales)."""
+    return [c for (c,) in conn.execute(_night_page_stmts()["cameras"], {"survey": survey, "night": night}).all()]
 
 
 def _night_qa(conn: Connection, survey: str, night: str) -> tuple[dict[int, dict[str, dict[str, Any]]],
@@ -239,12 +261,10 @@ def _night_qa(conn: Connection, survey: str, night: str) -> tuple[dict[int, dict
     The median zeropoint, sky and sky noise are exposure-level ``info`` rows (``EXPOSURE_INFO``); an exposure
     archived before they were recorded has only its CCDs' rows, and its medians are taken from those.
     """
-    base = sa.select(qa.c.expnum, qa.c.check_name, qa.c.value, qa.c.threshold, qa.c.verdict).join(
-        e, sa.and_(e.c.expnum == qa.c.expnum, e.c.survey == survey)).where(
-        e.c.night == night, sa.or_(qa.c.survey.is_(None), qa.c.survey == survey))
     checks: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
     info: dict[tuple[int, str], float | None] = {}
-    for expnum, name, value, threshold, verdict in conn.execute(base.where(qa.c.ccd.is_(None)).order_by(qa.c.id)).all():
+    rows = conn.execute(_night_page_stmts()["qa"], {"survey": survey, "night": night}).all()
+    for expnum, name, value, threshold, verdict in rows:
         if name in EXPOSURE_INFO:  # later runs overwrite earlier ones
             info[(expnum, name)] = value
         else:
@@ -265,38 +285,48 @@ def _night_qa(conn: Connection, survey: str, night: str) -> tuple[dict[int, dict
 
 def exposure_detail(conn: Connection, *, survey: str, expnum: int) -> dict[str, Any] | None:
     """One exposure: its row, every QA value (exposure and CCD), quarantines, products, downstream coadds."""
-    row = conn.execute(sa.select(e).where(e.c.survey == survey, e.c.expnum == expnum)
-                       .order_by(e.c.id)).mappings().first()
+    st, arg = _exposure_stmts(), {"survey": survey, "expnum": expnum}
+    row = conn.execute(st["exposure"], arg).mappings().first()
     if row is None:
         return None
     exp = dict(row)
     checks: dict[tuple[Any, str], dict[str, Any]] = {}
-    for x in conn.execute(sa.select(qa).where(qa.c.expnum == expnum, sa.or_(qa.c.survey.is_(None),
-                                                                             qa.c.survey == survey))
-                          .order_by(qa.c.id)).mappings().all():
-        checks[(x["ccd"], x["check_name"])] = {k: x[k] for k in ("ccd", "check_name", "value", "threshold",
-                                                                  "verdict")}
-    qrows = conn.execute(sa.select(q.c.ccd, q.c.reasons).where(
-        q.c.expnum == expnum, q.c.released == 0, q.c.product_id.is_(None),
-        sa.or_(q.c.survey.is_(None), q.c.survey == survey))).all()
-    reasons = reasons_by_key(qrows)
-    products = [dict(x) for x in conn.execute(sa.select(p).where(
-        p.c.survey == survey, p.c.night == exp["night"], p.c.expnum == expnum, p.c.state == "current")
-        .order_by(p.c.stage, p.c.kind, p.c.ccd)).mappings().all()]
+    for ccd, name, value, threshold, verdict in conn.execute(st["qa"], arg).all():
+        checks[(ccd, name)] = {"ccd": ccd, "check_name": name, "value": value, "threshold": threshold,
+                               "verdict": verdict}
+    reasons = reasons_by_key(conn.execute(st["quarantine"], arg).all())
+    products = [dict(x) for x in conn.execute(st["products"], {**arg, "night": exp["night"]}).mappings().all()]
     images = [x["id"] for x in products if x["kind"] == "image"]
-    coadds: list[dict[str, Any]] = []
-    if images:
-        used = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(images)).distinct().subquery()
-        coadds = [dict(x) for x in conn.execute(sa.select(p.c.id, p.c.tile, p.c.band, p.c.kind, p.c.path)
-                                                .where(p.c.id.in_(sa.select(used.c.product_id)),
-                                                       p.c.stage == "coadd", p.c.state == "current")
-                                                .order_by(p.c.tile, p.c.band, p.c.kind)).mappings().all()]
+    coadds = [dict(x) for x in conn.execute(st["coadds"], {"images": images}).mappings().all()] if images else []
     return {"exposure": exp, "checks": sorted(checks.values(), key=lambda c: (c["ccd"] is not None, c["ccd"] or 0,
                                                                                c["check_name"])),
             "quarantine": reasons.get(None, []),
             "ccd_quarantine": {k: v for k, v in reasons.items() if k is not None},
             "products": products, "coadds": coadds,
             "raw_id": exp.get("raw_product_id")}
+
+
+@lru_cache(maxsize=1)
+def _exposure_stmts() -> dict[str, Any]:
+    """The exposure page's statements, built once (bound ``survey``, ``expnum``, ``night``, expanding ``images``):
+    the exposure, its QA rows (later runs overwrite earlier ones), quarantines, products, the coadds made from it."""
+    survey, expnum = sa.bindparam("survey"), sa.bindparam("expnum")
+    of_survey = [sa.or_(qa.c.survey.is_(None), qa.c.survey == survey)]
+    used = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(sa.bindparam("images", expanding=True)))
+    return {
+        "exposure": sa.select(e).where(e.c.survey == survey, e.c.expnum == expnum).order_by(e.c.id),
+        "qa": sa.select(qa.c.ccd, qa.c.check_name, qa.c.value, qa.c.threshold, qa.c.verdict).where(
+            qa.c.expnum == expnum, *of_survey).order_by(qa.c.id),
+        "quarantine": sa.select(q.c.ccd, q.c.reasons).where(
+            q.c.expnum == expnum, q.c.released == 0, q.c.product_id.is_(None),
+            sa.or_(q.c.survey.is_(None), q.c.survey == survey)),
+        "products": sa.select(p).where(p.c.survey == survey, p.c.night == sa.bindparam("night"),
+                                       p.c.expnum == expnum, p.c.state == "current")
+        .order_by(p.c.stage, p.c.kind, p.c.ccd),
+        "coadds": sa.select(p.c.id, p.c.tile, p.c.band, p.c.kind, p.c.path).where(
+            p.c.id.in_(used.distinct()), p.c.stage == "coadd", p.c.state == "current")
+        .order_by(p.c.tile, p.c.band, p.c.kind),
+    }
 
 
 def ccd_metrics(conn: Connection, detail: dict[str, Any], all_ccds: Sequence[int] = ()) -> dict[int, dict[str, Any]]:
@@ -340,12 +370,12 @@ def ccd_metrics(conn: Connection, detail: dict[str, Any], all_ccds: Sequence[int
 
 def product_detail(conn: Connection, product_id: int) -> dict[str, Any] | None:
     """A product row with its QA rows, quarantine reasons (product-level) and run."""
-    row = conn.execute(sa.select(p).where(p.c.id == product_id)).mappings().first()
+    st, arg = _product_stmts(), {"id": product_id}
+    row = conn.execute(st["product"], arg).mappings().first()
     if row is None:
         return None
     prod = dict(row)
-    qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(qa.c.product_id == product_id)
-                                             .order_by(qa.c.id)).mappings().all()]
+    qa_rows = [dict(x) for x in conn.execute(st["qa"], arg).mappings().all()]
     if not qa_rows and prod["expnum"] is not None:
         cond = [qa.c.expnum == prod["expnum"], qa.c.product_id.is_(None)]
         cond.append(qa.c.ccd == prod["ccd"] if prod["ccd"] is not None else qa.c.ccd.is_(None))
@@ -354,13 +384,22 @@ def product_detail(conn: Connection, product_id: int) -> dict[str, Any] | None:
         qa_rows = [dict(x) for x in conn.execute(sa.select(qa).where(
             qa.c.tile == prod["tile"], qa.c.band == prod["band"], qa.c.product_id.is_(None)).order_by(qa.c.id))
             .mappings().all()]
-    reasons = reasons_by_key(conn.execute(sa.select(q.c.product_id, q.c.reasons).where(
-        q.c.product_id == product_id, q.c.released == 0)).all()).get(product_id, [])
+    reasons = reasons_by_key(conn.execute(st["quarantine"], arg).all()).get(product_id, [])
     run = None
     if prod["run_id"] is not None:
-        found = conn.execute(sa.select(r).where(r.c.id == prod["run_id"])).mappings().first()
+        found = conn.execute(st["run"], {"run": prod["run_id"]}).mappings().first()
         run = dict(found) if found else None
     return {"product": prod, "qa": qa_rows, "quarantine": reasons, "run": run}
+
+
+@lru_cache(maxsize=1)
+def _product_stmts() -> dict[str, Any]:
+    """The product page's statements, built once (bound ``id``, ``run``)."""
+    pid = sa.bindparam("id")
+    return {"product": sa.select(p).where(p.c.id == pid),
+            "qa": sa.select(qa).where(qa.c.product_id == pid).order_by(qa.c.id),
+            "quarantine": sa.select(q.c.product_id, q.c.reasons).where(q.c.product_id == pid, q.c.released == 0),
+            "run": sa.select(r).where(r.c.id == sa.bindparam("run"))}
 
 
 def run_products(conn: Connection, *, dag_id: str, run_id: str, task_id: str | None = None,
@@ -383,65 +422,3 @@ def night_for_run(conn: Connection, *, dag_id: str, run_id: str) -> tuple[str, s
     row = conn.execute(sa.select(p.c.survey, p.c.night).join(r, r.c.id == p.c.run_id).where(
         r.c.dag_id == dag_id, r.c.run_id == run_id, p.c.night.isnot(None)).limit(1)).first()
     return (row[0], row[1]) if row else None
-
-
-_TAG_TERM = re.compile(r"^(survey|camera|stage|version|kind|night|expnum|ccd|band|tile)[=:](\S+)$")
-
-
-def search(conn: Connection, text: str, *, limit: int = 100) -> dict[str, Any]:
-    """The search box: ``key=value`` product tags, an exposure number, a tile name or a sha256.
-
-    Returns ``{"exposures": [...], "tiles": [...], "products": [...]}`` (at most ``limit`` each).
-    """
-    terms = text.split()[:10]
-    out: dict[str, list[dict[str, Any]]] = {"exposures": [], "tiles": [], "products": []}
-    tags: dict[str, Any] = {}
-    for term in terms:
-        m = _TAG_TERM.match(term)
-        if m:
-            key, val = m.group(1), m.group(2)
-            tags[key] = int(val) if key in ("expnum", "ccd") and val.isdigit() else val
-        elif term.isdigit():
-            out["exposures"] += [dict(x) for x in conn.execute(sa.select(e).where(e.c.expnum == int(term))
-                                                                .limit(limit)).mappings().all()]
-        elif re.fullmatch(r"[0-9a-fA-F]{64}", term):
-            out["products"] += [dict(x) for x in conn.execute(sa.select(p).where(p.c.sha256 == term.lower())
-                                                               .limit(limit)).mappings().all()]
-        else:
-            out["tiles"] += [dict(x) for x in conn.execute(sa.select(S.tiles).where(S.tiles.c.name == term)
-                                                            .limit(limit)).mappings().all()]
-            if not tags:
-                tags["tile"] = term
-    if tags:
-        cond = [p.c[k] == v for k, v in tags.items()]
-        out["products"] += [dict(x) for x in conn.execute(sa.select(p).where(*cond, p.c.state == "current")
-                                                           .order_by(p.c.id).limit(limit)).mappings().all()]
-    return out
-
-
-def sky_objects(conn: Connection, *, ra: float, dec: float, radius: float, survey: str | None = None,
-                limit: int = 200) -> dict[str, Any]:
-    """Exposures and tiles whose centres lie within ``radius`` degrees (a box, then the exact distance)."""
-    cosd = max(math.cos(math.radians(dec)), 1e-6)
-    dra = min(180.0, radius / cosd)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, table, key in (("exposures", e, "expnum"), ("tiles", S.tiles, "name")):
-        cond = [table.c.dec.between(dec - radius, dec + radius)]
-        if dra < 180.0:
-            lo, hi = ra - dra, ra + dra
-            ra_cond = table.c.ra.between(lo, hi)
-            if lo < 0:
-                ra_cond = sa.or_(ra_cond, table.c.ra >= lo + 360.0)
-            if hi >= 360:
-                ra_cond = sa.or_(ra_cond, table.c.ra <= hi - 360.0)
-            cond.append(ra_cond)
-        if survey:
-            cond.append(table.c.survey == survey)
-        rows = [dict(x) for x in conn.execute(sa.select(table).where(*cond).order_by(table.c[key])
-                                              .limit(20 * limit)).mappings().all()]
-        dist = angular_distance(np.array([x["ra"] for x in rows], dtype=float),  # None (no centre): NaN, dropped
-                                np.array([x["dec"] for x in rows], dtype=float), ra, dec)
-        rows = [{**x, "dist": float(d)} for x, d in zip(rows, dist, strict=True) if d <= radius]
-        out[name] = sorted(rows, key=lambda x: x["dist"])[:limit]
-    return out
-

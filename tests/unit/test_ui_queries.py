@@ -12,6 +12,7 @@ import pytest
 
 from cosmodm_ops.archive import Archive
 from cosmodm_ops.qa.thumbnails import bin_image, encode_png, focal_plane_preview
+from cosmodm_ops.ui import find as F
 from cosmodm_ops.ui import queries as Q
 from cosmodm_ops.ui import svg
 from cosmodm_ops.ui import tiles as T
@@ -174,10 +175,10 @@ def test_search_by_tags_expnum_and_tile(seeded):
     expnum = min(truth["exposures"])
     tile = next(iter(truth["tiles"]))
     with arch.engine.connect() as conn:
-        by_tag = Q.search(conn, "kind=coadd band=g")
-        by_exp = Q.search(conn, str(expnum))
-        by_tile = Q.search(conn, tile)
-        hostile = Q.search(conn, "kind=coadd' OR 1=1 --")
+        by_tag = F.search(conn, "kind=coadd band=g")
+        by_exp = F.search(conn, str(expnum))
+        by_tile = F.search(conn, tile)
+        hostile = F.search(conn, "kind=coadd' OR 1=1 --")
     assert len(by_tag["products"]) == len(arch.find(kind="coadd", band="g")) > 0
     assert [x["expnum"] for x in by_exp["exposures"]] == [expnum]
     assert [x["name"] for x in by_tile["tiles"]] == [tile]
