@@ -19,6 +19,9 @@ quarantine    quarantine records with reasons (a product, an exposure, a CCD or 
 night_runs    which DAG runs registered single-epoch QA of a night (survey, night, dag_id, run_id): one row
               per night and Airflow run, kept by registration in the same transaction (the nights page reads
               it instead of joining every exposure's job row to ``runs``)
+tile_words    each tile's current coadd products as one string of words (kind letter + band), kept by
+              registration in the same transaction (the tiles page's sky map reads it instead of aggregating
+              every coadd product of the survey)
 objects       catalog objects, indexed by exposure (expnum, ccd), tile (tile, band), product and sky
               position (nested HEALPix index ``hpx``; ``ra``/``dec`` kept for the exact distance cut, not
               indexed: a B-tree on (ra, dec) cannot answer a cone and costs 15% of the load rate)
@@ -47,11 +50,13 @@ __all__ = [
     "exposures",
     "lineage",
     "metadata",
+    "night_runs",
     "objects",
     "products",
     "qa_results",
     "quarantine",
     "runs",
+    "tile_words",
     "tiles",
 ]
 
@@ -243,6 +248,13 @@ night_runs = Table(
     Column("night", String(10), primary_key=True),
     Column("dag_id", String(250), primary_key=True),
     Column("run_id", String(250), primary_key=True),
+)
+tile_words = Table(
+    "tile_words", metadata,
+    Column("survey", String(64), primary_key=True),
+    Column("tile", String(64), primary_key=True),
+    Column("words", Text, nullable=False, doc="the tile's current coadd products as words 'Cr Kr Hr Cg' "
+           "(kind letter + band; archive/tile_words.py)"),
 )
 # partial indexes: a single-epoch object has no tile, a coadd object no exposure; each load pays for one
 Index("ix_objects_expnum_ccd", objects.c.expnum, objects.c.ccd,

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from cosmodm_ops.archive import schema as S
+from cosmodm_ops.archive import tile_words
 from cosmodm_ops.archive.catalogs import ObjectColumns
 from cosmodm_ops.archive.db import Database, chunks, lock_keys, now
 from cosmodm_ops.archive.errors import ArchiveInputError
@@ -113,6 +114,7 @@ def _insert_revisions(conn: Connection, new_rows: list[dict[str, Any]],
         conn.execute(sa.update(p).where(p.c.key == sa.bindparam("k"), p.c.id != sa.bindparam("new"),
                                         p.c.state == "current")
                      .values(state="superseded", superseded_by=sa.bindparam("new")), supersede)
+    tile_words.refresh(conn, new_rows)
     # lineage edges recorded before their input was archived now point to it
     lin = S.lineage
     for part in chunks(sorted({r["sha256"] for r in new_rows})):

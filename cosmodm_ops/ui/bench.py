@@ -141,6 +141,9 @@ def seed_bulk(arch: Any, *, seed: int = 3) -> dict[str, int]:
         _chunks(conn, S.quarantine, quar)
         _chunks(conn, S.night_runs, [{"survey": "bench", "night": n, "dag_id": "nightly_ingest", "run_id": f"manual__{n}"}
                                      for n in sorted({x["night"] for x in exps})])  # as registration keeps it
+        from cosmodm_ops.archive.tile_words import words_select
+
+        conn.execute(S.tile_words.insert().from_select(["survey", "tile", "words"], words_select()))  # likewise
         if arch.is_postgres:
             import sqlalchemy as sa
 

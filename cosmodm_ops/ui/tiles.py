@@ -33,8 +33,8 @@ def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
 
     Returns ``{"tiles": [{"name", "ra", "dec", "status"}], "bands": [...], "codes": {letter: state}}``
     with ``status`` one letter per band of ``bands`` (``TILE_CODES``: ``n`` none, ``p`` partial, ``d``
-    done, ``s`` stale, ``f`` failed). The coadd products come as one aggregate row per tile, read
-    from the covering index of migration ``0006_ui``; the none/partial/done letters are worked out
+    done, ``s`` stale, ``f`` failed). The coadd products come as one row of words per tile
+    (``tile_words``, migration ``0009_tile_words``); the none/partial/done letters are worked out
     once per distinct aggregate (a survey's tiles share a few), then the few stale and failed marked.
     """
     st, arg = _status_stmts(), {"survey": survey}
@@ -54,18 +54,15 @@ def tiles_status(conn: Connection, *, survey: str) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def _status_stmts() -> dict[str, Any]:
     """The statements of :func:`tiles_status`, built once (bound parameter ``survey``): the tiles; one row per
-    tile with its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd) from the covering
-    index; stale coadds walked from the (few) superseded products forwards, not from every coadd backwards;
+    tile with its coadd products as "<C|K|H><band>" words (coadd, catalog, homogenised coadd: ``tile_words``,
+    kept by registration, :mod:`cosmodm_ops.archive.tile_words`); stale coadds walked from the (few) superseded products forwards, not from every coadd backwards;
     the quarantined tiles and coadds."""
-    t, survey = S.tiles, sa.bindparam("survey")
-    word = sa.case((p.c.kind == "coadd", "C"), (p.c.kind == "coadd_catalog", "K"), else_="H") + p.c.band
+    t, tw, survey = S.tiles, S.tile_words, sa.bindparam("survey")
     made_from = sa.select(lin.c.product_id).where(lin.c.input_product_id.in_(
         sa.select(p.c.id).where(p.c.state == "superseded")))
     return {
         "tiles": sa.select(t.c.name, t.c.ra, t.c.dec).where(t.c.survey == survey).order_by(t.c.name),
-        "words": sa.select(p.c.tile, sa.func.aggregate_strings(word, " ")).where(
-            p.c.stage == "coadd", p.c.survey == survey, p.c.state == "current",
-            p.c.kind.in_(("coadd", "coadd_homog", "coadd_catalog"))).group_by(p.c.tile),
+        "words": sa.select(tw.c.tile, tw.c.words).where(tw.c.survey == survey),
         "stale": sa.select(p.c.tile, p.c.band).where(
             p.c.id.in_(made_from), p.c.stage == "coadd", p.c.state == "current", p.c.survey == survey).distinct(),
         "failed_tiles": sa.select(q.c.tile, q.c.band).where(

@@ -426,3 +426,73 @@ def test_run_products_pages_through_every_product_of_the_run_once(seeded):
     assert pages == list(range(1, -(-len(want) // 7) + 1)) and d["pages"] == pages[-1]
     assert [x["id"] for x in back["rows"]] == want[:7] and back["prev_before"] is None
     assert none["rows"] == [] and none["total"] == 0
+
+
+def _words(conn, stmt):
+    return {(s, t): sorted(w.split()) for s, t, w in conn.execute(stmt).all()}
+
+
+def test_tile_words_kept_by_registration_match_the_products(seeded, tmp_path):
+    """``tile_words`` (the tiles page's per-tile words) equals the aggregate of the current coadd products, after
+    the seed's registrations, and an archive made before it gets the same rows from migration 0009."""
+    import sqlite3
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    import cosmodm_ops.archive.db as adb
+    from cosmodm_ops.archive import schema as S
+    from cosmodm_ops.archive.tile_words import words_select
+
+    arch, truth = seeded
+    with arch.engine.connect() as conn:
+        kept, live = _words(conn, sa.select(S.tile_words)), _words(conn, words_select())
+    want = {("demo", name): sorted(f"{'CK'[i]}{b}" for b, st in bands.items() if st != "none"
+                                   for i in range(1 if st == "partial" else 2))
+            for name, bands in truth["tiles"].items() if any(st != "none" for st in bands.values())}
+    assert kept == live == want and len(want) == 4
+    src, dst = sqlite3.connect(arch.engine.url.database), sqlite3.connect(tmp_path / "copy.db")
+    src.backup(dst)
+    src.close(), dst.close()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'copy.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(adb.Path(adb.__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008_campaign_progress")
+        assert "tile_words" not in sa.inspect(conn).get_table_names()
+        command.upgrade(cfg, "head")
+        assert _words(conn, sa.select(S.tile_words)) == kept
+    engine.dispose()
+
+
+def test_tile_words_follow_a_new_band_and_keep_through_a_revision(tmp_path):
+    import sqlalchemy as sa
+
+    from cosmodm_ops.archive import schema as S
+    from cosmodm_ops.ui.seed import _fits, _manifest, _product
+
+    arch = Archive(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "archive")
+    arch.init()
+    tags = {"survey": "demo", "camera": "decam", "stage": "coadd", "version": "v1", "tile": "T1"}
+
+    def register(band: str, kind: str, value: float, job: str) -> None:
+        out = tmp_path / job
+        src = _fits(out / f"{kind}.fits.fz", np.full((8, 8), value))
+        arch.register_manifest(_manifest(out, [_product(out, src, {**tags, "kind": kind, "band": band})], [], job))
+
+    def words() -> dict:
+        with arch.engine.connect() as conn:
+            return _words(conn, sa.select(S.tile_words))
+
+    register("g", "coadd", 1.0, "j1")
+    assert words() == {("demo", "T1"): ["Cg"]}
+    register("r", "coadd_homog", 1.0, "j2")
+    assert words() == {("demo", "T1"): ["Cg", "Hr"]}
+    register("g", "coadd", 2.0, "j3")  # a new revision of the g coadd: the old one superseded, the words the same
+    assert words() == {("demo", "T1"): ["Cg", "Hr"]}
+    assert len(arch.find(survey="demo", kind="coadd", include_superseded=True)) == 2
+    with arch.engine.connect() as conn:
+        assert T.tiles_status(conn, survey="demo")["tiles"] == [
+            {"name": "T1", "ra": None, "dec": None, "status": "pp"}]
