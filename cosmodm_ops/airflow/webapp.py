@@ -132,8 +132,8 @@ def nights_json(survey: str | None = Query(None, pattern=_NAME),
 
 def _night_data(survey: str, night: str) -> dict[str, Any]:
     with archive().read_engine.connect() as conn:
-        cameras = [{"camera": c} for c in Q.night_cameras(conn, survey=survey, night=night)]
-        data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=pixel_scales(cameras))
+        scales = pixel_scales(Q.night_cameras(conn, survey=survey, night=night))
+        data = Q.night_exposures(conn, survey=survey, night=night, pixel_scale=scales)
     return {**data, "survey": survey, "night": night}
 
 

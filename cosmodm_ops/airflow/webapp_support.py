@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,10 @@ def camera_config(camera: str) -> Any:
         return None
 
 
-def pixel_scales(rows: list[dict[str, Any]]) -> dict[str, float]:
+def pixel_scales(cameras: Iterable[str]) -> dict[str, float]:
+    """Arcsec per pixel of each named camera that has a configuration (others left out)."""
     out = {}
-    for cam in {x["camera"] for x in rows}:
+    for cam in set(cameras):
         cfg = camera_config(cam)
         if cfg is not None:
             out[cam] = cfg.pixel_scale

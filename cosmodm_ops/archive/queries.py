@@ -211,9 +211,7 @@ def cone(db: Database, ra: float, dec: float, radius: float, *, current_only: bo
         # planner scan every product and probe objects by product_id
         for part in chunks(ranges, 200):
             bounds = {f"{end}{i}": v for i, (lo, hi) in enumerate(part) for end, v in (("lo", lo), ("hi", hi))}
-            res = conn.execute(_hpx_ranges_stmt(len(part)), bounds)
-            names = list(res.keys())
-            rows += [dict(zip(names, r, strict=True)) for r in res.all()]
+            rows += [dict(r) for r in conn.execute(_hpx_ranges_stmt(len(part)), bounds).mappings().all()]
         cats: dict[int, tuple[str, str]] = {}
         for part in chunks(sorted({r["product_id"] for r in rows})):
             cats.update((int(i), (path, state)) for i, path, state in conn.execute(_catalog_stmt(), {"ids": part}))

@@ -72,7 +72,7 @@ def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, aft
                     before: int | None = None, per_page: int = 100) -> dict[str, Any] | None:
     """A campaign with its progress, one page of items (``state`` filter: an item state or a group; keyset on
     the item id: ``after``/``before`` an id)."""
-    row = conn.execute(_detail_stmts()["campaign"], {"cid": cid}).mappings().first()
+    row = conn.execute(_campaign_stmts()["campaign"], {"cid": cid}).mappings().first()
     if row is None:
         return None
     summary = _progress_of(conn, [dict(row)])[cid]
@@ -82,19 +82,20 @@ def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, aft
     n = conn.execute(st["count"], arg).scalar() or 0
     items = [dict(x) for x in conn.execute(st["items"], arg).mappings().all()]
     items.sort(key=lambda x: x["id"])
-    failures = [dict(x) for x in conn.execute(_detail_stmts()["failures"], {"cid": cid}).mappings().all()]
+    failures = [dict(x) for x in conn.execute(_campaign_stmts()["failures"], {"cid": cid}).mappings().all()]
     for f in failures:
         f["log_tail"] = "\n".join((f["diagnostics"] or "").splitlines()[-15:])
     return {"campaign": {**dict(row), **summary}, "items": items, "n_items": int(n), "state": state,
             "per_page": per_page, "failures": failures,
             **pager(conn, st["ids"], C.campaign_item.c.id, [x["id"] for x in items], int(n), per_page=per_page,
                     desc=False, params=arg),
-            "pending_decisions": conn.execute(_detail_stmts()["pending"], {"cid": cid}).scalar() or 0}
+            "pending_decisions": conn.execute(_campaign_stmts()["pending"], {"cid": cid}).scalar() or 0}
 
 
 @lru_cache(maxsize=1)
-def _detail_stmts() -> dict[str, Any]:
-    """The campaign page's statements that do not depend on its filter, built once (bound ``cid``)."""
+def _campaign_stmts() -> dict[str, Any]:
+    """The campaign pages' statements that do not depend on a filter, built once (bound ``cid``; ``progress``: expanding
+    ``ids``, shared with the campaigns list)."""
     c, i, cid = C.campaign, C.campaign_item, sa.bindparam("cid")
     return {
         "campaign": sa.select(c).where(c.c.id == cid),
@@ -127,7 +128,7 @@ def _progress_of(conn: Connection, rows: list[dict[str, Any]]) -> dict[int, dict
     counts = {cid: dict.fromkeys(ITEM_GROUPS, 0) for cid in ids}
     used, last = dict.fromkeys(ids, 0.0), dict.fromkeys(ids)
     if ids:
-        for cid, state, n, h, t in conn.execute(_detail_stmts()["progress"], {"ids": ids}).all():
+        for cid, state, n, h, t in conn.execute(_campaign_stmts()["progress"], {"ids": ids}).all():
             counts[cid][_GROUP_OF.get(state, "planned")] += int(n)
             used[cid] += float(h or 0.0)
             if state == "done":

@@ -69,9 +69,7 @@ def sky_objects(conn: Connection, *, ra: float, dec: float, radius: float, surve
     arg = {"dlo": dec - radius, "dhi": dec + radius, "lo": lo, "hi": hi, "lo_w": lo + 360.0, "hi_w": hi - 360.0,
            "survey": survey, "limit": 20 * limit}
     for name in ("exposures", "tiles"):
-        res = conn.execute(_box_stmt(name, *shape), arg)
-        keys = list(res.keys())
-        rows = [dict(zip(keys, x, strict=True)) for x in res.all()]
+        rows = [dict(x) for x in conn.execute(_box_stmt(name, *shape), arg).mappings().all()]
         dist = angular_distance(np.array([x["ra"] for x in rows], dtype=float),  # None (no centre): NaN, dropped
                                 np.array([x["dec"] for x in rows], dtype=float), ra, dec)
         rows = [{**x, "dist": float(d)} for x, d in zip(rows, dist, strict=True) if d <= radius]
