@@ -137,17 +137,24 @@ def dag_run_states(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     if not pairs:
         return {}
     try:
-        import sqlalchemy as sa
-        from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
 
         with create_session() as s:
-            rows = s.execute(sa.select(DagRun.dag_id, DagRun.run_id, DagRun.state)
-                             .where(DagRun.run_id.in_(sorted({r for _, r in pairs})))).all()
+            rows = s.execute(_dag_run_states_stmt(), {"run_ids": sorted({r for _, r in pairs})}).all()
         want = set(pairs)
         return {(d, r): str(st) for d, r, st in rows if (d, r) in want}
     except Exception:  # noqa: BLE001 - the archive pages still work without Airflow's metadata
         return {}
+
+
+@lru_cache(maxsize=1)
+def _dag_run_states_stmt() -> Any:
+    """The statement of :func:`dag_run_states` (expanding ``run_ids``), built once: the nights pages call it per request."""
+    import sqlalchemy as sa
+    from airflow.models.dagrun import DagRun
+
+    return sa.select(DagRun.dag_id, DagRun.run_id, DagRun.state).where(
+        DagRun.run_id.in_(sa.bindparam("run_ids", expanding=True)))
 
 
 def focal_plane_of(camera: str) -> Any:
