@@ -209,3 +209,24 @@ def test_read_engine_sends_no_transaction_and_reads_the_same(archive, night):
         assert Q.nights(conn, survey=survey) == pages_read
     assert n_read == n_write > 0
     assert pages_read["rows"] and sum(r["exposures"] for r in pages_read["rows"]) > 0
+
+
+def test_concurrent_bands_of_one_tile_all_reach_tile_words(archive, tmp_path):
+    """Five processes register the five bands' coadds of one tile at once: every band's word is kept (each
+    rewrite of the tile's words runs under the tile's advisory lock; without it, a transaction that read the
+    words before another committed would write them back without that band)."""
+    from cosmodm_ops.archive import schema as S
+    from cosmodm_ops.archive.tile_words import words_select
+    from cosmodm_ops.ui.seed import _fits, _manifest, _product
+
+    tags = {"survey": "demo", "camera": "decam", "stage": "coadd", "version": "v1", "tile": "T1"}
+    manifests = []
+    for k, band in enumerate("grizY"):
+        out = tmp_path / f"job_{band}"
+        src = _fits(out / "coadd.fits.fz", np.full((8, 8), float(k)))
+        manifests.append(_manifest(out, [_product(out, src, {**tags, "kind": "coadd", "band": band})], [], f"j{band}"))
+    run_workers(archive, tmp_path, [("manifest", m) for m in manifests])
+    with archive.engine.connect() as conn:
+        kept = {(s, t): sorted(w.split()) for s, t, w in conn.execute(sa.select(S.tile_words)).all()}
+        live = {(s, t): sorted(w.split()) for s, t, w in conn.execute(words_select()).all()}
+    assert kept == live == {("demo", "T1"): ["CY", "Cg", "Ci", "Cr", "Cz"]}
