@@ -2,7 +2,8 @@
 
 For each backend (SQLite, PostgreSQL): bulk-insert 10^4 exposures (100 nights), 10^3 tiles and 10^5
 products with their runs, QA rows, lineage and quarantines, and about 10^5 catalog objects (the cone
-search's); start the real api-server with the plugin; then 10 concurrent clients request every page and JSON endpoint, and Airflow's
+search's); start the real api-server with the plugin; then 10 concurrent clients request every page and JSON endpoint
+(30 requests each by default: a p95 of 300 requests), and Airflow's
 ``/api/v2/dags/nightly_ingest/dagRuns`` in the same run as the anchor. Figures: p50 and p95 per endpoint
 (ms). Targets: pages p95 <= 300 ms, JSON <= 100 ms. Ten campaigns of 1000 items each are seeded too.
 Two floor anchors are measured first and again last with the same clients: the app's ``/cosmodm/api/ping``
@@ -314,7 +315,7 @@ def _server_cpu_s(pid: int) -> float:
     return total
 
 
-def ui(clients: int = 10, per_client: int = 10, backends: str = "sqlite,postgres", workers: int = WORKERS,
+def ui(clients: int = 10, per_client: int = 30, backends: str = "sqlite,postgres", workers: int = WORKERS,
        pg_db: str = "ui_bench", concurrency: int = 1) -> dict[str, Any]:
     """Run the benchmark; returns ``{"pages", "anchor_p95_ms", ...}`` (the first backend's) and per backend.
 
