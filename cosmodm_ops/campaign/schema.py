@@ -7,6 +7,10 @@ campaign        one row per reprocessing campaign: what was asked (params JSON),
 campaign_item   one row per (campaign, item key): an exposure (single_epoch), a tile and band
                 (coadd) or a tile (calibrate); state, attempts, the batch job, diagnostics, the
                 archive run and products it made, and an operator's QA decision
+campaign_progress
+                one row per (campaign, item state): how many items, their core-hours used, the last
+                update of one of them in that state; kept by the store's writes (migration
+                ``0010_campaign_progress``), so the campaigns pages read 5 rows per campaign, not its items
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from sqlalchemy import (
 
 from cosmodm_ops.archive.schema import metadata
 
-__all__ = ["campaign", "campaign_item"]
+__all__ = ["campaign", "campaign_item", "campaign_progress"]
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -96,3 +100,12 @@ Index("ix_campaign_item_campaign_id_id", campaign_item.c.campaign_id, campaign_i
 # a campaign's progress (items by state, core-hours, last update) read from the index alone (migration 0008)
 Index("ix_campaign_item_progress", campaign_item.c.campaign_id, campaign_item.c.state, campaign_item.c.updated_at,
       campaign_item.c.core_h_used)
+
+campaign_progress = Table(
+    "campaign_progress", metadata,
+    Column("campaign_id", BigInteger, ForeignKey("campaign.id"), primary_key=True),
+    Column("state", String(20), primary_key=True),
+    Column("n", Integer, nullable=False, doc="items in this state"),
+    Column("core_h", Float, nullable=False, doc="their core-hours used"),
+    Column("last_at", String(40), doc="the latest update of an item while in (or on entering) this state"),
+)

@@ -4,6 +4,9 @@ Every write is one transaction on the archive database (``Archive.engine``); on 
 creation takes an advisory lock so two overlapping campaigns created at once cannot both pass
 the overlap check; on SQLite every transaction is ``BEGIN IMMEDIATE`` (the archive's engine).
 Item rows are keyed by ``(campaign_id, item_key)``: inserting the same item twice is a no-op.
+Each write also keeps ``campaign_progress`` (items, core-hours and last update per campaign and state) in
+its transaction, under a per-campaign advisory lock on PostgreSQL: an item's update moves its count from the
+old state to the new one; a bulk move or an insert recounts the campaign.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cosmodm_ops.archive.db import lock_keys
 from cosmodm_ops.campaign import schema as C
 from cosmodm_ops.campaign.request import CampaignInputError, CampaignRequest
 from cosmodm_ops.campaign.selection import Item
@@ -30,7 +34,7 @@ from cosmodm_ops.campaign.states import (
     check_item_transition,
 )
 
-__all__ = ["STAGE_ORDER", "CampaignStore", "now"]
+__all__ = ["STAGE_ORDER", "CampaignStore", "now", "recount_progress"]
 
 #: Stages run in this order inside a campaign (downstream after upstream).
 STAGE_ORDER = {"single_epoch": 0, "coadd": 1, "calibrate": 2, "cluster_followup": 3}
@@ -148,6 +152,7 @@ class CampaignStore:
         for j in range(0, len(rows), 1000):
             conn.execute(self._insert(C.campaign_item).on_conflict_do_nothing(
                 index_elements=["campaign_id", "item_key"]), rows[j:j + 1000])
+        recount_progress(conn, [cid])
 
     # ------------------------------------------------------------------ read
     def get(self, cid: int) -> dict[str, Any]:
@@ -227,6 +232,7 @@ class CampaignStore:
         i = C.campaign_item
         where = (i.c.campaign_id == int(cid), i.c.item_key == key)
         with self.tx() as conn:
+            lock_keys(conn, [_progress_key(cid)])  # before the read: the count moves from the state read
             row = conn.execute(sa.select(i).where(*where)).mappings().first()
             if row is None:
                 msg = f"campaign {cid}: no item {key!r}"
@@ -238,7 +244,20 @@ class CampaignStore:
                     values[k] = json.dumps(values[k])
             values["updated_at"] = now()
             conn.execute(sa.update(i).where(*where).values(**values))
-            return {**dict(row), **values}
+            after = {**dict(row), **values}
+            self._move_progress(conn, int(cid), dict(row), after)
+            return after
+
+    def _move_progress(self, conn: Connection, cid: int, before: dict[str, Any], after: dict[str, Any]) -> None:
+        """One item's update in ``campaign_progress``: out of its old state, into its new one (an upsert)."""
+        cp = C.campaign_progress
+        conn.execute(sa.update(cp).where(cp.c.campaign_id == cid, cp.c.state == before["state"]).values(
+            n=cp.c.n - 1, core_h=cp.c.core_h - float(before.get("core_h_used") or 0.0)))
+        t, h = after["updated_at"], float(after.get("core_h_used") or 0.0)
+        ins = self._insert(cp).values(campaign_id=cid, state=after["state"], n=1, core_h=h, last_at=t)
+        conn.execute(ins.on_conflict_do_update(index_elements=["campaign_id", "state"], set_={
+            "n": cp.c.n + 1, "core_h": cp.c.core_h + h,
+            "last_at": sa.case((cp.c.last_at > t, cp.c.last_at), else_=t)}))
 
     def move_items(self, cid: int, from_states: Sequence[str], to: ItemState, note: str | None = None,
                    reset_attempts: bool = False) -> int:
@@ -252,6 +271,24 @@ class CampaignStore:
         if reset_attempts:
             values["attempts"] = 0
         with self.tx() as conn:
+            lock_keys(conn, [_progress_key(cid)])
             res = conn.execute(sa.update(i).where(i.c.campaign_id == int(cid), i.c.state.in_(list(from_states)))
                                .values(**values))
+            recount_progress(conn, [int(cid)])
             return int(res.rowcount or 0)
+
+
+def _progress_key(cid: int) -> str:
+    return f"cosmodm-campaign-progress:{int(cid)}"
+
+
+def recount_progress(conn: Connection, cids: Sequence[int]) -> None:
+    """Rewrite the ``campaign_progress`` rows of campaigns ``cids`` from their items (in the caller's transaction;
+    PostgreSQL: under the campaigns' advisory locks, which item updates take too)."""
+    i, cp = C.campaign_item, C.campaign_progress
+    lock_keys(conn, [_progress_key(c) for c in cids])
+    for cid in sorted({int(c) for c in cids}):
+        conn.execute(sa.delete(cp).where(cp.c.campaign_id == cid))
+        conn.execute(sa.insert(cp).from_select(["campaign_id", "state", "n", "core_h", "last_at"], sa.select(
+            i.c.campaign_id, i.c.state, sa.func.count(), sa.func.coalesce(sa.func.sum(i.c.core_h_used), 0.0),
+            sa.func.max(i.c.updated_at)).where(i.c.campaign_id == cid).group_by(i.c.campaign_id, i.c.state)))

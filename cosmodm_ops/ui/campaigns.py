@@ -96,16 +96,15 @@ def campaign_detail(conn: Connection, cid: int, *, state: str | None = None, aft
 def _campaign_stmts() -> dict[str, Any]:
     """The campaign pages' statements that do not depend on a filter, built once (bound ``cid``; ``progress``: expanding
     ``ids``, shared with the campaigns list)."""
-    c, i, cid = C.campaign, C.campaign_item, sa.bindparam("cid")
+    c, i, cp, cid = C.campaign, C.campaign_item, C.campaign_progress, sa.bindparam("cid")
     return {
         "campaign": sa.select(c).where(c.c.id == cid),
         "failures": sa.select(i.c.item_key, i.c.exit_code, i.c.attempts, i.c.diagnostics, i.c.job_id)
         .where(i.c.campaign_id == cid, i.c.state == "failed").order_by(i.c.id).limit(20),
         "pending": sa.select(sa.func.count()).select_from(i).where(
             i.c.campaign_id == cid, i.c.qa_verdict == "borderline", i.c.decision.is_(None)),
-        "progress": sa.select(i.c.campaign_id, i.c.state, sa.func.count(), sa.func.sum(i.c.core_h_used),
-                              sa.func.max(i.c.updated_at)).where(i.c.campaign_id.in_(sa.bindparam("ids", expanding=True)))
-        .group_by(i.c.campaign_id, i.c.state),
+        "progress": sa.select(cp.c.campaign_id, cp.c.state, cp.c.n, cp.c.core_h, cp.c.last_at).where(
+            cp.c.campaign_id.in_(sa.bindparam("ids", expanding=True))),
     }
 
 
@@ -123,7 +122,8 @@ def _items_stmts(by_state: bool, has_after: bool, has_before: bool) -> dict[str,
 
 
 def _progress_of(conn: Connection, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """The progress blocks of campaign rows (``id``, ``created_at``) from one aggregate query."""
+    """The progress blocks of campaign rows (``id``, ``created_at``) from their ``campaign_progress`` rows (kept by the
+    campaign store: a few rows per campaign, not its items)."""
     ids = [r["id"] for r in rows]
     counts = {cid: dict.fromkeys(ITEM_GROUPS, 0) for cid in ids}
     used, last = dict.fromkeys(ids, 0.0), dict.fromkeys(ids)

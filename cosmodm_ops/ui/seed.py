@@ -296,6 +296,7 @@ def seed_campaigns(arch: Any, expnums: list[int], *, n: int, items: int | None =
     import sqlalchemy as sa
 
     from cosmodm_ops.campaign import schema as C
+    from cosmodm_ops.campaign.store import recount_progress
 
     states = ("done", "done", "failed", "running", "skipped", "planned")
     out: dict[int, dict[str, int]] = {}
@@ -320,5 +321,6 @@ def seed_campaigns(arch: Any, expnums: list[int], *, n: int, items: int | None =
                              "updated_at": f"2026-11-24T00:{10 + j % 50:02d}:00+00:00"})
             if rows:
                 conn.execute(sa.insert(C.campaign_item), rows)
+            recount_progress(conn, [cid])  # as the campaign store keeps it
             out[cid] = counts
     return out

@@ -172,3 +172,20 @@ def build_survey(tmp_path: Path) -> dict[str, Any]:
                        inputs=[("image", p) for p in images])
     archive.register_manifest(cm)
     return {"archive": archive, "config_hash": chash}
+
+
+def progress_kept_and_live(archive: Any) -> tuple[dict, dict]:
+    """``campaign_progress`` as kept by the store, and the same recounted from the items: ``{(campaign, state):
+    (n, core-hours)}``, states with no items left out (a state an item left keeps a row of n = 0)."""
+    import sqlalchemy as sa
+
+    from cosmodm_ops.campaign import schema as C
+
+    i, cp = C.campaign_item, C.campaign_progress
+    with archive.engine.connect() as conn:
+        kept = {(c, s): (n, round(h, 9)) for c, s, n, h in
+                conn.execute(sa.select(cp.c.campaign_id, cp.c.state, cp.c.n, cp.c.core_h)).all() if n}
+        live = {(c, s): (n, round(float(h or 0.0), 9)) for c, s, n, h in conn.execute(
+            sa.select(i.c.campaign_id, i.c.state, sa.func.count(), sa.func.sum(i.c.core_h_used))
+            .group_by(i.c.campaign_id, i.c.state)).all()}
+    return kept, live

@@ -441,3 +441,45 @@ def test_each_round_runs_the_earliest_open_stage(survey):
     assert wf.ready_chunks(cid) == []  # an image still running: nothing new may start
     store.update_item(cid, "single_epoch:demo:00901001", ItemState.FAILED)
     assert wf.ready_chunks(cid) == [2]
+
+
+def test_campaign_progress_is_kept_with_every_item_write_and_filled_by_its_migration(survey, monkeypatch):
+    """``campaign_progress`` (the campaigns pages' counts) equals the items' own counts and core-hours after
+    creation, runs (item updates), a pause, a resume and a cancel (bulk moves); the migration fills the same."""
+    from alembic import command
+    from alembic.config import Config
+
+    import cosmodm_ops.archive.db as adb
+    from tests.unit.campaign_factory import progress_kept_and_live
+
+    archive = survey["archive"]
+    monkeypatch.setenv("FAKE_BAD_EXPNUMS", "901001,901002")
+    row = wf.create_campaign(req(nights=NIGHT1, chunk_size=2, max_failure_rate=0.5))
+    kept, live = progress_kept_and_live(archive)
+    assert kept == live and sum(n for n, _ in kept.values()) == 3
+    wf.run_local(row["id"])
+    kept, live = progress_kept_and_live(archive)
+    assert kept == live and kept[(row["id"], "failed")][0] == 2
+    monkeypatch.setenv("FAKE_BAD_EXPNUMS", "")
+    wf.resume(row["id"])
+    wf.run_local(row["id"])
+    other = wf.create_campaign(req(nights="2026-11-24"))
+    store = CampaignStore(archive)
+    store.set_state(other["id"], CampaignState.RUNNING)
+    store.update_item(other["id"], "single_epoch:demo:00902001", ItemState.SUBMITTED)
+    store.update_item(other["id"], "single_epoch:demo:00902001", ItemState.RUNNING, core_h_used=0.25)
+    store.update_item(other["id"], "single_epoch:demo:00902001", core_h_used=0.5)  # no move, new core-hours
+    kept, live = progress_kept_and_live(archive)
+    assert kept == live and kept[(other["id"], "running")] == (1, 0.5)
+    wf.cancel(other["id"])
+    kept, live = progress_kept_and_live(archive)
+    assert kept == live and kept[(other["id"], "cancelled")][0] == 2
+    assert sum(n for (c, _), (n, _) in kept.items() if c == row["id"]) == 3
+    cfg = Config()
+    cfg.set_main_option("script_location", str(adb.Path(adb.__file__).with_name("migrations")))
+    with archive.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009_tile_words")
+        assert "campaign_progress" not in sa.inspect(conn).get_table_names()
+        command.upgrade(cfg, "head")
+    assert progress_kept_and_live(archive) == (kept, kept)
