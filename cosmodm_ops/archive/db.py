@@ -124,10 +124,7 @@ class Database:
         url = sa.engine.make_url(self.url)
         if url.get_backend_name() == "sqlite":
             return _sqlite_engine(url)
-        args: dict[str, Any] = {}
-        if url.get_backend_name() == "postgresql":
-            args["connect_timeout"] = 5
-        return sa.create_engine(url, connect_args=args, pool_pre_ping=True)
+        return _server_engine(url)
 
     @cached_property
     def read_engine(self) -> Engine:
@@ -144,8 +141,7 @@ class Database:
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return _sqlite_engine(url, read_only=True)
         if url.get_backend_name() == "postgresql":
-            return sa.create_engine(url, connect_args={"connect_timeout": 5}, pool_pre_ping=True,
-                                    isolation_level="AUTOCOMMIT")
+            return _server_engine(url, isolation_level="AUTOCOMMIT")
         return self.engine  # an in-memory SQLite (one database per connection)
 
     @property
@@ -179,6 +175,12 @@ class Database:
                 msg = f"archive database {self.label} is not initialised: run `cosmodm archive init`"
                 raise ArchiveError(msg) from err
             raise
+
+
+def _server_engine(url: sa.engine.URL, **kw: Any) -> Engine:
+    """A pre-ping pool to a database server (PostgreSQL: a 5 s connect timeout); ``kw`` to ``create_engine``."""
+    args = {"connect_timeout": 5} if url.get_backend_name() == "postgresql" else {}
+    return sa.create_engine(url, connect_args=args, pool_pre_ping=True, **kw)
 
 
 def _sqlite_engine(url: sa.engine.URL, *, read_only: bool = False) -> Engine:

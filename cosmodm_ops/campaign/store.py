@@ -271,7 +271,7 @@ class CampaignStore:
         if reset_attempts:
             values["attempts"] = 0
         with self.tx() as conn:
-            lock_keys(conn, [_progress_key(cid)])
+            lock_keys(conn, [_progress_key(cid)])  # before the items' rows: an item update holds it while it waits for them
             res = conn.execute(sa.update(i).where(i.c.campaign_id == int(cid), i.c.state.in_(list(from_states)))
                                .values(**values))
             recount_progress(conn, [int(cid)])

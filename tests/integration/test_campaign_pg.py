@@ -62,15 +62,10 @@ def test_concurrent_item_updates_keep_campaign_progress(pg_url, tmp_path):
     the campaign (as bulk moves do) over and over: the kept progress equals the items' own counts. The updates'
     increments are atomic per row; the recount and the updates exclude each other by the campaign's advisory
     lock (without it, a recount from a snapshot taken before an update's commit writes that update away)."""
-    import os
-    import subprocess
-    import sys
-    import time
-
     from cosmodm_ops.archive import Archive
     from cosmodm_ops.campaign import schema as C
     from cosmodm_ops.ui.seed import seed_campaigns
-    from tests.support import REPO
+    from tests.unit.archive_factory import run_workers
     from tests.unit.campaign_factory import progress_kept_and_live
 
     archive = Archive(pg_url, tmp_path / "root")
@@ -80,15 +75,8 @@ def test_concurrent_item_updates_keep_campaign_progress(pg_url, tmp_path):
         planned = [k for (k,) in conn.execute(sa.select(C.campaign_item.c.item_key).where(
             C.campaign_item.c.campaign_id == cid, C.campaign_item.c.state == "planned")).all()]
     assert len(planned) == 24
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _UPDATER, pg_url, str(tmp_path / "root"), str(go), str(cid),
-                               keys], env={**os.environ, "PYTHONPATH": str(REPO)},
-                              stderr=subprocess.PIPE, text=True)
-             for keys in [",".join(planned[j::4]) for j in range(4)] + ["recount"]]
-    time.sleep(1.5)
-    go.touch()
-    for p in procs:
-        assert p.wait(timeout=120) == 0, p.stderr.read()
+    jobs = [(str(cid), keys) for keys in [",".join(planned[j::4]) for j in range(4)] + ["recount"]]
+    run_workers(archive, tmp_path, jobs, script=_UPDATER)
     kept, live = progress_kept_and_live(archive)
     assert kept == live
     assert kept[(cid, "done")] == (72, round(48 * 0.4 + 24 * 0.125, 9)) and "planned" not in {s for _, s in kept}

@@ -193,10 +193,13 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def run_workers(archive: Any, tmp_path: Path, jobs: list[tuple[str, Any]]) -> list[str]:
-    """Start one process per job, release them at once, return their stdout (asserting exit 0)."""
+def run_workers(archive: Any, tmp_path: Path, jobs: list[tuple[str, Any]], script: str = _WORKER) -> list[str]:
+    """Start one process per job, release them at once, return their stdout (asserting exit 0).
+
+    ``script`` reads ``db, root, go, what, arg`` from ``sys.argv[1:6]`` and waits for the file ``go``.
+    """
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, archive.db_url, str(archive.root), str(go), what, str(arg)],
+    procs = [subprocess.Popen([sys.executable, "-c", script, archive.db_url, str(archive.root), str(go), what, str(arg)],
                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for what, arg in jobs]
